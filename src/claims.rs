@@ -1,0 +1,73 @@
+//! The claim set of a token, as the policy engine sees it.
+//!
+//! Every scalar claim is kept as its string form (`true`, `42`, `refs/heads/main`),
+//! because GitHub's claims are strings and the policy language compares strings
+//! (`ref_protected = true` matches `"true"`). Arrays and objects are not kept as
+//! claims: no policy key can name them, so they can never match by accident.
+//! This module trusts nothing: a `ClaimSet` is only data. Whether it came from a
+//! verified token is carried by `verify::VerifiedClaims`, which wraps one.
+
+use std::collections::BTreeMap;
+
+/// Scalar claims by name, as strings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimSet {
+    values: BTreeMap<String, String>,
+}
+
+impl ClaimSet {
+    /// Builds a claim set from a JSON object: strings as they are, booleans and
+    /// numbers in their JSON text form; null, arrays and objects are dropped.
+    pub fn from_json_object(object: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let values = object
+            .iter()
+            .filter_map(|(name, value)| scalar_string(value).map(|text| (name.clone(), text)))
+            .collect();
+        Self { values }
+    }
+
+    /// The claim's string value, or `None` when the token does not carry it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// Sets one claim; used by tools that build claim sets by hand (`policy explain --claims`).
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(name.into(), value.into());
+    }
+
+    /// All claims in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+fn scalar_string(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Bool(flag) => Some(flag.to_string()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        serde_json::Value::Null | serde_json::Value::Array(_) | serde_json::Value::Object(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_become_strings_and_structures_are_dropped() {
+        let json = serde_json::json!({
+            "repository": "octo/repo", "ref_protected": true, "run_attempt": 2,
+            "aud": ["a", "b"], "nested": {"x": 1}, "nothing": null
+        });
+        let object = json.as_object().unwrap();
+        let claims = ClaimSet::from_json_object(object);
+        assert_eq!(claims.get("repository"), Some("octo/repo"));
+        assert_eq!(claims.get("ref_protected"), Some("true"));
+        assert_eq!(claims.get("run_attempt"), Some("2"));
+        assert_eq!(claims.get("aud"), None);
+        assert_eq!(claims.get("nested"), None);
+        assert_eq!(claims.get("nothing"), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! attestation-broker: turns a GitHub Actions OIDC token into short-lived AWS
+//! credentials, under an explicit, deny-by-default policy.
+
+pub mod claims;
+pub mod policy;
