@@ -2,4 +2,6 @@
 //! credentials, under an explicit, deny-by-default policy.
 
 pub mod claims;
+pub mod config;
+pub mod metrics;
 pub mod policy;

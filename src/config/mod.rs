@@ -1,0 +1,511 @@
+//! Configuration: one TOML file plus `BROKER_SECTION__KEY` environment
+//! overrides, turned into checked types at load time.
+//!
+//! Nothing else in the crate reads the environment: the loader takes the
+//! variables as an argument, so tests pass their own map. Unknown keys are
+//! errors (a typo in a ConfigMap must fail), every error names the file, the
+//! key and the reason, and all errors are reported together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "BROKER_";
+/// Separator between section and key in an override (`BROKER_SERVER__LISTEN`).
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Hard cap on an inbound token (GitHub's are about 1–2 KiB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A configuration that failed to load: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem: `FILE: key `KEY`: REASON`.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
+        Self { problems: vec![format!("{file}: key `{key}`: {reason}")] }
+    }
+}
+
+/// The whole broker configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and inbound limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Trusted token issuers; at least one.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Token verification rules.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    /// Signing-key cache.
+    #[serde(default)]
+    pub jwks: JwksConfig,
+    /// Replay protection.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    /// AWS STS client.
+    #[serde(default)]
+    pub sts: StsConfig,
+    /// The policy file.
+    pub policy: PolicyConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and inbound limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Main listener (POST /issue). Default `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// Admin listener (/metrics, /healthz, /readyz). Default `0.0.0.0:9090`.
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain for TLS on the main listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the main listener.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// Largest accepted request body. Default 65536 (DESIGN.md).
+    pub max_body_bytes: usize,
+    /// Whole-request deadline, seconds. Default 15.
+    pub request_timeout_seconds: u64,
+    /// Requests processed at once before new ones are shed with 503. Default 1024.
+    pub max_concurrent_requests: usize,
+    /// Time allowed for in-flight requests after SIGTERM, seconds. Default 20.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            max_body_bytes: 64 * 1024,
+            request_timeout_seconds: 15,
+            max_concurrent_requests: 1024,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+/// `[[issuers]]`: one trusted OIDC issuer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` value, e.g. `https://token.actions.githubusercontent.com`.
+    pub issuer: String,
+    /// Accepted `aud` values; at least one.
+    pub audiences: Vec<String>,
+    /// JWKS location; default: discovered from `{issuer}/.well-known/openid-configuration`.
+    pub jwks_url: Option<Url>,
+}
+
+/// `[verify]`: token verification.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Clock-skew allowance for exp, nbf and iat. Default 10 s: runner clocks
+    /// drift a few seconds from ours, and a 5 s `nbf` skew was seen in
+    /// production; more than a minute would stretch every token's life.
+    pub leeway_seconds: u64,
+    /// Accepted signature algorithms. Default `["RS256"]`. `none` and HMAC are
+    /// refused whatever this says.
+    pub algorithms: Vec<String>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self { leeway_seconds: 10, algorithms: vec!["RS256".to_owned()] }
+    }
+}
+
+/// `[jwks]`: the signing-key cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    /// Background refresh period. Default 300.
+    pub refresh_seconds: u64,
+    /// Minimum time between fetches caused by unknown key ids, per issuer. Default 30.
+    pub unknown_kid_cooldown_seconds: u64,
+    /// How long the last good keys keep serving when fetches fail. Default 86400.
+    pub max_stale_seconds: u64,
+    /// Deadline of one discovery or JWKS fetch. Default 5.
+    pub fetch_timeout_seconds: u64,
+    /// Largest accepted discovery or JWKS body. Default 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            refresh_seconds: 300,
+            unknown_kid_cooldown_seconds: 30,
+            max_stale_seconds: 86_400,
+            fetch_timeout_seconds: 5,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Where used token ids are remembered.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayStoreKind {
+    /// In process; right for a single replica.
+    #[default]
+    Memory,
+    /// Shared Redis; needed for several replicas.
+    Redis,
+}
+
+/// `[replay]`: replay protection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// `memory` (default) or `redis`.
+    pub store: ReplayStoreKind,
+    /// Redis URL when `store = "redis"`.
+    pub redis_url: Option<String>,
+    /// Issue even when the store cannot be reached. Default false (fail closed).
+    pub fail_open: bool,
+    /// Most token ids remembered in memory. Default 1,000,000.
+    pub max_entries: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self { store: ReplayStoreKind::Memory, redis_url: None, fail_open: false, max_entries: 1_000_000 }
+    }
+}
+
+/// `[sts]`: the AWS STS client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StsConfig {
+    /// AWS region of the STS endpoint. Default `us-east-1`.
+    pub region: String,
+    /// Endpoint override for local emulators and tests (http only on loopback).
+    pub endpoint_url: Option<Url>,
+    /// TCP/TLS connect timeout, seconds. Default 2.
+    pub connect_timeout_seconds: u64,
+    /// Deadline of one AssumeRole including retries, seconds. Default 8.
+    pub operation_timeout_seconds: u64,
+    /// Deadline of one attempt, seconds. Default 3.
+    pub attempt_timeout_seconds: u64,
+    /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
+    pub max_attempts: u32,
+}
+
+impl Default for StsConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".to_owned(),
+            endpoint_url: None,
+            connect_timeout_seconds: 2,
+            operation_timeout_seconds: 8,
+            attempt_timeout_seconds: 3,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[policy]`: the policy file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Path of the policy TOML. Relative paths are taken from the working
+    /// directory, then from the configuration file's directory.
+    pub file: PathBuf,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (default; what log pipelines want).
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[log]`: log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (default) or `pretty`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `attestation_broker=debug`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".to_owned() }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies overrides from `env` and validates the result.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
+        let mut config = Self::parse(&text, &file, env)?;
+        config.policy.file = resolve_relative(&config.policy.file, path);
+        Ok(config)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|err| {
+            ConfigError::one(file, "-", format!("not valid TOML: {}", err.message()))
+        })?;
+        apply_env_overrides(&mut table, env, file)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let key = err.path().to_string();
+            ConfigError::one(file, &key, err.into_inner().message())
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, reason: String| problems.push(format!("{file}: key `{key}`: {reason}"));
+        if self.issuers.is_empty() {
+            problem("issuers".into(), "at least one [[issuers]] entry is required".into());
+        }
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            match Url::parse(&issuer.issuer) {
+                Ok(url) => {
+                    if let Err(reason) = check_scheme(&url) {
+                        problem(format!("issuers[{index}].issuer"), reason);
+                    }
+                    if url.query().is_some() || url.fragment().is_some() {
+                        problem(format!("issuers[{index}].issuer"), "must not have a query or fragment".into());
+                    }
+                }
+                Err(err) => problem(format!("issuers[{index}].issuer"), format!("not a URL: {err}")),
+            }
+            if self.issuers.iter().take(index).any(|other| other.issuer == issuer.issuer) {
+                problem(format!("issuers[{index}].issuer"), "listed twice".into());
+            }
+            if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
+                problem(format!("issuers[{index}].audiences"), "needs at least one non-empty audience".into());
+            }
+            if let Some(url) = &issuer.jwks_url {
+                if let Err(reason) = check_scheme(url) {
+                    problem(format!("issuers[{index}].jwks_url"), reason);
+                }
+            }
+        }
+        for (index, name) in self.verify.algorithms.iter().enumerate() {
+            if let Err(reason) = parse_algorithm(name) {
+                problem(format!("verify.algorithms[{index}]"), reason);
+            }
+        }
+        if self.verify.algorithms.is_empty() {
+            problem("verify.algorithms".into(), "at least one algorithm is required".into());
+        }
+        if self.verify.leeway_seconds > 300 {
+            problem("verify.leeway_seconds".into(), "must be at most 300".into());
+        }
+        if self.jwks.refresh_seconds == 0 {
+            problem("jwks.refresh_seconds".into(), "must be at least 1".into());
+        }
+        if self.jwks.fetch_timeout_seconds == 0 {
+            problem("jwks.fetch_timeout_seconds".into(), "must be at least 1".into());
+        }
+        if self.jwks.max_stale_seconds < self.jwks.refresh_seconds {
+            problem("jwks.max_stale_seconds".into(), "must be at least jwks.refresh_seconds".into());
+        }
+        if self.jwks.max_body_bytes == 0 || self.jwks.max_body_bytes > 16 * 1024 * 1024 {
+            problem("jwks.max_body_bytes".into(), "must be between 1 and 16777216".into());
+        }
+        if self.replay.store == ReplayStoreKind::Redis {
+            match self.replay.redis_url.as_deref().map(Url::parse) {
+                None => problem("replay.redis_url".into(), "required when replay.store = \"redis\"".into()),
+                Some(Err(err)) => problem("replay.redis_url".into(), format!("not a URL: {err}")),
+                Some(Ok(url)) if !matches!(url.scheme(), "redis" | "rediss") => {
+                    problem("replay.redis_url".into(), "scheme must be redis:// or rediss://".into());
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+        if self.replay.max_entries == 0 {
+            problem("replay.max_entries".into(), "must be at least 1".into());
+        }
+        if self.sts.region.is_empty() {
+            problem("sts.region".into(), "must not be empty".into());
+        }
+        if let Some(url) = &self.sts.endpoint_url {
+            if let Err(reason) = check_scheme(url) {
+                problem("sts.endpoint_url".into(), reason);
+            }
+        }
+        if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
+            problem("sts.max_attempts".into(), "must be between 1 and 10".into());
+        }
+        for (key, value) in [
+            ("sts.connect_timeout_seconds", self.sts.connect_timeout_seconds),
+            ("sts.operation_timeout_seconds", self.sts.operation_timeout_seconds),
+            ("sts.attempt_timeout_seconds", self.sts.attempt_timeout_seconds),
+            ("server.request_timeout_seconds", self.server.request_timeout_seconds),
+        ] {
+            if value == 0 {
+                problem(key.into(), "must be at least 1".into());
+            }
+        }
+        if self.server.max_body_bytes == 0 || self.server.max_body_bytes > 1024 * 1024 {
+            problem("server.max_body_bytes".into(), "must be between 1 and 1048576".into());
+        }
+        if self.server.max_concurrent_requests == 0 {
+            problem("server.max_concurrent_requests".into(), "must be at least 1".into());
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => problem("server.tls_key".into(), "required when server.tls_cert is set".into()),
+            (None, Some(_)) => problem("server.tls_cert".into(), "required when server.tls_key is set".into()),
+            _ => {}
+        }
+        if self.server.client_ca.is_some() && self.server.tls_cert.is_none() {
+            problem("server.client_ca".into(), "client certificates need TLS: set server.tls_cert and server.tls_key".into());
+        }
+        if self.server.tls_cert.is_some() {
+            problem("server.tls_cert".into(), "TLS on the main listener is not available in this version; terminate TLS in front of the broker".into());
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problem("log.level".into(), format!("not a valid filter: {err}"));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    }
+
+    /// The request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_seconds)
+    }
+}
+
+/// Parses an algorithm name from the allow-list; `none` and HMAC are never accepted.
+pub fn parse_algorithm(name: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    use jsonwebtoken::Algorithm as A;
+    match name {
+        "RS256" => Ok(A::RS256),
+        "RS384" => Ok(A::RS384),
+        "RS512" => Ok(A::RS512),
+        "PS256" => Ok(A::PS256),
+        "PS384" => Ok(A::PS384),
+        "PS512" => Ok(A::PS512),
+        "ES256" => Ok(A::ES256),
+        "ES384" => Ok(A::ES384),
+        _ if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") => {
+            Err(format!("`{name}` is never accepted: unsigned and shared-secret tokens cannot prove who minted them"))
+        }
+        _ => Err(format!("unknown algorithm `{name}` (use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384)")),
+    }
+}
+
+/// `https://` anywhere; `http://` only for loopback hosts (local tests and emulators).
+pub fn check_scheme(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(url) => Ok(()),
+        "http" => Err("http:// is accepted only for loopback hosts; use https://".into()),
+        other => Err(format!("scheme `{other}` is not supported; use https://")),
+    }
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn resolve_relative(policy: &Path, config_path: &Path) -> PathBuf {
+    if policy.is_absolute() || policy.exists() {
+        return policy.to_path_buf();
+    }
+    match config_path.parent() {
+        Some(dir) if dir.join(policy).exists() => dir.join(policy),
+        _ => policy.to_path_buf(),
+    }
+}
+
+/// Applies `BROKER_SECTION__KEY=value` overrides. Values are read as TOML
+/// (numbers, booleans, arrays) and fall back to a plain string. Array-of-table
+/// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`.
+fn apply_env_overrides(table: &mut toml::Table, env: &BTreeMap<String, String>, file: &str) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if !rest.contains(ENV_SEPARATOR) {
+            continue;
+        }
+        let parts: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+        let value = parse_env_value(raw);
+        if let Err(reason) = set_path(table, &parts, value) {
+            problems.push(format!("{file}: key `{}` (from environment {name}): {reason}", parts.join(".")));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut parsed) => parsed.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Err("empty key".into());
+    };
+    if first.is_empty() {
+        return Err("empty key".into());
+    }
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(inner) => set_path(inner, rest, value),
+        toml::Value::Array(items) => {
+            let Some((index, rest)) = rest.split_first() else {
+                return Err("an array section needs an index".into());
+            };
+            let index: usize = index.parse().map_err(|_| format!("`{index}` is not an array index"))?;
+            match items.get_mut(index) {
+                Some(toml::Value::Table(inner)) if !rest.is_empty() => set_path(inner, rest, value),
+                Some(_) => Err(format!("cannot set entry {index} of this array")),
+                None => Err(format!("entry {index} does not exist in the file")),
+            }
+        }
+        _ => Err(format!("`{first}` is not a section")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
