@@ -5,3 +5,4 @@ pub mod claims;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod sts;
