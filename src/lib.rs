@@ -3,6 +3,8 @@
 
 pub mod claims;
 pub mod config;
+pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod sts;
+pub mod verify;
