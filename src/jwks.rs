@@ -96,7 +96,9 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,14 +138,21 @@ impl std::fmt::Debug for JwksCache {
 
 impl JwksCache {
     /// Creates an empty cache for `issuers`; nothing is fetched yet.
-    pub fn new(issuers: &[IssuerConfig], config: &JwksConfig, metrics: Metrics) -> Result<Self, FetchError> {
+    pub fn new(
+        issuers: &[IssuerConfig],
+        config: &JwksConfig,
+        metrics: Metrics,
+    ) -> Result<Self, FetchError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(config.fetch_timeout_seconds))
             .timeout(Duration::from_secs(config.fetch_timeout_seconds))
             .user_agent(concat!("attestation-broker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|err| FetchError::Http { url: "-".into(), reason: err.to_string() })?;
+            .map_err(|err| FetchError::Http {
+                url: "-".into(),
+                reason: err.to_string(),
+            })?;
         let keys = moka::sync::Cache::builder()
             .max_capacity((issuers.len() * MAX_KEYS_PER_JWKS) as u64)
             .time_to_live(Duration::from_secs(config.max_stale_seconds))
@@ -157,7 +166,13 @@ impl JwksCache {
                 fetch_gate: tokio::sync::Mutex::new(None),
             })
             .collect();
-        Ok(Self(Arc::new(Inner { issuers, keys, http, config: config.clone(), metrics })))
+        Ok(Self(Arc::new(Inner {
+            issuers,
+            keys,
+            http,
+            config: config.clone(),
+            metrics,
+        })))
     }
 
     /// The key `kid` of issuer number `issuer`. Fetches the JWKS only when the
@@ -188,7 +203,11 @@ impl JwksCache {
         if let Some(key) = self.0.keys.get(&cache_key) {
             return Ok(key);
         }
-        if self.usable(issuer) { Err(JwksError::UnknownKeyId) } else { Err(JwksError::KeysUnavailable) }
+        if self.usable(issuer) {
+            Err(JwksError::UnknownKeyId)
+        } else {
+            Err(JwksError::KeysUnavailable)
+        }
     }
 
     /// Whether issuer number `issuer` has keys fetched within `max_stale_seconds`.
@@ -213,7 +232,11 @@ impl JwksCache {
             match self.fetch_issuer(index).await {
                 Ok(()) => ok += 1,
                 Err(err) => {
-                    let issuer = self.0.issuers.get(index).map_or("-", |keys| keys.issuer.as_str());
+                    let issuer = self
+                        .0
+                        .issuers
+                        .get(index)
+                        .map_or("-", |keys| keys.issuer.as_str());
                     tracing::warn!(oidc.issuer = %issuer, error = %err, "JWKS refresh failed; keeping the last good keys");
                 }
             }
@@ -221,27 +244,43 @@ impl JwksCache {
         ok
     }
 
-    /// Runs the background refresh loop forever (spawn it).
-    pub async fn run_refresh(self) {
+    /// Runs the background refresh loop forever (spawn it after a first
+    /// `refresh_all`): every `refresh_seconds`, sooner while a fetch fails.
+    pub async fn run_refresh(self, mut all_ok: bool) {
         let period = Duration::from_secs(self.0.config.refresh_seconds);
         loop {
-            let wait = if self.refresh_all().await == self.0.issuers.len() {
+            let wait = if all_ok {
                 period
             } else {
                 period.min(RETRY_AFTER_FAILURE)
             };
             tokio::time::sleep(wait).await;
+            all_ok = self.refresh_all().await == self.0.issuers.len();
         }
+    }
+
+    /// Number of configured issuers.
+    pub fn issuer_count(&self) -> usize {
+        self.0.issuers.len()
     }
 
     /// Updates the key-age gauges (called before rendering metrics).
     pub fn record_ages(&self) {
         for (index, keys) in self.0.issuers.iter().enumerate() {
-            let age = keys.state.lock().ok().and_then(|state| state.last_success).map(|at| at.elapsed().as_secs());
-            self.0.metrics.set_jwks_age(index, age.unwrap_or(u64::MAX / 2));
+            let age = keys
+                .state
+                .lock()
+                .ok()
+                .and_then(|state| state.last_success)
+                .map(|at| at.elapsed().as_secs());
+            self.0
+                .metrics
+                .set_jwks_age(index, age.unwrap_or(u64::MAX / 2));
         }
         self.0.keys.run_pending_tasks();
-        self.0.metrics.set_jwks_keys(usize::try_from(self.0.keys.entry_count()).unwrap_or(usize::MAX));
+        self.0
+            .metrics
+            .set_jwks_keys(usize::try_from(self.0.keys.entry_count()).unwrap_or(usize::MAX));
     }
 
     async fn fetch_issuer(&self, index: usize) -> Result<(), FetchError> {
@@ -257,8 +296,13 @@ impl JwksCache {
 
     /// Fetches one issuer's JWKS; `Ok(true)` when the key set changed.
     async fn fetch_issuer_inner(&self, index: usize) -> Result<bool, FetchError> {
-        let Some(keys) = self.0.issuers.get(index) else { return Ok(false) };
-        let known_url = keys.configured_jwks_url.clone().or_else(|| keys.state.lock().ok().and_then(|s| s.jwks_url.clone()));
+        let Some(keys) = self.0.issuers.get(index) else {
+            return Ok(false);
+        };
+        let known_url = keys
+            .configured_jwks_url
+            .clone()
+            .or_else(|| keys.state.lock().ok().and_then(|s| s.jwks_url.clone()));
         let jwks_url = match known_url {
             Some(url) => url,
             None => self.discover(&keys.issuer).await?,
@@ -268,20 +312,26 @@ impl JwksCache {
             Ok(body) => body,
             Err(err) => {
                 // A moved JWKS is found again through discovery next time.
-                if keys.configured_jwks_url.is_none() {
-                    if let Ok(mut state) = keys.state.lock() {
-                        state.jwks_url = None;
-                    }
+                if keys.configured_jwks_url.is_none()
+                    && let Ok(mut state) = keys.state.lock()
+                {
+                    state.jwks_url = None;
                 }
                 return Err(err);
             }
         };
-        let parsed = parse_jwks(&body).map_err(|reason| FetchError::Invalid { url: jwks_url.to_string(), reason })?;
+        let parsed = parse_jwks(&body).map_err(|reason| FetchError::Invalid {
+            url: jwks_url.to_string(),
+            reason,
+        })?;
         let hash: [u8; 32] = {
             use sha2::Digest;
             sha2::Sha256::digest(&body).into()
         };
-        let mut state = keys.state.lock().map_err(|_| FetchError::Invalid { url: jwks_url.to_string(), reason: "state poisoned".into() })?;
+        let mut state = keys.state.lock().map_err(|_| FetchError::Invalid {
+            url: jwks_url.to_string(),
+            reason: "state poisoned".into(),
+        })?;
         let changed = state.last_body_hash != Some(hash);
         for old in &state.kids {
             if !parsed.iter().any(|(kid, _)| kid == old) {
@@ -299,35 +349,70 @@ impl JwksCache {
     }
 
     async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {
-        let url_text = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let url = Url::parse(&url_text).map_err(|err| FetchError::Invalid { url: url_text.clone(), reason: err.to_string() })?;
+        let url_text = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let url = Url::parse(&url_text).map_err(|err| FetchError::Invalid {
+            url: url_text.clone(),
+            reason: err.to_string(),
+        })?;
         let body = self.get_capped(&url).await?;
         #[derive(serde::Deserialize)]
         struct Discovery {
             jwks_uri: String,
         }
-        let discovery: Discovery = serde_json::from_slice(&body)
-            .map_err(|err| FetchError::Invalid { url: url_text.clone(), reason: err.to_string() })?;
-        let jwks_url = Url::parse(&discovery.jwks_uri)
-            .map_err(|err| FetchError::Invalid { url: url_text.clone(), reason: format!("jwks_uri: {err}") })?;
-        check_scheme(&jwks_url).map_err(|reason| FetchError::Invalid { url: url_text, reason: format!("jwks_uri: {reason}") })?;
+        let discovery: Discovery =
+            serde_json::from_slice(&body).map_err(|err| FetchError::Invalid {
+                url: url_text.clone(),
+                reason: err.to_string(),
+            })?;
+        let jwks_url = Url::parse(&discovery.jwks_uri).map_err(|err| FetchError::Invalid {
+            url: url_text.clone(),
+            reason: format!("jwks_uri: {err}"),
+        })?;
+        check_scheme(&jwks_url).map_err(|reason| FetchError::Invalid {
+            url: url_text,
+            reason: format!("jwks_uri: {reason}"),
+        })?;
         Ok(jwks_url)
     }
 
     async fn get_capped(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
         let limit = self.0.config.max_body_bytes;
-        let http_error = |err: reqwest::Error| FetchError::Http { url: url.to_string(), reason: err.to_string() };
-        let mut response = self.0.http.get(url.clone()).send().await.map_err(http_error)?;
+        let http_error = |err: reqwest::Error| FetchError::Http {
+            url: url.to_string(),
+            reason: err.to_string(),
+        };
+        let mut response = self
+            .0
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(http_error)?;
         if response.status() != reqwest::StatusCode::OK {
-            return Err(FetchError::Status { url: url.to_string(), status: response.status().as_u16() });
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+            });
         }
-        if response.content_length().is_some_and(|len| len > limit as u64) {
-            return Err(FetchError::TooLarge { url: url.to_string(), limit });
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(http_error)? {
             if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge { url: url.to_string(), limit });
+                return Err(FetchError::TooLarge {
+                    url: url.to_string(),
+                    limit,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -349,11 +434,19 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
     }
     let mut out: Vec<(String, VerifyingKey)> = Vec::new();
     for value in raw.keys {
-        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else { continue };
-        let Some(kid) = jwk.common.key_id.clone().filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN) else {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
             continue;
         };
-        if matches!(jwk.common.public_key_use, Some(ref usage) if *usage != PublicKeyUse::Signature) {
+        let Some(kid) = jwk
+            .common
+            .key_id
+            .clone()
+            .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)
+        else {
+            continue;
+        };
+        if matches!(jwk.common.public_key_use, Some(ref usage) if *usage != PublicKeyUse::Signature)
+        {
             continue;
         }
         let (is_rsa, is_ec) = match &jwk.algorithm {
@@ -362,12 +455,25 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
             // Shared-secret and other key types can never verify a token here.
             _ => continue,
         };
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
-        let algorithm = jwk.common.key_algorithm.and_then(|alg| alg.to_string().parse::<Algorithm>().ok());
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        let algorithm = jwk
+            .common
+            .key_algorithm
+            .and_then(|alg| alg.to_string().parse::<Algorithm>().ok());
         if out.iter().any(|(existing, _)| *existing == kid) {
             continue;
         }
-        out.push((kid, VerifyingKey { key, algorithm, is_rsa, is_ec }));
+        out.push((
+            kid,
+            VerifyingKey {
+                key,
+                algorithm,
+                is_rsa,
+                is_ec,
+            },
+        ));
     }
     if out.is_empty() {
         return Err("no usable signing key".into());
@@ -377,7 +483,11 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
 
 /// Issuer lookup by exact `iss` string.
 pub fn issuer_index(issuers: &[IssuerConfig]) -> HashMap<String, usize> {
-    issuers.iter().enumerate().map(|(index, issuer)| (issuer.issuer.clone(), index)).collect()
+    issuers
+        .iter()
+        .enumerate()
+        .map(|(index, issuer)| (issuer.issuer.clone(), index))
+        .collect()
 }
 
 #[cfg(test)]
@@ -386,9 +496,14 @@ mod tests {
 
     #[test]
     fn real_github_jwks_snapshots_parse() {
-        for file in ["github_jwks_2022-08_stepsecurity.json", "github_jwks_2025-03_z4ce.json"] {
+        for file in [
+            "github_jwks_2022-08_stepsecurity.json",
+            "github_jwks_2025-03_z4ce.json",
+        ] {
             let path = format!("tests/fixtures/{file}");
-            let Ok(body) = std::fs::read(&path) else { continue };
+            let Ok(body) = std::fs::read(&path) else {
+                continue;
+            };
             let keys = parse_jwks(&body).unwrap();
             assert!(keys.len() >= 2, "{file}");
         }

@@ -169,10 +169,28 @@ impl Verifier {
             .issuers
             .iter()
             .enumerate()
-            .map(|(index, issuer)| (issuer.issuer.clone(), IssuerRules { index, audiences: issuer.audiences.clone() }))
+            .map(|(index, issuer)| {
+                (
+                    issuer.issuer.clone(),
+                    IssuerRules {
+                        index,
+                        audiences: issuer.audiences.clone(),
+                    },
+                )
+            })
             .collect();
-        let algorithms = config.verify.algorithms.iter().filter_map(|name| parse_algorithm(name).ok()).collect();
-        Self(Arc::new(VerifierInner { jwks, issuers, algorithms, leeway: config.verify.leeway_seconds }))
+        let algorithms = config
+            .verify
+            .algorithms
+            .iter()
+            .filter_map(|name| parse_algorithm(name).ok())
+            .collect();
+        Self(Arc::new(VerifierInner {
+            jwks,
+            issuers,
+            algorithms,
+            leeway: config.verify.leeway_seconds,
+        }))
     }
 
     /// The key cache.
@@ -181,20 +199,39 @@ impl Verifier {
     }
 
     /// Verifies `token` as of `now` (unix seconds).
-    pub async fn verify(&self, token: &SecretString, now: u64) -> Result<VerifiedClaims, VerifyError> {
+    pub async fn verify(
+        &self,
+        token: &SecretString,
+        now: u64,
+    ) -> Result<VerifiedClaims, VerifyError> {
         let raw = token.expose_secret();
         let (header, payload) = split_unverified(raw)?;
         let algorithm = self.accepted_algorithm(&header.alg)?;
-        let kid = header.kid.filter(|kid| !kid.is_empty()).ok_or(VerifyError::MissingKeyId)?;
+        let kid = header
+            .kid
+            .filter(|kid| !kid.is_empty())
+            .ok_or(VerifyError::MissingKeyId)?;
         if kid.len() > MAX_KID_LEN {
             return Err(VerifyError::Malformed("kid too long"));
         }
-        let issuer = payload.get("iss").and_then(Value::as_str).ok_or(VerifyError::MissingClaim("iss"))?;
-        let rules = self.0.issuers.get(issuer).ok_or(VerifyError::UntrustedIssuer)?;
-        let key = self.0.jwks.key(rules.index, &kid).await.map_err(|err| match err {
-            JwksError::UnknownKeyId => VerifyError::UnknownKeyId,
-            JwksError::KeysUnavailable => VerifyError::KeysUnavailable,
-        })?;
+        let issuer = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(VerifyError::MissingClaim("iss"))?;
+        let rules = self
+            .0
+            .issuers
+            .get(issuer)
+            .ok_or(VerifyError::UntrustedIssuer)?;
+        let key = self
+            .0
+            .jwks
+            .key(rules.index, &kid)
+            .await
+            .map_err(|err| match err {
+                JwksError::UnknownKeyId => VerifyError::UnknownKeyId,
+                JwksError::KeysUnavailable => VerifyError::KeysUnavailable,
+            })?;
         let verified = verify_signature(raw, &key, algorithm)?;
         check_claims(verified, issuer, &rules.audiences, self.0.leeway, now, raw)
     }
@@ -202,7 +239,11 @@ impl Verifier {
     fn accepted_algorithm(&self, name: &str) -> Result<Algorithm, VerifyError> {
         // Exact spelling only: `none`, `None`, `HS256` and friends never parse here.
         let algorithm = parse_algorithm(name).map_err(|_| VerifyError::AlgorithmNotAccepted)?;
-        if self.0.algorithms.contains(&algorithm) { Ok(algorithm) } else { Err(VerifyError::AlgorithmNotAccepted) }
+        if self.0.algorithms.contains(&algorithm) {
+            Ok(algorithm)
+        } else {
+            Err(VerifyError::AlgorithmNotAccepted)
+        }
     }
 }
 
@@ -212,28 +253,43 @@ fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), Verify
         return Err(VerifyError::Malformed("too large"));
     }
     let mut parts = raw.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed("not three segments"));
     };
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(VerifyError::Malformed("empty segment"));
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| VerifyError::Malformed("header is not base64url"))?;
-    let payload_bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
-    URL_SAFE_NO_PAD.decode(signature).map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
-    let header: RawHeader = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed("header is not JSON"))?;
-    let payload: Map<String, Value> =
-        serde_json::from_slice(&payload_bytes).map_err(|_| VerifyError::Malformed("payload is not a JSON object"))?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| VerifyError::Malformed("header is not base64url"))?;
+    let payload_bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
+    let header: RawHeader = serde_json::from_slice(&header_bytes)
+        .map_err(|_| VerifyError::Malformed("header is not JSON"))?;
+    let payload: Map<String, Value> = serde_json::from_slice(&payload_bytes)
+        .map_err(|_| VerifyError::Malformed("payload is not a JSON object"))?;
     Ok((header, payload))
 }
 
 /// Checks the signature only; claims are checked by `check_claims`.
-fn verify_signature(raw: &str, key: &VerifyingKey, algorithm: Algorithm) -> Result<Map<String, Value>, VerifyError> {
+fn verify_signature(
+    raw: &str,
+    key: &VerifyingKey,
+    algorithm: Algorithm,
+) -> Result<Map<String, Value>, VerifyError> {
     let family_ok = match algorithm {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-            key.is_rsa
-        }
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => key.is_rsa,
         Algorithm::ES256 | Algorithm::ES384 => key.is_ec,
         _ => false,
     };
@@ -260,15 +316,28 @@ fn verify_signature(raw: &str, key: &VerifyingKey, algorithm: Algorithm) -> Resu
     }
 }
 
-fn numeric_claim(payload: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, VerifyError> {
+fn numeric_claim(
+    payload: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, VerifyError> {
     match payload.get(name) {
         None => Ok(None),
-        Some(value) => value.as_u64().map(Some).ok_or(VerifyError::MissingClaim(name)),
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or(VerifyError::MissingClaim(name)),
     }
 }
 
-fn string_claim<'a>(payload: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, VerifyError> {
-    payload.get(name).and_then(Value::as_str).filter(|text| !text.is_empty()).ok_or(VerifyError::MissingClaim(name))
+fn string_claim<'a>(
+    payload: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, VerifyError> {
+    payload
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|text| !text.is_empty())
+        .ok_or(VerifyError::MissingClaim(name))
 }
 
 /// Checks iss, aud, exp, nbf, iat, jti and sub of signature-verified claims.
@@ -285,7 +354,10 @@ fn check_claims(
     }
     let audience_ok = match payload.get("aud") {
         Some(Value::String(aud)) => audiences.iter().any(|want| want == aud),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(|aud| audiences.iter().any(|want| want == aud)),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|aud| audiences.iter().any(|want| want == aud)),
         None => return Err(VerifyError::MissingClaim("aud")),
         Some(_) => false,
     };
@@ -297,10 +369,10 @@ fn check_claims(
     if exp.saturating_add(leeway) < now {
         return Err(VerifyError::Expired);
     }
-    if let Some(nbf) = numeric_claim(&payload, "nbf")? {
-        if nbf > now.saturating_add(leeway) {
-            return Err(VerifyError::NotYetValid);
-        }
+    if let Some(nbf) = numeric_claim(&payload, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(VerifyError::NotYetValid);
     }
     if iat > now.saturating_add(leeway) {
         return Err(VerifyError::IssuedInFuture);
@@ -336,13 +408,23 @@ mod tests {
     }
 
     fn check(json: serde_json::Value, now: u64) -> Result<VerifiedClaims, VerifyError> {
-        check_claims(payload(json), "https://issuer", &["aud1".to_owned()], 10, now, "raw")
+        check_claims(
+            payload(json),
+            "https://issuer",
+            &["aud1".to_owned()],
+            10,
+            now,
+            "raw",
+        )
     }
 
     #[test]
     fn time_checks_apply_the_leeway() {
         assert!(check(good(), 1100).is_ok());
-        assert!(check(good(), 1310).is_ok(), "expired within leeway is accepted");
+        assert!(
+            check(good(), 1310).is_ok(),
+            "expired within leeway is accepted"
+        );
         assert_eq!(check(good(), 1311).unwrap_err(), VerifyError::Expired);
         assert!(check(good(), 990).is_ok(), "nbf/iat within leeway");
         assert_eq!(check(good(), 989).unwrap_err(), VerifyError::NotYetValid);
@@ -357,11 +439,17 @@ mod tests {
             let mut json = good();
             json.as_object_mut().unwrap().remove(claim);
             let err = check(json, 1100).unwrap_err();
-            assert!(matches!(err, VerifyError::MissingClaim(_)), "{claim}: {err:?}");
+            assert!(
+                matches!(err, VerifyError::MissingClaim(_)),
+                "{claim}: {err:?}"
+            );
         }
         let mut json = good();
         json["exp"] = serde_json::json!("1300");
-        assert_eq!(check(json, 1100).unwrap_err(), VerifyError::MissingClaim("exp"));
+        assert_eq!(
+            check(json, 1100).unwrap_err(),
+            VerifyError::MissingClaim("exp")
+        );
     }
 
     #[test]
@@ -370,7 +458,10 @@ mod tests {
         json["aud"] = serde_json::json!(["other", "aud1"]);
         assert!(check(json.clone(), 1100).is_ok());
         json["aud"] = serde_json::json!(["other"]);
-        assert_eq!(check(json, 1100).unwrap_err(), VerifyError::AudienceMismatch);
+        assert_eq!(
+            check(json, 1100).unwrap_err(),
+            VerifyError::AudienceMismatch
+        );
     }
 
     #[test]
@@ -390,10 +481,22 @@ mod tests {
     #[test]
     fn malformed_shapes() {
         for raw in ["", "a.b", "a.b.c.d", "..", "!!.e30.sig", "e30.e30.sig"] {
-            assert!(split_unverified(raw).is_err() || raw == "e30.e30.sig", "{raw}");
+            assert!(
+                split_unverified(raw).is_err() || raw == "e30.e30.sig",
+                "{raw}"
+            );
         }
-        assert!(matches!(split_unverified("e30.e30.c2ln"), Err(VerifyError::Malformed(_))), "header without alg");
+        assert!(
+            matches!(
+                split_unverified("e30.e30.c2ln"),
+                Err(VerifyError::Malformed(_))
+            ),
+            "header without alg"
+        );
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert_eq!(split_unverified(&big).unwrap_err(), VerifyError::Malformed("too large"));
+        assert_eq!(
+            split_unverified(&big).unwrap_err(),
+            VerifyError::Malformed("too large")
+        );
     }
 }
