@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use super::glob::{CaseFold, Glob};
 use super::model::{Condition, Role, RoleArn, Rule, RuleKind};
-use super::{MAX_DURATION_SECONDS, MIN_DURATION_SECONDS, PolicyIssue, PolicyWarning};
+use super::{MAX_DURATION_SECONDS, MIN_DURATION_SECONDS, PolicyIssue, PolicyWarning, warnings};
 
 /// Keys a `[[roles]]` table may have.
 const ROLE_KEYS: &[&str] = &[
@@ -28,62 +28,6 @@ const ROLE_KEYS: &[&str] = &[
 
 /// Longest role name: names appear in metrics labels and audit lines.
 const MAX_ROLE_NAME_CHARS: usize = 64;
-
-/// Claims that pin a repository or its owner by a number GitHub never reuses.
-const ID_CLAIMS: &[&str] = &["repository_id", "repository_owner_id"];
-
-/// Claims that name a repository or owner by a (re-registrable) name.
-const NAME_CLAIMS: &[&str] = &["repository", "repository_owner"];
-
-/// Claims that tie a token to some repository, owner or enterprise. A rule
-/// without any of them matches tokens from anywhere on GitHub, because any
-/// workflow can request an OIDC token for any audience.
-const BINDING_CLAIMS: &[&str] = &[
-    "repository",
-    "repository_id",
-    "repository_owner",
-    "repository_owner_id",
-    "enterprise",
-    "enterprise_id",
-    "sub",
-    "job_workflow_ref",
-    "workflow_ref",
-];
-
-/// Claims every current github.com Actions ID token carries. A deny rule on any
-/// other claim silently does nothing for tokens without it.
-const ALWAYS_PRESENT_CLAIMS: &[&str] = &[
-    "actor",
-    "actor_id",
-    "aud",
-    "base_ref",
-    "event_name",
-    "exp",
-    "head_ref",
-    "iat",
-    "iss",
-    "job_workflow_ref",
-    "job_workflow_sha",
-    "jti",
-    "nbf",
-    "ref",
-    "ref_protected",
-    "ref_type",
-    "repository",
-    "repository_id",
-    "repository_owner",
-    "repository_owner_id",
-    "repository_visibility",
-    "run_attempt",
-    "run_id",
-    "run_number",
-    "runner_environment",
-    "sha",
-    "sub",
-    "workflow",
-    "workflow_ref",
-    "workflow_sha",
-];
 
 /// A successfully compiled policy body.
 pub(super) struct Compiled {
@@ -143,7 +87,7 @@ pub(super) fn compile(text: &str) -> Result<Compiled, Failure> {
     if !issues.0.is_empty() {
         return Err(Failure::Invalid(issues.0));
     }
-    let warnings = roles.iter().flat_map(warnings_for).collect();
+    let warnings = roles.iter().flat_map(warnings::for_role).collect();
     Ok(Compiled { roles, warnings })
 }
 
@@ -492,70 +436,4 @@ fn compile_pattern(
     Glob::compile(&text, fold)
         .map_err(|err| issues.push(key, err.to_string()))
         .ok()
-}
-
-/// Non-fatal findings about one role.
-fn warnings_for(role: &Role) -> Vec<PolicyWarning> {
-    let mut warnings = Vec::new();
-    let warn = |rule: String, key: Option<&str>, message: String| PolicyWarning {
-        role: role.name.clone(),
-        rule: Some(rule),
-        key: key.map(str::to_owned),
-        message,
-    };
-    for (index, rule) in role.allow.iter().enumerate() {
-        let rule_key = format!("{}[{index}]", RuleKind::Allow.key());
-        let names_by_name = rule
-            .conditions
-            .iter()
-            .find(|condition| NAME_CLAIMS.contains(&condition.claim.as_str()));
-        // An id condition only pins something when none of its patterns has a wildcard.
-        let pins_id = rule.conditions.iter().any(|condition| {
-            ID_CLAIMS.contains(&condition.claim.as_str())
-                && condition.patterns.iter().all(Glob::is_literal)
-        });
-        if let Some(condition) = names_by_name.filter(|_| !pins_id) {
-            warnings.push(warn(
-                rule_key.clone(),
-                Some(&condition.claim),
-                format!(
-                    "rule matches `{}` by name without pinning `repository_id` or `repository_owner_id` \
-                     to exact values; names can be renamed and re-registered by someone else",
-                    condition.claim
-                ),
-            ));
-        }
-        let binds = rule
-            .conditions
-            .iter()
-            .any(|condition| BINDING_CLAIMS.contains(&condition.claim.as_str()));
-        if !binds {
-            warnings.push(warn(
-                rule_key,
-                None,
-                "rule binds no repository, owner or enterprise: any GitHub workflow can request a \
-                 token for your audience and match it"
-                    .to_owned(),
-            ));
-        }
-    }
-    for (index, rule) in role.deny.iter().enumerate() {
-        let rule_key = format!("{}[{index}]", RuleKind::Deny.key());
-        for condition in rule
-            .conditions
-            .iter()
-            .filter(|condition| !ALWAYS_PRESENT_CLAIMS.contains(&condition.claim.as_str()))
-        {
-            warnings.push(warn(
-                rule_key.clone(),
-                Some(&condition.claim),
-                format!(
-                    "GitHub does not send `{}` in every token, and an absent claim never matches: \
-                     this deny rule does not apply to tokens without it",
-                    condition.claim
-                ),
-            ));
-        }
-    }
-    warnings
 }

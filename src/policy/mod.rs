@@ -21,12 +21,13 @@
 mod explain;
 mod glob;
 mod load;
+mod miss;
 mod model;
+mod warnings;
 
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use crate::claims::ClaimSet;
@@ -34,7 +35,7 @@ use crate::claims::ClaimSet;
 pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
 pub use model::RoleOutcome;
 
-use model::{Condition, Role, RuleKind};
+use model::{Role, RuleKind};
 
 /// Shortest credential lifetime, and the default: the STS minimum for AssumeRole.
 pub const MIN_DURATION_SECONDS: u32 = 900;
@@ -42,15 +43,6 @@ pub const MIN_DURATION_SECONDS: u32 = 900;
 /// Longest credential lifetime a role may allow: the STS maximum for AssumeRole
 /// (the IAM role's own `MaxSessionDuration` must also allow it).
 pub const MAX_DURATION_SECONDS: u32 = 43_200;
-
-/// Longest claim value or pattern quoted in an audit line, in characters.
-const MAX_AUDIT_VALUE_CHARS: usize = 128;
-
-/// Most patterns listed in an audit line.
-const MAX_AUDIT_PATTERNS: usize = 8;
-
-/// Longest `first_failed` text, in characters: it is one line of an audit event.
-const MAX_AUDIT_LINE_CHARS: usize = 1024;
 
 /// What the caller asked for, beyond its token.
 #[derive(Clone, Copy, Debug, Default)]
@@ -347,7 +339,7 @@ impl Policy {
                 }),
                 RoleOutcome::NotAllowed => Err(Denial::NotPermitted {
                     role: Some(role.name.clone()),
-                    first_failed: describe_closest_miss(std::slice::from_ref(role), claims),
+                    first_failed: miss::describe(std::slice::from_ref(role), claims),
                 }),
             };
         }
@@ -362,7 +354,7 @@ impl Policy {
             (Some((role, allow)), None) => grant(role, allow, request.duration_seconds),
             (None, _) => Err(Denial::NotPermitted {
                 role: None,
-                first_failed: describe_closest_miss(&self.roles, claims),
+                first_failed: miss::describe(&self.roles, claims),
             }),
             (Some((first, _)), Some((second, _))) => Err(Denial::Ambiguous {
                 roles: [first, second]
@@ -417,92 +409,4 @@ fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Grant, Den
         session_tags: role.session_tags,
         matched_rule: role.rule_name(RuleKind::Allow, allow),
     })
-}
-
-/// The audit text for a refusal: see [`Policy::evaluate`]. Only runs on denials.
-fn describe_closest_miss(roles: &[Role], claims: &ClaimSet) -> String {
-    // A role whose allow rule matched but a deny rule refused is as close as a token gets.
-    for role in roles {
-        if let RoleOutcome::Denied { allow, deny } = role.outcome(claims) {
-            return clamp(format!(
-                "{} matched, but so did {}",
-                role.rule_name(RuleKind::Allow, allow),
-                role.rule_name(RuleKind::Deny, deny)
-            ));
-        }
-    }
-    let mut closest: Option<(&Role, usize, &Condition, usize)> = None;
-    for role in roles {
-        for (index, rule) in role.allow.iter().enumerate() {
-            let matched = rule
-                .conditions
-                .iter()
-                .filter(|condition| condition.matches(claims))
-                .count();
-            let failed = rule
-                .conditions
-                .iter()
-                .find(|condition| !condition.matches(claims));
-            if let Some(failed) = failed
-                && closest.is_none_or(|(_, _, _, best)| matched > best)
-            {
-                closest = Some((role, index, failed, matched));
-            }
-        }
-    }
-    let Some((role, index, condition, _)) = closest else {
-        return "no allow rule to evaluate".to_owned();
-    };
-    let rule = role.rule_name(RuleKind::Allow, index);
-    let text = match claims.get(&condition.claim) {
-        None => format!("{rule}.{}: claim absent", condition.claim),
-        Some(value) => {
-            let mut text = format!(
-                "{rule}.{}: {:?} does not match any of [",
-                condition.claim,
-                truncate(value, MAX_AUDIT_VALUE_CHARS)
-            );
-            for (position, pattern) in condition
-                .patterns
-                .iter()
-                .take(MAX_AUDIT_PATTERNS)
-                .enumerate()
-            {
-                if position > 0 {
-                    text.push_str(", ");
-                }
-                text.push_str(&format!(
-                    "{:?}",
-                    truncate(pattern.source(), MAX_AUDIT_VALUE_CHARS)
-                ));
-            }
-            if let Some(more) = condition
-                .patterns
-                .len()
-                .checked_sub(MAX_AUDIT_PATTERNS)
-                .filter(|n| *n > 0)
-            {
-                text.push_str(&format!(", … {more} more"));
-            }
-            text.push(']');
-            text
-        }
-    };
-    clamp(text)
-}
-
-/// `text` cut to `max` characters, with `…` marking the cut.
-fn truncate(text: &str, max: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max) {
-        None => Cow::Borrowed(text),
-        Some((end, _)) => Cow::Owned(format!("{}…", text.get(..end).unwrap_or_default())),
-    }
-}
-
-/// Bounds an audit line whatever the policy's names and patterns look like.
-fn clamp(text: String) -> String {
-    match truncate(&text, MAX_AUDIT_LINE_CHARS) {
-        Cow::Borrowed(_) => text,
-        Cow::Owned(cut) => cut,
-    }
 }
