@@ -40,6 +40,8 @@ fn exact_claims_table() {
         ("v?", "v12", false),
         ("a?b", "a/b", false),
         ("??", "éé", true),
+        ("v?.*", "v1.2", true),
+        ("v?.*", "v12.3", false),
         // Empty values.
         ("*", "", true),
         ("**", "", true),
