@@ -26,6 +26,9 @@ const ROLE_KEYS: &[&str] = &[
     "deny",
 ];
 
+/// The error for a role that could never grant.
+const NO_ALLOW_RULE: &str = "a role needs at least one `[[roles.allow]]` rule";
+
 /// Longest role name: names appear in metrics labels and audit lines.
 const MAX_ROLE_NAME_CHARS: usize = 64;
 
@@ -229,10 +232,7 @@ fn compile_role(
 
     let allow = match table.get("allow") {
         None => {
-            issues.push(
-                format!("{key}.allow"),
-                "a role needs at least one `[[roles.allow]]` rule",
-            );
+            issues.push(format!("{key}.allow"), NO_ALLOW_RULE);
             None
         }
         Some(value) => compile_rules(value, &format!("{key}.allow"), RuleKind::Allow, issues),
@@ -318,7 +318,7 @@ fn compile_rules(
         return None;
     };
     if kind == RuleKind::Allow && items.is_empty() {
-        issues.push(key, "a role needs at least one `[[roles.allow]]` rule");
+        issues.push(key, NO_ALLOW_RULE);
         return None;
     }
     let before = issues.0.len();

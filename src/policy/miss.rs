@@ -92,12 +92,16 @@ pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
     clamp(text)
 }
 
-/// `text` cut to `max` characters, with `…` marking the cut.
+/// `text` cut to at most `max` characters, the last of them a `…` marking the cut.
 fn truncate(text: &str, max: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max) {
-        None => Cow::Borrowed(text),
-        Some((end, _)) => Cow::Owned(format!("{}…", text.get(..end).unwrap_or_default())),
+    if text.chars().nth(max).is_none() {
+        return Cow::Borrowed(text);
     }
+    let end = text
+        .char_indices()
+        .nth(max.saturating_sub(1))
+        .map_or(text.len(), |(end, _)| end);
+    Cow::Owned(format!("{}…", text.get(..end).unwrap_or_default()))
 }
 
 /// Bounds an audit line whatever the policy's names and patterns look like.

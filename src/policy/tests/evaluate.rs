@@ -365,6 +365,23 @@ fn first_failed_is_one_bounded_line() {
     );
     assert!(first_failed.contains("xxx…\""), "{first_failed}");
     assert!(first_failed.ends_with(", … 12 more]"), "{first_failed}");
+
+    // Patterns long enough that the whole line needs cutting.
+    let patterns: Vec<String> = (0..8)
+        .map(|n| format!("\"{n}{}\"", "p".repeat(300)))
+        .collect();
+    let text = format!(
+        "[[roles]]\nname = \"r\"\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\n\
+         [[roles.allow]]\nrepository_owner_id = \"1\"\nref = [{}]\n",
+        patterns.join(", ")
+    );
+    let wide = compile_ok(&text).policy;
+    let set = claims(&[("repository_owner_id", "1"), ("ref", "x")]);
+    let Err(Denial::NotPermitted { first_failed, .. }) = wide.evaluate(&set, &named("r")) else {
+        panic!("expected NotPermitted");
+    };
+    assert_eq!(first_failed.chars().count(), 1024, "{first_failed}");
+    assert!(first_failed.ends_with('…'), "{first_failed}");
 }
 
 #[test]
