@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod token;
+
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::{AppOptions, build_app, telemetry};
@@ -39,6 +41,16 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Work with tokens offline.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Decode a token and run every verification check, each with pass or fail.
+    Inspect(token::InspectArgs),
 }
 
 /// The process environment as a map; the only place it is read.
