@@ -3,6 +3,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod dev;
 pub mod metrics;
 pub mod policy;
 pub mod sts;
