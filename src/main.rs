@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(cli::serve(&config)),
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
         Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
     }
 }
