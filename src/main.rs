@@ -1,1 +1,24 @@
-fn main(){}
+//! Entry point: parse the command line, install the TLS crypto provider, run.
+
+use std::process::ExitCode;
+
+use attestation_broker::cli::{self, Cli, Command};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(cli::serve(&config)),
+        Command::CheckConfig { config } => cli::check_config(&config),
+    }
+}

@@ -50,13 +50,23 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
     let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
@@ -73,29 +83,78 @@ impl Metrics {
         )?;
         registry.register(Box::new(sts_latency.clone()))?;
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("ci_http_request_duration_seconds", "HTTP request duration, seconds")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "ci_http_request_duration_seconds",
+                "HTTP request duration, seconds",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
-        let replay_rejections = IntCounter::new("ci_replay_rejections_total", "Tokens refused because they were already used")?;
+        let replay_rejections = IntCounter::new(
+            "ci_replay_rejections_total",
+            "Tokens refused because they were already used",
+        )?;
         registry.register(Box::new(replay_rejections.clone()))?;
-        let replay_store_errors = IntCounter::new("ci_replay_store_errors_total", "Replay store operations that failed")?;
+        let replay_store_errors = IntCounter::new(
+            "ci_replay_store_errors_total",
+            "Replay store operations that failed",
+        )?;
         registry.register(Box::new(replay_store_errors.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
         registry.register(Box::new(jwks_keys.clone()))?;
         let inner = Inner {
             creds_issued: counter_vec(r, "ci_creds_issued_total", "Credentials issued", &["role"])?,
-            creds_expired: counter_vec(r, "ci_creds_expired_total", "Issued credentials whose expiration has passed", &["role"])?,
-            creds_active: gauge_vec(r, "ci_creds_active", "Issued credentials not yet expired", &["role"])?,
-            policy_denials: counter_vec(r, "ci_opa_policy_denials_total", "Policy denials", &["role"])?,
+            creds_expired: counter_vec(
+                r,
+                "ci_creds_expired_total",
+                "Issued credentials whose expiration has passed",
+                &["role"],
+            )?,
+            creds_active: gauge_vec(
+                r,
+                "ci_creds_active",
+                "Issued credentials not yet expired",
+                &["role"],
+            )?,
+            policy_denials: counter_vec(
+                r,
+                "ci_opa_policy_denials_total",
+                "Policy denials",
+                &["role"],
+            )?,
             sts_errors: counter_vec(r, "ci_sts_errors_total", "AssumeRole failures", &["kind"])?,
-            token_rejections: counter_vec(r, "ci_token_rejections_total", "Tokens rejected by verification", &["reason"])?,
-            binding_mismatches: counter_vec(r, "ci_binding_mismatches_total", "Request fields that did not match the token", &["field"])?,
+            token_rejections: counter_vec(
+                r,
+                "ci_token_rejections_total",
+                "Tokens rejected by verification",
+                &["reason"],
+            )?,
+            binding_mismatches: counter_vec(
+                r,
+                "ci_binding_mismatches_total",
+                "Request fields that did not match the token",
+                &["field"],
+            )?,
             jwks_refresh: counter_vec(r, "ci_jwks_refresh_total", "JWKS fetches", &["result"])?,
-            jwks_key_age: gauge_vec(r, "ci_jwks_last_success_age_seconds", "Seconds since the issuer's JWKS was last fetched successfully", &["issuer_index"])?,
-            http_requests: counter_vec(r, "ci_http_requests_total", "HTTP requests", &["route", "status"])?,
-            policy_info: gauge_vec(r, "ci_policy_info", "The loaded policy; the version label is a hash of its text", &["version"])?,
+            jwks_key_age: gauge_vec(
+                r,
+                "ci_jwks_last_success_age_seconds",
+                "Seconds since the issuer's JWKS was last fetched successfully",
+                &["issuer_index"],
+            )?,
+            http_requests: counter_vec(
+                r,
+                "ci_http_requests_total",
+                "HTTP requests",
+                &["route", "status"],
+            )?,
+            policy_info: gauge_vec(
+                r,
+                "ci_policy_info",
+                "The loaded policy; the version label is a hash of its text",
+                &["version"],
+            )?,
             sts_latency,
             http_duration,
             replay_rejections,
@@ -119,7 +178,9 @@ impl Metrics {
 
     /// Moves credentials whose expiration has passed from active to expired.
     pub fn expire_credentials(&self, now: SystemTime) {
-        let Ok(mut live) = self.0.live.lock() else { return };
+        let Ok(mut live) = self.0.live.lock() else {
+            return;
+        };
         while let Some(Reverse((expiration, _))) = live.peek() {
             if *expiration > now {
                 break;
@@ -173,7 +234,9 @@ impl Metrics {
 
     /// Number of cached signing keys.
     pub fn set_jwks_keys(&self, count: usize) {
-        self.0.jwks_keys.set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.0
+            .jwks_keys
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Age of an issuer's last good JWKS (issuer by its index in the config).
@@ -190,7 +253,10 @@ impl Metrics {
             .http_requests
             .with_label_values(&[route, &status.to_string()])
             .inc();
-        self.0.http_duration.with_label_values(&[route]).observe(seconds);
+        self.0
+            .http_duration
+            .with_label_values(&[route])
+            .observe(seconds);
     }
 
     /// The loaded policy's version; the previous version's series is removed.
@@ -203,7 +269,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.expire_credentials(SystemTime::now());
         let mut out = Vec::new();
-        if TextEncoder::new().encode(&self.0.registry.gather(), &mut out).is_err() {
+        if TextEncoder::new()
+            .encode(&self.0.registry.gather(), &mut out)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(out).unwrap_or_default()
@@ -223,9 +292,18 @@ mod tests {
         metrics.credential_issued("deploy", now + Duration::from_secs(1800));
         metrics.expire_credentials(now + Duration::from_secs(1000));
         let text = metrics.render();
-        assert!(text.contains("ci_creds_issued_total{role=\"deploy\"} 2"), "{text}");
-        assert!(text.contains("ci_creds_expired_total{role=\"deploy\"} 1"), "{text}");
-        assert!(text.contains("ci_creds_active{role=\"deploy\"} 1"), "{text}");
+        assert!(
+            text.contains("ci_creds_issued_total{role=\"deploy\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ci_creds_expired_total{role=\"deploy\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ci_creds_active{role=\"deploy\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

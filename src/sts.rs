@@ -73,7 +73,11 @@ impl StsClient {
     }
 
     /// Calls AssumeRole for `grant` with a session name and tags from `claims`.
-    pub async fn assume_role(&self, _grant: &Grant, _claims: &ClaimSet) -> Result<IssuedCredentials, StsError> {
+    pub async fn assume_role(
+        &self,
+        _grant: &Grant,
+        _claims: &ClaimSet,
+    ) -> Result<IssuedCredentials, StsError> {
         self.metrics.sts_error("other");
         Err(StsError::Other("not implemented".into()))
     }

@@ -32,7 +32,9 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
-        Self { problems: vec![format!("{file}: key `{key}`: {reason}")] }
+        Self {
+            problems: vec![format!("{file}: key `{key}`: {reason}")],
+        }
     }
 }
 
@@ -132,7 +134,10 @@ pub struct VerifyConfig {
 
 impl Default for VerifyConfig {
     fn default() -> Self {
-        Self { leeway_seconds: 10, algorithms: vec!["RS256".to_owned()] }
+        Self {
+            leeway_seconds: 10,
+            algorithms: vec!["RS256".to_owned()],
+        }
     }
 }
 
@@ -191,7 +196,12 @@ pub struct ReplayConfig {
 
 impl Default for ReplayConfig {
     fn default() -> Self {
-        Self { store: ReplayStoreKind::Memory, redis_url: None, fail_open: false, max_entries: 1_000_000 }
+        Self {
+            store: ReplayStoreKind::Memory,
+            redis_url: None,
+            fail_open: false,
+            max_entries: 1_000_000,
+        }
     }
 }
 
@@ -258,7 +268,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".to_owned() }
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -274,24 +287,33 @@ impl Config {
     }
 
     /// Parses configuration text; `file` names it in errors.
-    pub fn parse(text: &str, file: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|err| {
             ConfigError::one(file, "-", format!("not valid TOML: {}", err.message()))
         })?;
         apply_env_overrides(&mut table, env, file)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
-            let key = err.path().to_string();
-            ConfigError::one(file, &key, err.into_inner().message())
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                let key = err.path().to_string();
+                ConfigError::one(file, &key, err.into_inner().message())
+            })?;
         config.validate(file)?;
         Ok(config)
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let mut problem = |key: String, reason: String| problems.push(format!("{file}: key `{key}`: {reason}"));
+        let mut problem =
+            |key: String, reason: String| problems.push(format!("{file}: key `{key}`: {reason}"));
         if self.issuers.is_empty() {
-            problem("issuers".into(), "at least one [[issuers]] entry is required".into());
+            problem(
+                "issuers".into(),
+                "at least one [[issuers]] entry is required".into(),
+            );
         }
         for (index, issuer) in self.issuers.iter().enumerate() {
             match Url::parse(&issuer.issuer) {
@@ -300,21 +322,35 @@ impl Config {
                         problem(format!("issuers[{index}].issuer"), reason);
                     }
                     if url.query().is_some() || url.fragment().is_some() {
-                        problem(format!("issuers[{index}].issuer"), "must not have a query or fragment".into());
+                        problem(
+                            format!("issuers[{index}].issuer"),
+                            "must not have a query or fragment".into(),
+                        );
                     }
                 }
-                Err(err) => problem(format!("issuers[{index}].issuer"), format!("not a URL: {err}")),
+                Err(err) => problem(
+                    format!("issuers[{index}].issuer"),
+                    format!("not a URL: {err}"),
+                ),
             }
-            if self.issuers.iter().take(index).any(|other| other.issuer == issuer.issuer) {
+            if self
+                .issuers
+                .iter()
+                .take(index)
+                .any(|other| other.issuer == issuer.issuer)
+            {
                 problem(format!("issuers[{index}].issuer"), "listed twice".into());
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
-                problem(format!("issuers[{index}].audiences"), "needs at least one non-empty audience".into());
+                problem(
+                    format!("issuers[{index}].audiences"),
+                    "needs at least one non-empty audience".into(),
+                );
             }
-            if let Some(url) = &issuer.jwks_url {
-                if let Err(reason) = check_scheme(url) {
-                    problem(format!("issuers[{index}].jwks_url"), reason);
-                }
+            if let Some(url) = &issuer.jwks_url
+                && let Err(reason) = check_scheme(url)
+            {
+                problem(format!("issuers[{index}].jwks_url"), reason);
             }
         }
         for (index, name) in self.verify.algorithms.iter().enumerate() {
@@ -323,7 +359,10 @@ impl Config {
             }
         }
         if self.verify.algorithms.is_empty() {
-            problem("verify.algorithms".into(), "at least one algorithm is required".into());
+            problem(
+                "verify.algorithms".into(),
+                "at least one algorithm is required".into(),
+            );
         }
         if self.verify.leeway_seconds > 300 {
             problem("verify.leeway_seconds".into(), "must be at most 300".into());
@@ -332,20 +371,35 @@ impl Config {
             problem("jwks.refresh_seconds".into(), "must be at least 1".into());
         }
         if self.jwks.fetch_timeout_seconds == 0 {
-            problem("jwks.fetch_timeout_seconds".into(), "must be at least 1".into());
+            problem(
+                "jwks.fetch_timeout_seconds".into(),
+                "must be at least 1".into(),
+            );
         }
         if self.jwks.max_stale_seconds < self.jwks.refresh_seconds {
-            problem("jwks.max_stale_seconds".into(), "must be at least jwks.refresh_seconds".into());
+            problem(
+                "jwks.max_stale_seconds".into(),
+                "must be at least jwks.refresh_seconds".into(),
+            );
         }
         if self.jwks.max_body_bytes == 0 || self.jwks.max_body_bytes > 16 * 1024 * 1024 {
-            problem("jwks.max_body_bytes".into(), "must be between 1 and 16777216".into());
+            problem(
+                "jwks.max_body_bytes".into(),
+                "must be between 1 and 16777216".into(),
+            );
         }
         if self.replay.store == ReplayStoreKind::Redis {
             match self.replay.redis_url.as_deref().map(Url::parse) {
-                None => problem("replay.redis_url".into(), "required when replay.store = \"redis\"".into()),
+                None => problem(
+                    "replay.redis_url".into(),
+                    "required when replay.store = \"redis\"".into(),
+                ),
                 Some(Err(err)) => problem("replay.redis_url".into(), format!("not a URL: {err}")),
                 Some(Ok(url)) if !matches!(url.scheme(), "redis" | "rediss") => {
-                    problem("replay.redis_url".into(), "scheme must be redis:// or rediss://".into());
+                    problem(
+                        "replay.redis_url".into(),
+                        "scheme must be redis:// or rediss://".into(),
+                    );
                 }
                 Some(Ok(_)) => {}
             }
@@ -356,37 +410,64 @@ impl Config {
         if self.sts.region.is_empty() {
             problem("sts.region".into(), "must not be empty".into());
         }
-        if let Some(url) = &self.sts.endpoint_url {
-            if let Err(reason) = check_scheme(url) {
-                problem("sts.endpoint_url".into(), reason);
-            }
+        if let Some(url) = &self.sts.endpoint_url
+            && let Err(reason) = check_scheme(url)
+        {
+            problem("sts.endpoint_url".into(), reason);
         }
         if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
             problem("sts.max_attempts".into(), "must be between 1 and 10".into());
         }
         for (key, value) in [
-            ("sts.connect_timeout_seconds", self.sts.connect_timeout_seconds),
-            ("sts.operation_timeout_seconds", self.sts.operation_timeout_seconds),
-            ("sts.attempt_timeout_seconds", self.sts.attempt_timeout_seconds),
-            ("server.request_timeout_seconds", self.server.request_timeout_seconds),
+            (
+                "sts.connect_timeout_seconds",
+                self.sts.connect_timeout_seconds,
+            ),
+            (
+                "sts.operation_timeout_seconds",
+                self.sts.operation_timeout_seconds,
+            ),
+            (
+                "sts.attempt_timeout_seconds",
+                self.sts.attempt_timeout_seconds,
+            ),
+            (
+                "server.request_timeout_seconds",
+                self.server.request_timeout_seconds,
+            ),
         ] {
             if value == 0 {
                 problem(key.into(), "must be at least 1".into());
             }
         }
         if self.server.max_body_bytes == 0 || self.server.max_body_bytes > 1024 * 1024 {
-            problem("server.max_body_bytes".into(), "must be between 1 and 1048576".into());
+            problem(
+                "server.max_body_bytes".into(),
+                "must be between 1 and 1048576".into(),
+            );
         }
         if self.server.max_concurrent_requests == 0 {
-            problem("server.max_concurrent_requests".into(), "must be at least 1".into());
+            problem(
+                "server.max_concurrent_requests".into(),
+                "must be at least 1".into(),
+            );
         }
         match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(_), None) => problem("server.tls_key".into(), "required when server.tls_cert is set".into()),
-            (None, Some(_)) => problem("server.tls_cert".into(), "required when server.tls_key is set".into()),
+            (Some(_), None) => problem(
+                "server.tls_key".into(),
+                "required when server.tls_cert is set".into(),
+            ),
+            (None, Some(_)) => problem(
+                "server.tls_cert".into(),
+                "required when server.tls_key is set".into(),
+            ),
             _ => {}
         }
         if self.server.client_ca.is_some() && self.server.tls_cert.is_none() {
-            problem("server.client_ca".into(), "client certificates need TLS: set server.tls_cert and server.tls_key".into());
+            problem(
+                "server.client_ca".into(),
+                "client certificates need TLS: set server.tls_cert and server.tls_key".into(),
+            );
         }
         if self.server.tls_cert.is_some() {
             problem("server.tls_cert".into(), "TLS on the main listener is not available in this version; terminate TLS in front of the broker".into());
@@ -394,7 +475,11 @@ impl Config {
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problem("log.level".into(), format!("not a valid filter: {err}"));
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     /// The request deadline.
@@ -416,9 +501,13 @@ pub fn parse_algorithm(name: &str) -> Result<jsonwebtoken::Algorithm, String> {
         "ES256" => Ok(A::ES256),
         "ES384" => Ok(A::ES384),
         _ if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") => {
-            Err(format!("`{name}` is never accepted: unsigned and shared-secret tokens cannot prove who minted them"))
+            Err(format!(
+                "`{name}` is never accepted: unsigned and shared-secret tokens cannot prove who minted them"
+            ))
         }
-        _ => Err(format!("unknown algorithm `{name}` (use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384)")),
+        _ => Err(format!(
+            "unknown algorithm `{name}` (use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384)"
+        )),
     }
 }
 
@@ -454,26 +543,44 @@ fn resolve_relative(policy: &Path, config_path: &Path) -> PathBuf {
 /// Applies `BROKER_SECTION__KEY=value` overrides. Values are read as TOML
 /// (numbers, booleans, arrays) and fall back to a plain string. Array-of-table
 /// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`.
-fn apply_env_overrides(table: &mut toml::Table, env: &BTreeMap<String, String>, file: &str) -> Result<(), ConfigError> {
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
     for (name, raw) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if !rest.contains(ENV_SEPARATOR) {
             continue;
         }
-        let parts: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+        let parts: Vec<String> = rest
+            .split(ENV_SEPARATOR)
+            .map(str::to_ascii_lowercase)
+            .collect();
         let value = parse_env_value(raw);
         if let Err(reason) = set_path(table, &parts, value) {
-            problems.push(format!("{file}: key `{}` (from environment {name}): {reason}", parts.join(".")));
+            problems.push(format!(
+                "{file}: key `{}` (from environment {name}): {reason}",
+                parts.join(".")
+            ));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&wrapped) {
-        Ok(mut parsed) => parsed.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut parsed) => parsed
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -489,14 +596,18 @@ fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Re
         table.insert(first.clone(), value);
         return Ok(());
     }
-    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match entry {
         toml::Value::Table(inner) => set_path(inner, rest, value),
         toml::Value::Array(items) => {
             let Some((index, rest)) = rest.split_first() else {
                 return Err("an array section needs an index".into());
             };
-            let index: usize = index.parse().map_err(|_| format!("`{index}` is not an array index"))?;
+            let index: usize = index
+                .parse()
+                .map_err(|_| format!("`{index}` is not an array index"))?;
             match items.get_mut(index) {
                 Some(toml::Value::Table(inner)) if !rest.is_empty() => set_path(inner, rest, value),
                 Some(_) => Err(format!("cannot set entry {index} of this array")),

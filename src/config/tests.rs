@@ -10,11 +10,16 @@ file = "config/policy.toml"
 "#;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn problems(text: &str, vars: &[(&str, &str)]) -> String {
-    Config::parse(text, "broker.toml", &env(vars)).unwrap_err().to_string()
+    Config::parse(text, "broker.toml", &env(vars))
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -36,7 +41,10 @@ fn minimal_config_gets_documented_defaults() {
 fn unknown_keys_are_errors_with_their_path() {
     let text = format!("{MINIMAL}\n[verify]\nleway_seconds = 5\n");
     let message = problems(&text, &[]);
-    assert!(message.contains("broker.toml: key `verify.leway_seconds`: unknown field"), "{message}");
+    assert!(
+        message.contains("broker.toml: key `verify.leway_seconds`: unknown field"),
+        "{message}"
+    );
     assert!(message.contains("leway_seconds"), "{message}");
     let message = problems(&format!("{MINIMAL}\n[bogus]\nx = 1\n"), &[]);
     assert!(message.contains("bogus"), "{message}");
@@ -61,7 +69,10 @@ fn env_override_of_unknown_key_is_an_error() {
     let message = problems(MINIMAL, &[("BROKER_VERIFY__LEEWAY", "3")]);
     assert!(message.contains("leeway"), "{message}");
     let message = problems(MINIMAL, &[("BROKER_ISSUERS__3__AUDIENCES", "x")]);
-    assert!(message.contains("from environment BROKER_ISSUERS__3__AUDIENCES"), "{message}");
+    assert!(
+        message.contains("from environment BROKER_ISSUERS__3__AUDIENCES"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -79,14 +90,23 @@ fn plain_http_is_only_for_loopback() {
         let result = Config::parse(&text, "broker.toml", &env(&[]));
         assert_eq!(result.is_ok(), ok, "{url}: {result:?}");
     }
-    let message = problems(&format!("{MINIMAL}\n[sts]\nendpoint_url = \"http://sts.example.com\"\n"), &[]);
-    assert!(message.contains("key `sts.endpoint_url`: http:// is accepted only for loopback"), "{message}");
+    let message = problems(
+        &format!("{MINIMAL}\n[sts]\nendpoint_url = \"http://sts.example.com\"\n"),
+        &[],
+    );
+    assert!(
+        message.contains("key `sts.endpoint_url`: http:// is accepted only for loopback"),
+        "{message}"
+    );
 }
 
 #[test]
 fn hmac_and_none_are_refused_even_when_configured() {
     for alg in ["none", "HS256", "hs512", "NONE"] {
-        let message = problems(&format!("{MINIMAL}\n[verify]\nalgorithms = [\"{alg}\"]\n"), &[]);
+        let message = problems(
+            &format!("{MINIMAL}\n[verify]\nalgorithms = [\"{alg}\"]\n"),
+            &[],
+        );
         assert!(message.contains("verify.algorithms[0]"), "{message}");
         assert!(message.contains("never accepted"), "{message}");
     }
@@ -113,7 +133,10 @@ file = "p.toml"
 fn missing_issuers_and_policy_are_errors() {
     let message = problems("[policy]\nfile = \"p.toml\"\n", &[]);
     assert!(message.contains("key `issuers`"), "{message}");
-    let message = problems("[[issuers]]\nissuer = \"https://a\"\naudiences = [\"x\"]\n", &[]);
+    let message = problems(
+        "[[issuers]]\nissuer = \"https://a\"\naudiences = [\"x\"]\n",
+        &[],
+    );
     assert!(message.contains("policy"), "{message}");
 }
 

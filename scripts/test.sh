@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need,
+# then runs formatting, lints and every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Python tools (.venv: moto server, requests)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto, requests' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi
+export BROKER_TEST_VENV="$root/.venv"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --locked --all-targets --all-features -- -D warnings
+
+if command -v cargo-deny >/dev/null 2>&1; then
+  step "cargo deny check"
+  cargo deny check
+fi
+
+step "cargo test --locked"
+cargo test --locked --all-targets

@@ -1,0 +1,169 @@
+//! The command line. `main.rs` only parses arguments and dispatches here;
+//! each subcommand with more than a few lines lives in its own file under
+//! `src/cli/`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::{AppOptions, build_app, telemetry};
+
+/// Exit code for a bad configuration or policy (EX_CONFIG-style usage error, sysexits 64).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// attestation-broker: GitHub Actions OIDC tokens in, short-lived AWS credentials out.
+#[derive(Debug, Parser)]
+#[command(name = "attestation-broker", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate configuration and policy, print the roles, and exit.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The process environment as a map; the only place it is read.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// Loads the configuration or prints every problem and returns the exit code.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path, &process_env()).map_err(|err| {
+        eprintln!("configuration error:\n{err}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// `check-config`: validate everything `serve` would, without network calls.
+pub fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let loaded = match Policy::load(&config.policy.file) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("policy error:\n{err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    println!("configuration: {} (ok)", path.display());
+    println!(
+        "policy: {} (version {})",
+        config.policy.file.display(),
+        loaded.policy.version()
+    );
+    for issuer in &config.issuers {
+        println!(
+            "issuer: {} audiences={}",
+            issuer.issuer,
+            issuer.audiences.join(",")
+        );
+    }
+    println!("roles:");
+    for role in loaded.policy.roles() {
+        println!(
+            "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
+            role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
+        );
+    }
+    for warning in &loaded.warnings {
+        let place = [
+            Some(warning.role.as_str()),
+            warning.rule.as_deref(),
+            warning.key.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(".");
+        println!("warning: {place}: {}", warning.message);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `serve`: run until SIGTERM or Ctrl-C, then drain.
+pub async fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(err) = telemetry::init(config.log.format, &config.log.level) {
+        eprintln!("{err}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run(config, AppOptions::default()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "broker failed to start");
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Builds, binds, announces and serves one broker until a shutdown signal.
+pub async fn run(config: Config, options: AppOptions) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
+    let app = build_app(config, options).await?;
+    let public = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {admin_listen}"))?;
+    app.start_background().await;
+    tracing::info!(
+        listen = %public.local_addr()?,
+        admin_listen = %admin.local_addr()?,
+        policy_version = %app.state.policy().version(),
+        version = env!("CARGO_PKG_VERSION"),
+        "broker listening"
+    );
+    app.serve(public, admin, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

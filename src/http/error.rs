@@ -1,0 +1,233 @@
+//! `ApiError`: the only thing that becomes an HTTP error response.
+//!
+//! Bodies are fixed texts chosen here; no upstream message, claim value, key
+//! id, role ARN or account id can reach a caller. The detail of a refusal goes
+//! to the audit log instead. Every 403 shares one message, so a caller cannot
+//! tell which check refused it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::verify::VerifyError;
+
+/// Seconds a caller should wait after a 503 or 429.
+pub const RETRY_AFTER_SECONDS: u64 = 2;
+
+/// An error answer, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiError {
+    /// Body is not JSON of the expected shape.
+    MalformedBody,
+    /// No token in body or header.
+    MissingToken,
+    /// Several roles match and none was named.
+    AmbiguousRole,
+    /// Requested duration outside 900..=role maximum.
+    DurationOutOfRange,
+    /// Body larger than the limit.
+    BodyTooLarge,
+    /// Body is not `application/json`.
+    UnsupportedMediaType,
+    /// The token failed verification; the coarse reason is safe to name.
+    InvalidToken(TokenProblem),
+    /// Binding mismatch, replay or policy denial.
+    Forbidden,
+    /// Rate limited.
+    RateLimited,
+    /// Upstream (JWKS, STS, replay store) unavailable, overload or deadline.
+    Unavailable,
+    /// No such route.
+    NotFound,
+    /// Route exists, method does not.
+    MethodNotAllowed,
+    /// A bug: a handler panicked.
+    Internal,
+}
+
+/// The coarse reason a 401 may name: what a caller can read off its own token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// Shape, encoding or size.
+    Malformed,
+    /// Signature, key id or key.
+    Signature,
+    /// Algorithm.
+    Algorithm,
+    /// Issuer.
+    Issuer,
+    /// Audience.
+    Audience,
+    /// exp.
+    Expired,
+    /// nbf or iat.
+    NotYetValid,
+    /// A required claim.
+    MissingClaim,
+}
+
+impl ApiError {
+    /// Maps a verification failure; unavailable keys are a 503, not the caller's fault.
+    pub fn from_verify(err: &VerifyError) -> Self {
+        let problem = match err {
+            VerifyError::Malformed(_) | VerifyError::LifetimeTooLong => TokenProblem::Malformed,
+            VerifyError::AlgorithmNotAccepted => TokenProblem::Algorithm,
+            VerifyError::MissingKeyId
+            | VerifyError::UnknownKeyId
+            | VerifyError::InvalidSignature => TokenProblem::Signature,
+            VerifyError::UntrustedIssuer => TokenProblem::Issuer,
+            VerifyError::AudienceMismatch => TokenProblem::Audience,
+            VerifyError::Expired => TokenProblem::Expired,
+            VerifyError::NotYetValid | VerifyError::IssuedInFuture => TokenProblem::NotYetValid,
+            VerifyError::MissingClaim(_) => TokenProblem::MissingClaim,
+            VerifyError::KeysUnavailable => return ApiError::Unavailable,
+        };
+        ApiError::InvalidToken(problem)
+    }
+
+    /// Status, code and fixed message.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::MalformedBody => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "request body is not valid JSON of the expected shape",
+            ),
+            ApiError::MissingToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "no OIDC token: send `oidc_token` or an `Authorization: Bearer` header",
+            ),
+            ApiError::AmbiguousRole => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one role matches this token: name one in `role`",
+            ),
+            ApiError::DurationOutOfRange => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "`duration_seconds` is outside the range this role allows",
+            ),
+            ApiError::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body is too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "request body must be application/json",
+            ),
+            ApiError::InvalidToken(problem) => {
+                (StatusCode::UNAUTHORIZED, "invalid_token", problem.message())
+            }
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token is not permitted to obtain credentials for this request",
+            ),
+            ApiError::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later",
+            ),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "credentials cannot be issued right now; retry later",
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "method not allowed",
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
+        }
+    }
+
+    /// The response, with the request id in the body (the header is set by the middleware).
+    pub fn into_response_with(self, request_id: &str) -> Response {
+        let (status, code, message) = self.parts();
+        let body = serde_json::json!({"error": code, "message": message, "request_id": request_id});
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+impl TokenProblem {
+    fn message(self) -> &'static str {
+        match self {
+            TokenProblem::Malformed => "token is malformed",
+            TokenProblem::Signature => "token signature is invalid",
+            TokenProblem::Algorithm => "token algorithm is not accepted",
+            TokenProblem::Issuer => "token issuer is not trusted",
+            TokenProblem::Audience => "token audience is not accepted",
+            TokenProblem::Expired => "token has expired",
+            TokenProblem::NotYetValid => "token is not yet valid",
+            TokenProblem::MissingClaim => "token is missing a required claim",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verify_error_maps_to_401_except_unavailable_keys() {
+        let all = [
+            VerifyError::Malformed("x"),
+            VerifyError::AlgorithmNotAccepted,
+            VerifyError::MissingKeyId,
+            VerifyError::UntrustedIssuer,
+            VerifyError::UnknownKeyId,
+            VerifyError::InvalidSignature,
+            VerifyError::AudienceMismatch,
+            VerifyError::Expired,
+            VerifyError::NotYetValid,
+            VerifyError::IssuedInFuture,
+            VerifyError::MissingClaim("jti"),
+            VerifyError::LifetimeTooLong,
+        ];
+        for err in all {
+            assert_eq!(
+                ApiError::from_verify(&err).parts().0,
+                StatusCode::UNAUTHORIZED,
+                "{err:?}"
+            );
+        }
+        assert_eq!(
+            ApiError::from_verify(&VerifyError::KeysUnavailable),
+            ApiError::Unavailable
+        );
+    }
+
+    #[test]
+    fn unavailable_and_rate_limited_carry_retry_after() {
+        for err in [ApiError::Unavailable, ApiError::RateLimited] {
+            let response = err.into_response_with("r1");
+            assert!(response.headers().contains_key(header::RETRY_AFTER));
+        }
+        assert!(
+            !ApiError::Forbidden
+                .into_response_with("r1")
+                .headers()
+                .contains_key(header::RETRY_AFTER)
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Admin endpoints: `/healthz` (the process serves), `/readyz` (it can issue),
+//! `/metrics` (Prometheus text format).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+/// 200 while the process serves.
+pub async fn healthz() -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
+}
+
+/// 200 only when the policy is loaded, every issuer has usable keys, the
+/// replay store answers (unless configured to fail open) and the instance is
+/// not draining. The body names the failing checks; this listener is not
+/// exposed outside the cluster.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let mut failing = Vec::new();
+    if state.shutting_down() {
+        failing.push("shutting_down");
+    }
+    if !state.verifier.jwks().ready() {
+        failing.push("jwks");
+    }
+    if !state.config.replay.fail_open && !state.replay.healthy().await {
+        failing.push("replay_store");
+    }
+    let policy = state.policy();
+    if failing.is_empty() {
+        let body = serde_json::json!({"status": "ready", "policy_version": policy.version()});
+        (StatusCode::OK, axum::Json(body)).into_response()
+    } else {
+        let body = serde_json::json!({"status": "not_ready", "failing": failing});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.verifier.jwks().record_ages();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

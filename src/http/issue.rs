@@ -1,0 +1,513 @@
+//! POST /issue: glue only. parse → verify → bind → policy → replay → STS →
+//! audit → respond. Each step lives in its own module; this one decides the
+//! order and maps each outcome to a documented answer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::RequestId;
+use super::error::ApiError;
+use crate::audit::AuditEvent;
+use crate::claims::ClaimSet;
+use crate::policy::{Denial, RoleRequest};
+use crate::replay::Mark;
+use crate::state::AppState;
+use crate::sts::IssuedCredentials;
+use crate::verify::token_sha256;
+
+/// Longest accepted value of `repo`, `sha`, `job_id` and `role`.
+const MAX_FIELD_LEN: usize = 256;
+
+/// The request body. Unknown fields are ignored (DESIGN.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IssueRequest {
+    oidc_token: Option<String>,
+    repo: Option<String>,
+    sha: Option<String>,
+    job_id: Option<JobId>,
+    role: Option<String>,
+    duration_seconds: Option<u64>,
+}
+
+/// `job_id` as a string or a number (workflow expressions produce either).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JobId {
+    Text(String),
+    Number(u64),
+}
+
+impl JobId {
+    fn to_text(&self) -> String {
+        match self {
+            JobId::Text(text) => text.clone(),
+            JobId::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// Answer shape, chosen by `?format=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    CredentialProcess,
+}
+
+/// The handler: sheds load, applies the deadline, and answers.
+pub async fn issue(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return ApiError::Unavailable.into_response_with(&request_id.0);
+    };
+    let mut audit = AuditEvent::new(&request_id.0, state.policy().version());
+    let deadline = state.config.request_timeout();
+    let outcome =
+        tokio::time::timeout(deadline, handle(&state, query, &headers, body, &mut audit)).await;
+    let result = match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            audit.denied(503, "deadline", "request deadline passed");
+            Err(ApiError::Unavailable)
+        }
+    };
+    match result {
+        Ok(response) => response,
+        Err(err) => err.into_response_with(&request_id.0),
+    }
+}
+
+/// Records a refusal in the audit event and returns the answer for it.
+fn refuse(
+    audit: &mut AuditEvent,
+    err: ApiError,
+    reason: &str,
+    detail: impl Into<String>,
+) -> ApiError {
+    audit.denied(err.parts().0.as_u16(), reason, detail);
+    err
+}
+
+async fn handle(
+    state: &AppState,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+    audit: &mut AuditEvent,
+) -> Result<Response, ApiError> {
+    let format = parse_format(query.as_deref())
+        .map_err(|err| refuse(audit, err, "bad_query", "unknown format"))?;
+    let bytes = read_body(state, headers, body)
+        .await
+        .map_err(|err| refuse(audit, err, "bad_body", "body refused"))?;
+    let request = parse_request(headers, &bytes)
+        .map_err(|err| refuse(audit, err, "bad_body", "body not parsed"))?;
+    let token = pick_token(headers, request.oidc_token.as_deref())
+        .map_err(|err| refuse(audit, err, "bad_token_field", "token missing or sent twice"))?;
+    let sha = token_sha256(token.expose_secret());
+
+    let now = unix_now();
+    let verified = match state.verifier.verify(&token, now).await {
+        Ok(verified) => verified,
+        Err(err) => {
+            state.metrics.token_rejected(err.reason_code());
+            audit.token_sha256(sha);
+            let answer = ApiError::from_verify(&err);
+            return Err(refuse(
+                audit,
+                answer,
+                &format!("token_{}", err.reason_code()),
+                err.to_string(),
+            ));
+        }
+    };
+    let claims = verified.claims();
+    audit.claims(verified.issuer(), claims, verified.token_sha256());
+
+    if let Some(field) = binding_mismatch(&request, claims) {
+        state.metrics.binding_mismatch(field);
+        return Err(refuse(
+            audit,
+            ApiError::Forbidden,
+            &format!("binding_mismatch_{field}"),
+            format!("request `{field}` differs from the token"),
+        ));
+    }
+
+    let policy = state.policy();
+    let role_request = RoleRequest {
+        role: request.role.as_deref(),
+        duration_seconds: request.duration_seconds,
+    };
+    let grant = match policy.evaluate(claims, &role_request) {
+        Ok(grant) => grant,
+        Err(denial) => return Err(deny(state, audit, &denial)),
+    };
+    audit.role(grant.role_name());
+    audit.matched_rule(grant.matched_rule());
+
+    let ttl = Duration::from_secs(
+        verified
+            .exp()
+            .saturating_add(state.config.verify.leeway_seconds)
+            .saturating_sub(now)
+            .max(1),
+    );
+    match state
+        .replay
+        .mark(verified.issuer(), verified.jti(), ttl)
+        .await
+    {
+        Ok(Mark::Fresh) => {}
+        Ok(Mark::Replayed) => {
+            state.metrics.replay_rejected();
+            return Err(refuse(
+                audit,
+                ApiError::Forbidden,
+                "replayed",
+                "token id already used",
+            ));
+        }
+        Err(err) if state.config.replay.fail_open => {
+            state.metrics.replay_store_error();
+            tracing::warn!(error = %err, "replay store unavailable; issuing anyway because replay.fail_open = true");
+        }
+        Err(err) => {
+            state.metrics.replay_store_error();
+            return Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_unavailable",
+                err.to_string(),
+            ));
+        }
+    }
+
+    let credentials = match state.sts.assume_role(&grant, claims).await {
+        Ok(credentials) => credentials,
+        Err(err) => {
+            // The caller may retry with the same token: nothing was issued.
+            if let Err(release) = state
+                .replay
+                .release(verified.issuer(), verified.jti())
+                .await
+            {
+                tracing::warn!(error = %release, "could not release the replay mark after an STS failure");
+            }
+            if matches!(err, crate::sts::StsError::AccessDenied(_)) {
+                tracing::error!(policy.role = %grant.role_name(), aws.role_arn = %grant.role_arn(), error = %err,
+                    "STS refused AssumeRole: check the role's trust policy (sts:AssumeRole and sts:TagSession for the broker)");
+            }
+            return Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                &format!("sts_{}", err.kind()),
+                err.to_string(),
+            ));
+        }
+    };
+    let expiration = rfc3339(credentials.expiration);
+    state
+        .metrics
+        .credential_issued(grant.role_name(), credentials.expiration);
+    audit.issued(
+        &credentials.session_name,
+        &credentials.access_key_id,
+        &expiration,
+    );
+    Ok(respond(
+        format,
+        grant.role_name(),
+        &credentials,
+        &expiration,
+    ))
+}
+
+fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
+    let (answer, role, detail) = match denial {
+        Denial::Ambiguous { roles } => (
+            ApiError::AmbiguousRole,
+            None,
+            format!("roles: {}", roles.join(",")),
+        ),
+        Denial::DurationOutOfRange {
+            role,
+            requested,
+            max,
+        } => (
+            ApiError::DurationOutOfRange,
+            Some(role.as_str()),
+            format!("requested {requested} s, allowed 900..={max} s"),
+        ),
+        Denial::NotPermitted { role, first_failed } => {
+            (ApiError::Forbidden, role.as_deref(), first_failed.clone())
+        }
+        Denial::DeniedByRule { role, rule } => {
+            (ApiError::Forbidden, Some(role.as_str()), rule.clone())
+        }
+        Denial::UnknownRole => (
+            ApiError::Forbidden,
+            None,
+            "the requested role does not exist".to_owned(),
+        ),
+    };
+    if answer == ApiError::Forbidden {
+        // The label is a policy role name or `none`, never a caller's string.
+        state.metrics.policy_denied(role.unwrap_or("none"));
+    }
+    if let Some(role) = role {
+        audit.role(role);
+    }
+    audit.matched_rule(detail.clone());
+    refuse(audit, answer, denial.reason_code(), detail)
+}
+
+fn parse_format(query: Option<&str>) -> Result<Format, ApiError> {
+    let mut format = Format::Json;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "format" {
+            format = match value.as_ref() {
+                "credential_process" => Format::CredentialProcess,
+                "json" => Format::Json,
+                _ => return Err(ApiError::MalformedBody),
+            };
+        }
+    }
+    Ok(format)
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::BodyTooLarge);
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge)
+}
+
+fn parse_request(headers: &HeaderMap, bytes: &Bytes) -> Result<IssueRequest, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(IssueRequest::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let request: IssueRequest =
+        serde_json::from_slice(bytes).map_err(|_| ApiError::MalformedBody)?;
+    let too_long = [
+        request.repo.as_deref(),
+        request.sha.as_deref(),
+        request.role.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|value| value.len() > MAX_FIELD_LEN)
+        || matches!(&request.job_id, Some(JobId::Text(text)) if text.len() > MAX_FIELD_LEN);
+    if too_long {
+        return Err(ApiError::MalformedBody);
+    }
+    Ok(request)
+}
+
+/// The token from the body or the `Authorization: Bearer` header; both at
+/// once must agree.
+fn pick_token(headers: &HeaderMap, from_body: Option<&str>) -> Result<SecretString, ApiError> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, rest) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|token| !token.is_empty());
+    let from_body = from_body.map(str::trim).filter(|token| !token.is_empty());
+    match (from_body, from_header) {
+        (Some(body), Some(header)) if body != header => Err(ApiError::MalformedBody),
+        (Some(token), _) | (None, Some(token)) => Ok(SecretString::from(token.to_owned())),
+        (None, None) => Err(ApiError::MissingToken),
+    }
+}
+
+/// The request field that contradicts the token, if any.
+fn binding_mismatch(request: &IssueRequest, claims: &ClaimSet) -> Option<&'static str> {
+    if let Some(repo) = &request.repo {
+        // GitHub names are ASCII case-insensitive.
+        if !claims
+            .get("repository")
+            .is_some_and(|claim| claim.eq_ignore_ascii_case(repo))
+        {
+            return Some("repo");
+        }
+    }
+    if let Some(sha) = &request.sha
+        && claims.get("sha") != Some(sha.as_str())
+    {
+        return Some("sha");
+    }
+    if let Some(job_id) = request.job_id.as_ref().map(JobId::to_text) {
+        // GitHub signs no job_id: the per-job identity is check_run_id.
+        if !job_id.is_empty() && claims.get("check_run_id") != Some(job_id.as_str()) {
+            return Some("job_id");
+        }
+    }
+    None
+}
+
+fn respond(
+    format: Format,
+    role: &str,
+    credentials: &IssuedCredentials,
+    expiration: &str,
+) -> Response {
+    let body = match format {
+        Format::Json => serde_json::json!({
+            "access_key_id": credentials.access_key_id,
+            "secret_access_key": credentials.secret_access_key.expose_secret(),
+            "session_token": credentials.session_token.expose_secret(),
+            "expiration": expiration,
+            "role": role,
+            "session_name": credentials.session_name,
+        }),
+        Format::CredentialProcess => serde_json::json!({
+            "Version": 1,
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key.expose_secret(),
+            "SessionToken": credentials.session_token.expose_secret(),
+            "Expiration": expiration,
+        }),
+    };
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// RFC 3339 UTC with whole seconds, e.g. `2026-11-22T09:15:00Z`.
+pub fn rfc3339(at: SystemTime) -> String {
+    let seconds = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(0))
+        .ok()
+        .and_then(|at| at.format(&format).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> ClaimSet {
+        let mut claims = ClaimSet::default();
+        claims.insert("repository", "OurOrg/App");
+        claims.insert("sha", "abc");
+        claims.insert("check_run_id", "42");
+        claims
+    }
+
+    fn request(json: serde_json::Value) -> IssueRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn binding_rules() {
+        let c = claims();
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"repo": "ourorg/app"})), &c),
+            None
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"repo": "ourorg/app2"})), &c),
+            Some("repo")
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"sha": "ABC"})), &c),
+            Some("sha")
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"job_id": 42})), &c),
+            None
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"job_id": "42"})), &c),
+            None
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"job_id": ""})), &c),
+            None
+        );
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"job_id": "43"})), &c),
+            Some("job_id")
+        );
+        let mut no_check_run = ClaimSet::default();
+        no_check_run.insert("repository", "o/r");
+        assert_eq!(
+            binding_mismatch(&request(serde_json::json!({"job_id": "1"})), &no_check_run),
+            Some("job_id")
+        );
+    }
+
+    #[test]
+    fn rfc3339_has_whole_seconds_and_z() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_500);
+        assert_eq!(rfc3339(at), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn token_from_body_or_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            pick_token(&headers, None).unwrap_err(),
+            ApiError::MissingToken
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(pick_token(&headers, None).unwrap().expose_secret(), "abc");
+        assert_eq!(
+            pick_token(&headers, Some("abc")).unwrap().expose_secret(),
+            "abc"
+        );
+        assert_eq!(
+            pick_token(&headers, Some("xyz")).unwrap_err(),
+            ApiError::MalformedBody
+        );
+    }
+}

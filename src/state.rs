@@ -1,0 +1,96 @@
+//! `AppState`: everything a request needs, built once in `build_app`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::replay::ReplayStore;
+use crate::sts::StsClient;
+use crate::verify::Verifier;
+
+/// Shared state of one broker instance; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of the state.
+#[derive(Debug)]
+pub struct Inner {
+    /// Validated configuration.
+    pub config: Config,
+    /// Token verification (owns the JWKS cache).
+    pub verifier: Verifier,
+    /// The compiled policy; replaced whole on reload.
+    policy: RwLock<Arc<Policy>>,
+    /// The STS client.
+    pub sts: StsClient,
+    /// Used token ids.
+    pub replay: ReplayStore,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Requests being processed; when none is free, new ones are shed.
+    pub in_flight: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        config: Config,
+        verifier: Verifier,
+        policy: Policy,
+        sts: StsClient,
+        replay: ReplayStore,
+        metrics: Metrics,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        Self(Arc::new(Inner {
+            config,
+            verifier,
+            policy: RwLock::new(Arc::new(policy)),
+            sts,
+            replay,
+            metrics,
+            in_flight,
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// The policy in force for a new request.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.0.policy.read() {
+            Ok(policy) => Arc::clone(&policy),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the policy for requests that start from now on.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.0.metrics.set_policy_version(policy.version());
+        let mut slot = match self.0.policy.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(policy);
+    }
+
+    /// Marks the instance as draining: readiness fails from now on.
+    pub fn begin_shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the instance is draining.
+    pub fn shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
