@@ -19,6 +19,8 @@ async fn body_that_is_not_json() {
             .broker
             .call(Req::raw(Some("application/json"), body))
             .await;
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(resp.json()["message"], msg::BAD_JSON, "body {shown:?}");
         assert_bad_request(&resp, msg::BAD_JSON);
     }
     assert_eq!(h.sts.calls(), 0);
@@ -30,6 +32,7 @@ async fn fields_of_the_wrong_type() {
     let token = h.token().build();
     for body in [
         json!({"oidc_token": 5}),
+        json!([token]),
         json!({"oidc_token": [token]}),
         json!({"oidc_token": token, "duration_seconds": "900"}),
         json!({"oidc_token": token, "duration_seconds": -900}),
@@ -40,6 +43,7 @@ async fn fields_of_the_wrong_type() {
         json!({"oidc_token": token, "sha": ["x"]}),
     ] {
         let resp = h.broker.issue(&body).await;
+        assert_eq!(resp.json()["message"], msg::BAD_JSON, "body {body}");
         assert_bad_request(&resp, msg::BAD_JSON);
     }
     assert_eq!(h.sts.calls(), 0);

@@ -95,7 +95,7 @@ async fn check_config_rejects_a_role_without_allow_rules() {
 #[tokio::test]
 async fn check_config_rejects_an_unknown_policy_key() {
     let mut spec = spec();
-    spec.policy = format!("{DEFAULT_POLICY}\nversion = 2\n");
+    spec.policy = format!("version = 2\n{DEFAULT_POLICY}");
     let out = run(&spec, "check-config", &[]).await;
     assert_ne!(out.code, Some(0), "{}", out.all());
 }

@@ -92,6 +92,19 @@ async fn alg_none_in_every_spelling() {
 }
 
 #[tokio::test]
+async fn alg_none_with_a_signature_part() {
+    let h = Harness::start().await;
+    let fake = tokens::signature_of(&h.token().build());
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let token = format!("{}{fake}", h.token().build_unsigned(alg));
+        let resp = h.issue_token(&token, json!({})).await;
+        assert_eq!(resp.status, 401, "alg {alg}: {}", resp.text());
+        assert_invalid_token(&resp, msg::BAD_ALGORITHM);
+    }
+    assert_eq!(h.sts.calls(), 0);
+}
+
+#[tokio::test]
 async fn alg_none_without_kid() {
     refused_by_fresh_broker(
         |h| h.token().without_header("kid").build_unsigned("none"),

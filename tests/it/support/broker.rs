@@ -137,10 +137,10 @@ level = "info"
         let policy_path = dir.join("policy.toml");
         std::fs::write(&policy_path, &self.policy).unwrap();
         let mut config = self.config.clone();
-        if let Some(policy) = config.get_mut("policy").and_then(toml::Value::as_table_mut) {
-            if policy.get("file").and_then(toml::Value::as_str) == Some("policy.toml") {
-                policy.insert("file".to_owned(), policy_path.display().to_string().into());
-            }
+        if let Some(policy) = config.get_mut("policy").and_then(toml::Value::as_table_mut)
+            && policy.get("file").and_then(toml::Value::as_str) == Some("policy.toml")
+        {
+            policy.insert("file".to_owned(), policy_path.display().to_string().into());
         }
         let config_path = dir.join("broker.toml");
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
@@ -540,6 +540,13 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The test failed: show what the broker said.
+            eprintln!(
+                "---- broker output ----\n{}\n---- end of broker output ----",
+                self.lines().join("\n")
+            );
+        }
     }
 }
 
