@@ -77,15 +77,23 @@ async fn unknown_fields_are_ignored() {
     assert_issued(&resp);
 }
 
+fn post_head(headers: &str) -> String {
+    format!(
+        "POST /issue HTTP/1.1\r\nHost: broker\r\nContent-Type: application/json\r\nConnection: close\r\n{headers}\r\n"
+    )
+}
+
 #[tokio::test]
 async fn body_over_64_kib_is_413() {
     let h = Harness::start().await;
     let token = h.token().build();
-    let body = json!({"oidc_token": token, "padding": "x".repeat(65 * 1024)});
-    let resp = h.broker.issue(&body).await;
+    let body = serde_json::to_vec(&json!({"oidc_token": token, "padding": "x".repeat(65 * 1024)}))
+        .unwrap();
+    let head = post_head(&format!("Content-Length: {}\r\n", body.len()));
+    let resp = h.broker.call_tcp(head, body).await;
     assert_error(&resp, 413, "invalid_request", msg::TOO_LARGE);
     assert_eq!(h.sts.calls(), 0);
-    // Just under the limit is fine.
+    // Exactly 64 KiB is fine.
     let token = h.token().build();
     let mut body = json!({"oidc_token": token, "padding": ""});
     let size = serde_json::to_vec(&body).unwrap().len();
@@ -97,11 +105,32 @@ async fn body_over_64_kib_is_413() {
 #[tokio::test]
 async fn body_far_over_the_limit_is_413() {
     let h = Harness::start().await;
+    let body = vec![b' '; 512 * 1024];
+    let head = post_head(&format!("Content-Length: {}\r\n", body.len()));
+    let resp = h.broker.call_tcp(head, body).await;
+    assert_error(&resp, 413, "invalid_request", msg::TOO_LARGE);
+}
+
+#[tokio::test]
+async fn chunked_body_over_64_kib_is_413() {
+    // No Content-Length: the limit must hold while streaming too.
+    let h = Harness::start().await;
+    let token = h.token().build();
+    let json = serde_json::to_vec(&json!({"oidc_token": token, "padding": "x".repeat(80 * 1024)}))
+        .unwrap();
+    let mut body = Vec::new();
+    for chunk in json.chunks(8 * 1024) {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
     let resp = h
         .broker
-        .call(Req::raw(Some("application/json"), vec![b' '; 512 * 1024]))
+        .call_tcp(post_head("Transfer-Encoding: chunked\r\n"), body)
         .await;
     assert_error(&resp, 413, "invalid_request", msg::TOO_LARGE);
+    assert_eq!(h.sts.calls(), 0);
 }
 
 #[tokio::test]

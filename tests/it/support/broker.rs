@@ -356,6 +356,49 @@ impl Req {
     }
 }
 
+/// Parses a raw HTTP/1.1 response (Content-Length or read-to-close body).
+fn parse_http_response(raw: &[u8]) -> Resp {
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n");
+    let Some(split) = split else {
+        unreachable!(
+            "no HTTP response head in {:?}",
+            String::from_utf8_lossy(raw)
+        );
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap();
+        headers.append(
+            name,
+            reqwest::header::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(length) = length {
+        body.truncate(length);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// A running broker process; killed on drop.
 pub struct Broker {
     child: Child,
@@ -509,6 +552,31 @@ impl Broker {
             builder = builder.header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         self.send(builder.body(request.body)).await
+    }
+
+    /// Sends hand-written HTTP/1.1 bytes (`head` ends with the blank line) on a
+    /// fresh connection and reads the answer. For bodies the broker refuses
+    /// before reading them: the write may fail once it has answered, and an
+    /// HTTP client would report that instead of the answer.
+    pub async fn call_tcp(&self, head: String, body: Vec<u8>) -> Resp {
+        use std::io::Write as _;
+        let address = self.base_url.trim_start_matches("http://").to_owned();
+        tokio::task::spawn_blocking(move || {
+            let stream = std::net::TcpStream::connect(&address).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = writer
+                    .write_all(head.as_bytes())
+                    .and_then(|()| writer.write_all(&body));
+            });
+            let mut raw = Vec::new();
+            let mut reader = BufReader::new(&stream);
+            let _ = reader.read_to_end(&mut raw);
+            parse_http_response(&raw)
+        })
+        .await
+        .unwrap()
     }
 
     /// `POST /issue` with `body` as JSON.
