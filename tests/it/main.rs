@@ -30,4 +30,6 @@ mod rejections;
 #[cfg(test)]
 mod replay;
 #[cfg(test)]
+mod replay_redis;
+#[cfg(test)]
 mod sts_failures;
