@@ -499,6 +499,9 @@ struct BrokerProcess {
     base_url: String,
     admin_url: String,
     audit: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// ERROR lines by message (the expected one: STS AccessDenied).
+    errors: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Lines that are not JSON, or mention a panic.
     alarming_lines: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -580,6 +583,7 @@ level = "info"
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
     let audit = Arc::new(Mutex::new(BTreeMap::new()));
+    let errors = Arc::new(Mutex::new(BTreeMap::new()));
     let alarming_lines = Arc::new(Mutex::new(Vec::new()));
     let (listening_tx, mut listening_rx) = tokio::sync::mpsc::unbounded_channel();
     let stdout = child.stdout.take().context("no stdout")?;
@@ -589,6 +593,7 @@ level = "info"
         Box::new(stderr),
     ] {
         let audit = Arc::clone(&audit);
+        let errors = Arc::clone(&errors);
         let alarming_lines = Arc::clone(&alarming_lines);
         let listening_tx = listening_tx.clone();
         tokio::spawn(async move {
@@ -604,8 +609,11 @@ level = "info"
                     *lock(&audit).entry(event).or_default() += 1;
                 } else if text("message").as_deref() == Some("broker listening") {
                     let _ = listening_tx.send((text("listen"), text("admin_listen")));
-                } else if text("level").as_deref() == Some("ERROR") || line.contains("panicked") {
+                } else if line.contains("panicked") {
                     lock(&alarming_lines).push(line);
+                } else if text("level").as_deref() == Some("ERROR") {
+                    let message = text("message").unwrap_or_default();
+                    *lock(&errors).entry(message).or_default() += 1;
                 }
             }
         });
@@ -624,6 +632,7 @@ level = "info"
         base_url: format!("http://{listen}"),
         admin_url: format!("http://{admin}"),
         audit,
+        errors,
         alarming_lines,
         _dir: dir,
     })
@@ -1083,9 +1092,16 @@ async fn main() -> anyhow::Result<()> {
     }) {
         println!("  {line}");
     }
+    println!("broker ERROR lines by message:");
+    for (message, count) in lock(&broker.errors).iter() {
+        println!("  {count:>6}  {message}");
+    }
     let alarming = lock(&broker.alarming_lines).clone();
     if !alarming.is_empty() {
-        println!("\nbroker ERROR or unparsable lines: {}", alarming.len());
+        println!(
+            "\nbroker lines that are not JSON or mention a panic: {}",
+            alarming.len()
+        );
         for line in alarming.iter().take(5) {
             println!("  {line}");
         }
