@@ -38,6 +38,8 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// CI side: exchange this job's ID token for AWS credentials (see `fetch`).
+    Fetch(crate::fetch::FetchArgs),
 }
 
 /// The process environment as a map; the only place it is read.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod http;
 pub mod jwks;
 pub mod metrics;

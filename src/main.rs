@@ -20,5 +20,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(cli::serve(&config)),
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Fetch(args) => {
+            runtime.block_on(attestation_broker::fetch::run(args, &cli::process_env()))
+        }
     }
 }
