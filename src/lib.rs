@@ -79,7 +79,9 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
     let replay = match config.replay.store {
         ReplayStoreKind::Memory => ReplayStore::memory(config.replay.max_entries),
         ReplayStoreKind::Redis => {
-            anyhow::bail!("replay.store = \"redis\" is not available in this version")
+            let url = config.replay.redis_url.as_deref().unwrap_or_default();
+            let timeout = Duration::from_millis(config.replay.redis_timeout_ms);
+            ReplayStore::redis(url, config.replay.redis_pool_size, timeout)?
         }
     };
     let state = AppState::new(config, verifier, loaded.policy, sts, replay, metrics);

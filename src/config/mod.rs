@@ -192,6 +192,10 @@ pub struct ReplayConfig {
     pub fail_open: bool,
     /// Most token ids remembered in memory. Default 1,000,000.
     pub max_entries: u64,
+    /// Deadline of one Redis operation including pool wait and connect, ms. Default 500.
+    pub redis_timeout_ms: u64,
+    /// Most Redis connections per replica. Default 16.
+    pub redis_pool_size: usize,
 }
 
 impl Default for ReplayConfig {
@@ -201,6 +205,8 @@ impl Default for ReplayConfig {
             redis_url: None,
             fail_open: false,
             max_entries: 1_000_000,
+            redis_timeout_ms: 500,
+            redis_pool_size: 16,
         }
     }
 }
@@ -403,6 +409,18 @@ impl Config {
                 }
                 Some(Ok(_)) => {}
             }
+        }
+        if self.replay.redis_timeout_ms == 0 || self.replay.redis_timeout_ms > 10_000 {
+            problem(
+                "replay.redis_timeout_ms".into(),
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if self.replay.redis_pool_size == 0 || self.replay.redis_pool_size > 1024 {
+            problem(
+                "replay.redis_pool_size".into(),
+                "must be between 1 and 1024".into(),
+            );
         }
         if self.replay.max_entries == 0 {
             problem("replay.max_entries".into(), "must be at least 1".into());

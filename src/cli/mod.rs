@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check-config` (and `dev`). `main.rs` only
-//! parses arguments and maps outcomes to exit codes.
+//! The command line. `main.rs` only parses arguments and dispatches here;
+//! each subcommand with more than a few lines lives in its own file under
+//! `src/cli/`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

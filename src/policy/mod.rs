@@ -1,0 +1,412 @@
+//! The policy engine: compiled rules deciding which role, if any, a token may assume.
+//!
+//! Deny by default. A policy is a list of roles; a role grants when one of its
+//! allow rules matches and none of its deny rules does; a rule matches when every
+//! one of its conditions does; a condition matches when the claim is present and
+//! one of its patterns (see `glob.rs`) matches the whole value. The language is
+//! documented for operators in `docs/policy.md`.
+//!
+//! Trust: this module sees only a [`ClaimSet`], never a raw token; it trusts the
+//! caller to have verified the claims. It trusts nothing in the policy text: the
+//! whole file is validated at load and refused on any error, because a partly
+//! loaded policy is a security bug.
+//!
+//! Invariants: only this module constructs a [`Grant`], and only after an allow
+//! rule matched, no deny rule of that role matched, and the duration is within
+//! 900 s and the role's maximum. The duration is checked only once a role has been
+//! granted, so an unauthorised caller learns nothing about the roles.
+//! [`Policy::evaluate`] is the per-request hot path: it does not allocate except to
+//! build its result. [`Policy::explain`] gives the full trace for operators.
+
+mod explain;
+mod glob;
+mod load;
+mod miss;
+mod model;
+mod warnings;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use crate::claims::ClaimSet;
+
+pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
+pub use model::RoleOutcome;
+
+use model::{Role, RuleKind};
+
+/// Shortest credential lifetime, and the default: the STS minimum for AssumeRole.
+pub const MIN_DURATION_SECONDS: u32 = 900;
+
+/// Longest credential lifetime a role may allow: the STS maximum for AssumeRole
+/// (the IAM role's own `MaxSessionDuration` must also allow it).
+pub const MAX_DURATION_SECONDS: u32 = 43_200;
+
+/// What the caller asked for, beyond its token.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RoleRequest<'a> {
+    /// The role named in the request, if any.
+    pub role: Option<&'a str>,
+    /// The requested credential lifetime, if any.
+    pub duration_seconds: Option<u64>,
+}
+
+/// A compiled, validated policy.
+#[derive(Debug)]
+pub struct Policy {
+    version: String,
+    roles: Vec<Role>,
+}
+
+/// A risk the loader noticed that does not stop the policy from loading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyWarning {
+    /// Role the warning is about.
+    pub role: String,
+    /// Rule inside the role (`allow[0]`), when the warning is about one.
+    pub rule: Option<String>,
+    /// Claim key, when the warning is about one.
+    pub key: Option<String>,
+    /// One-line reason.
+    pub message: String,
+}
+
+/// A policy with the warnings found while loading it.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// The compiled policy.
+    pub policy: Policy,
+    /// Non-fatal findings.
+    pub warnings: Vec<PolicyWarning>,
+}
+
+/// One invalid key of a policy file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyIssue {
+    /// Key path, e.g. `roles[1].allow[0].ref`.
+    pub key: String,
+    /// Reason.
+    pub reason: String,
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{path}: cannot read policy: {reason}")]
+    Read {
+        /// File path.
+        path: String,
+        /// OS reason.
+        reason: String,
+    },
+    /// The file is not a valid policy (exactly one problem found).
+    #[error("{path}: key `{key}`: {reason}")]
+    Invalid {
+        /// File path or source name.
+        path: String,
+        /// Dotted key path.
+        key: String,
+        /// Reason.
+        reason: String,
+    },
+    /// The file is not a valid policy (several problems found); displays one
+    /// `FILE: key `KEY`: REASON` line per problem, in file order of the roles.
+    #[error("{}", render_issues(.path, .issues))]
+    InvalidMany {
+        /// File path or source name.
+        path: String,
+        /// Every problem found; at least two.
+        issues: Vec<PolicyIssue>,
+    },
+    /// The file is not TOML.
+    #[error("{path}: line {line}, column {column}: invalid TOML: {reason}")]
+    Syntax {
+        /// File path or source name.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// Parser message.
+        reason: String,
+    },
+}
+
+fn render_issues(path: &str, issues: &[PolicyIssue]) -> String {
+    let lines: Vec<String> = issues
+        .iter()
+        .map(|issue| format!("{path}: key `{}`: {}", issue.key, issue.reason))
+        .collect();
+    lines.join("\n")
+}
+
+/// Summary of one role for listings (`check-config`).
+#[derive(Clone, Debug)]
+pub struct RoleSummary {
+    /// Role name.
+    pub name: String,
+    /// Role ARN.
+    pub role_arn: String,
+    /// Maximum (and default) duration.
+    pub duration_seconds: u32,
+    /// Whether STS session tags are sent.
+    pub session_tags: bool,
+    /// The role's description, if the policy gives one.
+    pub description: Option<String>,
+    /// Number of allow rules.
+    pub allow_rules: usize,
+    /// Number of deny rules.
+    pub deny_rules: usize,
+}
+
+/// Permission to assume one role; only this module constructs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    role_name: String,
+    role_arn: String,
+    duration_seconds: u32,
+    session_tags: bool,
+    matched_rule: String,
+}
+
+impl Grant {
+    /// Policy name of the role.
+    pub fn role_name(&self) -> &str {
+        &self.role_name
+    }
+    /// ARN to assume.
+    pub fn role_arn(&self) -> &str {
+        &self.role_arn
+    }
+    /// Lifetime to ask STS for.
+    pub fn duration_seconds(&self) -> u32 {
+        self.duration_seconds
+    }
+    /// Whether to send session tags.
+    pub fn session_tags(&self) -> bool {
+        self.session_tags
+    }
+    /// The allow rule that granted, e.g. `deploy.allow[0]`.
+    pub fn matched_rule(&self) -> &str {
+        &self.matched_rule
+    }
+}
+
+/// Why the policy refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No role's allow rules matched (or the named role's did not).
+    NotPermitted {
+        /// The role named in the request; `None` when the request named none.
+        role: Option<String>,
+        /// The closest miss, for the audit log only (it may quote claim values):
+        /// one line, at most 1024 characters. See [`Policy::evaluate`].
+        first_failed: String,
+    },
+    /// A deny rule matched.
+    DeniedByRule {
+        /// Role.
+        role: String,
+        /// The deny rule, e.g. `deploy.deny[0]`.
+        rule: String,
+    },
+    /// The request named a role the policy does not have.
+    UnknownRole,
+    /// More than one role matched and none was named.
+    Ambiguous {
+        /// Matching role names (audit only).
+        roles: Vec<String>,
+    },
+    /// The requested duration is outside 900..=role maximum.
+    DurationOutOfRange {
+        /// Role.
+        role: String,
+        /// Requested.
+        requested: u64,
+        /// Role maximum.
+        max: u32,
+    },
+}
+
+impl Denial {
+    /// Closed set of reason codes for metrics and audit.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Denial::NotPermitted { .. } => "policy_not_permitted",
+            Denial::DeniedByRule { .. } => "policy_deny_rule",
+            Denial::UnknownRole => "policy_unknown_role",
+            Denial::Ambiguous { .. } => "ambiguous_role",
+            Denial::DurationOutOfRange { .. } => "duration_out_of_range",
+        }
+    }
+}
+
+impl Policy {
+    /// Reads and compiles a policy file.
+    pub fn load(path: &Path) -> Result<LoadedPolicy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|err| PolicyError::Read {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        Self::compile(&text, &path.display().to_string())
+    }
+
+    /// Compiles policy text; `source` names it in errors. Every problem in the
+    /// text is reported, not just the first.
+    pub fn compile(text: &str, source: &str) -> Result<LoadedPolicy, PolicyError> {
+        use sha2::Digest;
+        let compiled = load::compile(text).map_err(|failure| match failure {
+            load::Failure::Syntax {
+                line,
+                column,
+                reason,
+            } => PolicyError::Syntax {
+                path: source.to_owned(),
+                line,
+                column,
+                reason,
+            },
+            load::Failure::Invalid(mut issues) => {
+                if issues.len() == 1
+                    && let Some(issue) = issues.pop()
+                {
+                    PolicyError::Invalid {
+                        path: source.to_owned(),
+                        key: issue.key,
+                        reason: issue.reason,
+                    }
+                } else {
+                    PolicyError::InvalidMany {
+                        path: source.to_owned(),
+                        issues,
+                    }
+                }
+            }
+        })?;
+        let version = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        Ok(LoadedPolicy {
+            policy: Policy {
+                version,
+                roles: compiled.roles,
+            },
+            warnings: compiled.warnings,
+        })
+    }
+
+    /// Hash of the policy text (SHA-256, lowercase hex).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Roles, in file order.
+    pub fn roles(&self) -> Vec<RoleSummary> {
+        self.roles
+            .iter()
+            .map(|role| RoleSummary {
+                name: role.name.clone(),
+                role_arn: role.arn.as_str().to_owned(),
+                duration_seconds: role.duration_seconds,
+                session_tags: role.session_tags,
+                description: role.description.clone(),
+                allow_rules: role.allow.len(),
+                deny_rules: role.deny.len(),
+            })
+            .collect()
+    }
+
+    /// Decides a request. Deny by default.
+    ///
+    /// With a role named, only that role is evaluated. Without one, every role is,
+    /// and exactly one must grant: none is [`Denial::NotPermitted`], several is
+    /// [`Denial::Ambiguous`]. The duration is checked last, against the granted role.
+    ///
+    /// `first_failed` in [`Denial::NotPermitted`] describes the closest miss among
+    /// the roles evaluated: a role blocked only by a deny rule if there is one
+    /// (first in file order), otherwise the allow rule with the most matching
+    /// conditions (earliest in file order on ties), and its first failing
+    /// condition in claim-name order.
+    pub fn evaluate(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Result<Grant, Denial> {
+        if let Some(name) = request.role {
+            let role = self.role(name).ok_or(Denial::UnknownRole)?;
+            return match role.outcome(claims) {
+                RoleOutcome::Granted { allow } => grant(role, allow, request.duration_seconds),
+                RoleOutcome::Denied { deny, .. } => Err(Denial::DeniedByRule {
+                    role: role.name.clone(),
+                    rule: role.rule_name(RuleKind::Deny, deny),
+                }),
+                RoleOutcome::NotAllowed => Err(Denial::NotPermitted {
+                    role: Some(role.name.clone()),
+                    first_failed: miss::describe(std::slice::from_ref(role), claims),
+                }),
+            };
+        }
+        let mut granting = self
+            .roles
+            .iter()
+            .filter_map(|role| match role.outcome(claims) {
+                RoleOutcome::Granted { allow } => Some((role, allow)),
+                RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => None,
+            });
+        match (granting.next(), granting.next()) {
+            (Some((role, allow)), None) => grant(role, allow, request.duration_seconds),
+            (None, _) => Err(Denial::NotPermitted {
+                role: None,
+                first_failed: miss::describe(&self.roles, claims),
+            }),
+            (Some((first, _)), Some((second, _))) => Err(Denial::Ambiguous {
+                roles: [first, second]
+                    .into_iter()
+                    .chain(granting.map(|(role, _)| role))
+                    .map(|role| role.name.clone())
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Decides a request like [`Policy::evaluate`] and records why: every
+    /// condition of every rule of every role considered (only the named role when
+    /// the request names one), with the claim values seen. For operators
+    /// (`policy explain`), not for the request path.
+    pub fn explain(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Explanation {
+        let considered: Vec<&Role> = match request.role {
+            Some(name) => self.role(name).into_iter().collect(),
+            None => self.roles.iter().collect(),
+        };
+        Explanation {
+            roles: considered
+                .into_iter()
+                .map(|role| RoleTrace::of(role, claims))
+                .collect(),
+            outcome: self.evaluate(claims, request),
+        }
+    }
+
+    fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|role| role.name == name)
+    }
+}
+
+/// Builds the grant once `role` matched through allow rule `allow`; checks the duration.
+fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Grant, Denial> {
+    let duration_seconds = match requested {
+        None => role.duration_seconds,
+        Some(requested) => u32::try_from(requested)
+            .ok()
+            .filter(|seconds| (MIN_DURATION_SECONDS..=role.duration_seconds).contains(seconds))
+            .ok_or_else(|| Denial::DurationOutOfRange {
+                role: role.name.clone(),
+                requested,
+                max: role.duration_seconds,
+            })?,
+    };
+    Ok(Grant {
+        role_name: role.name.clone(),
+        role_arn: role.arn.as_str().to_owned(),
+        duration_seconds,
+        session_tags: role.session_tags,
+        matched_rule: role.rule_name(RuleKind::Allow, allow),
+    })
+}
