@@ -8,7 +8,11 @@ pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod config;
+<<<<<<< HEAD
 pub mod fetch;
+=======
+pub mod dev;
+>>>>>>> main
 pub mod http;
 pub mod jwks;
 pub mod metrics;

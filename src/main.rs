@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use attestation_broker::cli::{self, Cli, Command};
+use attestation_broker::cli::{self, Cli, Command, TokenCommand};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -23,5 +23,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => {
             runtime.block_on(attestation_broker::fetch::run(args, &cli::process_env()))
         }
+        Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
+        Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
     }
 }

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod dev;
+pub mod token;
+
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::{AppOptions, build_app, telemetry};
@@ -41,6 +44,18 @@ pub enum Command {
     },
     /// CI side: exchange this job's ID token for AWS credentials (see `fetch`).
     Fetch(crate::fetch::FetchArgs),
+    /// Local demo on loopback: development issuer, fake STS, and a broker.
+    Dev(dev::DevArgs),
+    /// Work with tokens offline.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Decode a token and run every verification check, each with pass or fail.
+    Inspect(token::InspectArgs),
 }
 
 /// The process environment as a map; the only place it is read.
@@ -114,7 +129,7 @@ pub async fn serve(path: &std::path::Path) -> ExitCode {
         eprintln!("{err}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match run(config, AppOptions::default()).await {
+    match run(config, AppOptions::default(), |_, _| {}).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "broker failed to start");
@@ -125,7 +140,12 @@ pub async fn serve(path: &std::path::Path) -> ExitCode {
 }
 
 /// Builds, binds, announces and serves one broker until a shutdown signal.
-pub async fn run(config: Config, options: AppOptions) -> anyhow::Result<()> {
+/// `on_listening` learns the bound addresses once the keys are loaded.
+pub async fn run(
+    config: Config,
+    options: AppOptions,
+    on_listening: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
@@ -137,13 +157,15 @@ pub async fn run(config: Config, options: AppOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {admin_listen}"))?;
     app.start_background().await;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     tracing::info!(
-        listen = %public.local_addr()?,
-        admin_listen = %admin.local_addr()?,
+        listen = %public_addr,
+        admin_listen = %admin_addr,
         policy_version = %app.state.policy().version(),
         version = env!("CARGO_PKG_VERSION"),
         "broker listening"
     );
+    on_listening(public_addr, admin_addr);
     app.serve(public, admin, shutdown_signal()).await
 }
 
