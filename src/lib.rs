@@ -8,11 +8,8 @@ pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod config;
-<<<<<<< HEAD
-pub mod fetch;
-=======
 pub mod dev;
->>>>>>> main
+pub mod fetch;
 pub mod http;
 pub mod jwks;
 pub mod metrics;
