@@ -286,8 +286,24 @@ def check_dockerfile() -> None:
     check(f"ENTRYPOINT {ENTRYPOINT}" in text, "Dockerfile: ENTRYPOINT must run serve with the shipped config")
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     check(bool(users) and users[-1].split(":")[0] not in ("0", "root"), "Dockerfile: must end as a non-root USER")
-    ignore = (ROOT / ".dockerignore").read_text().split()
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    ignore = [line for line in ignore if line and not line.startswith("#")]
     check(ignore[:1] == ["*"], ".dockerignore: must start with `*` (allow-list)")
+
+
+def all_uses(node) -> list[str]:
+    """Every `uses:` value in a parsed workflow or action."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "uses" and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(all_uses(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(all_uses(item))
+    return found
 
 
 def check_workflows() -> None:
@@ -297,7 +313,7 @@ def check_workflows() -> None:
             continue
         text = path.read_text()
         doc = yaml.safe_load(text)
-        for uses in re.findall(r"uses:\s*([^\s#]+)", text):
+        for uses in all_uses(doc):
             check(uses.startswith("./") or re.search(r"@[0-9a-f]{40}$", uses) is not None,
                   f"{rel}: `uses: {uses}` must be pinned to a full commit SHA")
         if rel == "examples/workflow.yml":

@@ -34,5 +34,8 @@ if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny check
 fi
 
+step "shipping kit: scripts/check-deploy.sh (manifests, alerts, dashboard, Dockerfile)"
+./scripts/check-deploy.sh
+
 step "cargo test --locked"
 cargo test --locked --all-targets
