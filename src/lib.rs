@@ -14,6 +14,7 @@ pub mod http;
 pub mod jwks;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod replay;
 pub mod state;
 pub mod sts;
@@ -55,6 +56,8 @@ pub struct App {
     pub public: Router,
     /// Router for the admin listener.
     pub admin: Router,
+    /// The policy file to watch for changes (`None` for a built-in policy).
+    watch_policy: Option<std::path::PathBuf>,
 }
 
 /// Builds a broker from a validated configuration. Loads and compiles the
@@ -62,9 +65,12 @@ pub struct App {
 /// once, and prepares an empty key cache (see `App::start_background`).
 pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<App> {
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let loaded = match options.policy {
-        Some(loaded) => loaded,
-        None => Policy::load(&config.policy.file)?,
+    let (loaded, watch_policy) = match options.policy {
+        Some(loaded) => (loaded, None),
+        None => (
+            Policy::load(&config.policy.file)?,
+            Some(config.policy.file.clone()),
+        ),
     };
     for warning in &loaded.warnings {
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
@@ -90,6 +96,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
         state,
+        watch_policy,
     })
 }
 
@@ -103,6 +110,12 @@ impl App {
         tracing::info!(issuers_loaded = loaded, "initial JWKS fetch done");
         let all_ok = loaded == jwks.issuer_count();
         tokio::spawn(jwks.run_refresh(all_ok));
+        if let Some(path) = &self.watch_policy {
+            let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
+            tokio::spawn(
+                reload::PolicyWatcher::new(self.state.clone(), path.clone()).run(interval),
+            );
+        }
     }
 
     /// Serves both listeners until `shutdown` completes, then drains: readiness

@@ -249,6 +249,15 @@ pub struct PolicyConfig {
     /// Path of the policy TOML. Relative paths are taken from the working
     /// directory, then from the configuration file's directory.
     pub file: PathBuf,
+    /// How often the file is checked for changes, seconds; 0 turns polling off
+    /// (SIGHUP still reloads). Default 5. Polling reads the file through any
+    /// symlinks, so Kubernetes' ConfigMap symlink swap is seen.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+}
+
+fn default_reload_seconds() -> u64 {
+    5
 }
 
 /// Log output format.
