@@ -16,6 +16,8 @@ mod bodies;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod fetch;
+#[cfg(test)]
 mod issuance;
 #[cfg(test)]
 mod jwks_failures;
