@@ -258,7 +258,9 @@ fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), Verify
     else {
         return Err(VerifyError::Malformed("not three segments"));
     };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+    // An empty signature is left to the algorithm and signature checks, so
+    // an unsigned (`alg: none`) token is reported as an algorithm refusal.
+    if header.is_empty() || payload.is_empty() {
         return Err(VerifyError::Malformed("empty segment"));
     }
     let header_bytes = URL_SAFE_NO_PAD
@@ -294,7 +296,7 @@ fn verify_signature(
         _ => false,
     };
     // A JWK that names its algorithm may only verify that algorithm.
-    if !family_ok || key.algorithm.is_some_and(|named| named != algorithm) {
+    if raw.ends_with('.') || !family_ok || key.algorithm.is_some_and(|named| named != algorithm) {
         return Err(VerifyError::InvalidSignature);
     }
     let mut validation = Validation::new(algorithm);

@@ -298,6 +298,10 @@ impl Config {
             .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
         let mut config = Self::parse(&text, &file, env)?;
         config.policy.file = resolve_relative(&config.policy.file, path);
+        if let Err(err) = std::fs::metadata(&config.policy.file) {
+            let reason = format!("cannot read {}: {err}", config.policy.file.display());
+            return Err(ConfigError::one(&file, "policy.file", reason));
+        }
         Ok(config)
     }
 

@@ -323,6 +323,10 @@ fn parse_request(headers: &HeaderMap, bytes: &Bytes) -> Result<IssueRequest, Api
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
+    // Only an object: serde would also read a struct from a JSON array.
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::MalformedBody);
+    }
     let request: IssueRequest =
         serde_json::from_slice(bytes).map_err(|_| ApiError::MalformedBody)?;
     let too_long = [
