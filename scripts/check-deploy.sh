@@ -7,6 +7,8 @@
 #     config/, hardening, ports/probes/grace period against config/broker.toml,
 #     selectors, metric names against src/metrics.rs, runbook anchors, the
 #     dashboard, Dockerfile, example workflow and composite action);
+#   - `attestation-broker check-config` loads the shipped configuration with
+#     each render's BROKER_* overrides, as the pod would;
 #   - promtool checks the alert rules and runs their unit tests
 #     (deploy/tests/alerts.test.yaml);
 #   - hadolint lints the Dockerfile.
@@ -77,6 +79,21 @@ done
 say "kubernetes-validate --strict (1.32): ok"
 
 "$venv/bin/python" scripts/check_deploy.py "$tmp" "$tmp"
+
+# The broker's own loader on the shipped configuration, with each render's
+# BROKER_* overrides (paths mapped into the repository, Secrets stubbed).
+cargo build --quiet --locked --bin attestation-broker
+broker_bin="$(cargo metadata --format-version 1 --no-deps | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/attestation-broker"
+for render in base ha; do
+  # shellcheck disable=SC2046 # one NAME=VALUE word per line, no spaces (checked)
+  if ! env $(cat "$tmp/$render.env") "$broker_bin" check-config \
+       --config deploy/base/config/broker.toml >"$tmp/check-config.out" 2>&1; then
+    cat "$tmp/check-config.out"
+    say "check-config failed for the $render render"
+    exit 1
+  fi
+done
+say "check-config: base and ha configurations load"
 
 "$promtool" check rules "$tmp/rules.yaml"
 cp deploy/tests/alerts.test.yaml "$tmp/alerts.test.yaml"

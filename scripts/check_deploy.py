@@ -10,7 +10,8 @@ copies), that the hardening is all there, that alerts and dashboard use only
 metrics the broker exports, and that every alert has a runbook section. It
 writes OUT_DIR/rules.yaml (the PrometheusRule's groups, for `promtool check
 rules`) and OUT_DIR/rules-for-tests.yaml (the same without annotations, for
-`promtool test rules`). Exit status 1 and one line per problem on failure.
+`promtool test rules`), and OUT_DIR/{base,ha}.env (the pod's BROKER_*
+variables, for `check-config`). Exit status 1 and one line per problem on failure.
 """
 
 import json
@@ -195,6 +196,8 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
         check(bool(rule.get("from")), f"{where}: an ingress rule admits every source")
     egress_ports = {p["port"] for rule in netpol["spec"]["egress"] for p in rule["ports"]}
 
+    write_env_file(name, container.get("env", []))
+
     replicas = deployment["spec"].get("replicas")
     store = env.get("BROKER_REPLAY__STORE", {}).get("value", broker_config.get("replay", {}).get("store", "memory"))
     hpas = [obj for (kind, _), obj in objects.items() if kind == "HorizontalPodAutoscaler"]
@@ -212,6 +215,33 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
             hpa = hpas[0]["spec"]
             check((hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12), f"{where}: HPA must scale 3..12")
             check(hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"], f"{where}: HPA targets another object")
+
+
+OUT_DIR = pathlib.Path(".")
+#: Stand-ins for values the cluster provides from Secrets.
+SECRET_STAND_INS = {"BROKER_REPLAY__REDIS_URL": "redis://127.0.0.1:6379"}
+
+
+def write_env_file(name: str, env: list[dict]) -> None:
+    """The pod's BROKER_* variables as NAME=VALUE lines, with paths inside the
+    image mapped to the repository and Secrets replaced by stand-ins, so that
+    check-deploy.sh can run `check-config` exactly as the pod would start."""
+    lines = []
+    for item in env:
+        if not item["name"].startswith("BROKER_"):
+            continue
+        if "value" in item:
+            value = item["value"].replace(f"{CONFIG_DIR}/", str(ROOT / "deploy" / "base" / "config") + "/")
+        else:
+            value = SECRET_STAND_INS.get(item["name"])
+            if value is None:
+                problem(f"{name} render: no stand-in for {item['name']} (from {item.get('valueFrom')})")
+                continue
+        if any(c.isspace() for c in value):
+            problem(f"{name} render: {item['name']} has whitespace")
+            continue
+        lines.append(f"{item['name']}={value}")
+    (OUT_DIR / f"{name}.env").write_text("".join(f"{line}\n" for line in lines))
 
 
 def anchors(markdown: str) -> set[str]:
@@ -330,7 +360,9 @@ def check_workflows() -> None:
 
 
 def main() -> int:
+    global OUT_DIR
     render_dir, out_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    OUT_DIR = out_dir
     broker_config = tomllib.loads((ROOT / "config" / "broker.toml").read_text())
     for key in ("broker.toml", "policy.toml"):
         copy = ROOT / "deploy" / "base" / "config" / key
