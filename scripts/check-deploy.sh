@@ -54,7 +54,7 @@ else
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
     $sudo_cmd apt-get update -qq
-    (cd "$work" && apt-get download prometheus >/dev/null 2>&1)
+    (cd "$work" && apt-get download prometheus)
   fi
   dpkg-deb -x "$work"/prometheus_*.deb "$work/x"
   mkdir -p "$root/.tools/bin"
