@@ -9,7 +9,11 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::ExposeSecret as _;
 use tokio::time::Instant;
 
-use super::transport::{RetryPolicy, is_transient_status, retry_after};
+use serde_json::{Value, json};
+
+use super::answer::{parse_credentials, parse_id_token, refused};
+use super::deliver::escape_command_data;
+use super::transport::{Answer, RetryPolicy, is_transient_status, retry_after};
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -110,7 +110,7 @@ async fn mint(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    if bearer != Some(&format!("Bearer {RUNTIME_BEARER}")) || query.get("api-version").is_none() {
+    if bearer != Some(&format!("Bearer {RUNTIME_BEARER}")) || !query.contains_key("api-version") {
         *inner.refused.lock().unwrap() += 1;
         return (StatusCode::FORBIDDEN, "bad runtime token").into_response();
     }
