@@ -14,6 +14,7 @@ rules`) and OUT_DIR/rules-for-tests.yaml (the same without annotations, for
 variables, for `check-config`). Exit status 1 and one line per problem on failure.
 """
 
+import fnmatch
 import json
 import pathlib
 import re
@@ -319,6 +320,14 @@ def check_dockerfile() -> None:
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     ignore = [line for line in ignore if line and not line.startswith("#")]
     check(ignore[:1] == ["*"], ".dockerignore: must start with `*` (allow-list)")
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    defaults = {"test": "tests/{}.rs", "bench": "benches/{}.rs", "example": "examples/{}.rs", "bin": "src/bin/{}.rs"}
+    for kind, default in defaults.items():
+        for target in manifest.get(kind, []):
+            path = target.get("path") or default.format(target.get("name", ""))
+            covered = any(fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/") for pattern in allowed)
+            check(covered, f".dockerignore: Cargo.toml's [[{kind}]] {path} is not in the build context; cargo build would fail")
 
 
 def all_uses(node) -> list[str]:
