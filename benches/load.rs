@@ -11,8 +11,10 @@
 //!   `POST /issue` with `Authorization: Bearer <token>` and no body;
 //! - a paced (open-loop) scenario: 50 connections sending about 1,000
 //!   requests/s in all, p50/p99 against a 5 ms p99 target;
-//! - the broker's peak RSS (`VmHWM` in `/proc/<pid>/status`) and CPU time, the
-//!   size of its log, and the machine (nproc, CPU model, load average).
+//! - the broker's peak RSS (`VmHWM` in `/proc/<pid>/status`), its CPU time per
+//!   request (and this process's: load generator, issuer and fake STS), its
+//!   most open fds and threads, the size of its log, and the machine (nproc,
+//!   CPU model, load average).
 //!
 //! Every request carries a fresh token (the broker refuses a replayed `jti`),
 //! so each scenario's tokens are minted before its timed phase, on two
@@ -24,9 +26,11 @@
 //! Run it with `scripts/bench.sh` (builds the release binary, then runs this),
 //! or `cargo build --release --locked && cargo bench --bench load`.
 //! `BENCH_SCALE=0.2` scales every scenario's request count (quick runs);
-//! `BENCH_BROKER_BIN=PATH` uses another broker binary. Under `cargo test` this
+//! `BENCH_SCENARIOS=closed-400,closed-400` runs only the named scenarios, in
+//! that order; `BENCH_BROKER_BIN=PATH` uses another broker binary. Under `cargo test` this
 //! target only prints that it is skipped. The table goes to stdout, and the
-//! same figures as JSON to `target/bench-load.json`.
+//! same figures as JSON to `target/bench-load.json`; the process exits 1 when
+//! any request failed or the broker died.
 //!
 //! Figures taken while other work uses the CPUs are not representative: the
 //! report prints the load average before and after the run for that reason.
@@ -384,6 +388,7 @@ fn main() {
     let machine = machine.finish();
     let report = Report {
         machine,
+        scale,
         planned,
         broker_bin,
         startup,
@@ -1068,6 +1073,8 @@ impl LogStats {
 
 struct Report {
     machine: Machine,
+    /// `BENCH_SCALE`.
+    scale: f64,
     /// Scenarios that were to run.
     planned: usize,
     broker_bin: PathBuf,
@@ -1315,6 +1322,11 @@ impl Report {
             })
             .collect();
         json!({
+            "unix_time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+            "git_commit": git_commit(),
+            "bench_scale": self.scale,
             "machine": {
                 "nproc": self.machine.nproc,
                 "cpu_model": self.machine.cpu_model,
@@ -1340,6 +1352,27 @@ impl Report {
             "clean": self.clean(),
         })
     }
+}
+
+/// `git rev-parse HEAD` of the crate, `-dirty` when the tree has changes.
+fn git_commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|status| !status.is_empty());
+    Some(if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    })
 }
 
 fn verdict(ok: bool) -> &'static str {
