@@ -227,6 +227,9 @@ pub struct StsConfig {
     pub attempt_timeout_seconds: u64,
     /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
     pub max_attempts: u32,
+    /// AssumeRole calls in flight at once; more wait (within the operation
+    /// deadline). Bounds connections to STS. Default 64.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for StsConfig {
@@ -238,6 +241,7 @@ impl Default for StsConfig {
             operation_timeout_seconds: 8,
             attempt_timeout_seconds: 3,
             max_attempts: 3,
+            max_concurrent_calls: 64,
         }
     }
 }
@@ -463,6 +467,12 @@ impl Config {
             && let Err(reason) = check_scheme(url)
         {
             problem("sts.endpoint_url".into(), reason);
+        }
+        if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
+            problem(
+                "sts.max_concurrent_calls".into(),
+                "must be between 1 and 4096".into(),
+            );
         }
         if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
             problem("sts.max_attempts".into(), "must be between 1 and 10".into());
