@@ -10,8 +10,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// The binary under test.
+/// The binary under test, as cargo built it for this test binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_attestation-broker");
+
+/// The binary to run: `IT_BROKER_BIN` when set, else [`BIN`]. Worktrees that
+/// share one `CARGO_TARGET_DIR` also share `target/debug/attestation-broker`,
+/// and another tree's build can replace it mid-run; pointing this at a private
+/// copy pins the binary under test.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("IT_BROKER_BIN").unwrap_or_else(|| BIN.into())
+}
 /// The static AWS key id the broker signs STS requests with.
 pub const BROKER_AWS_ACCESS_KEY_ID: &str = "AKIDTESTBROKER";
 /// The broker's own AWS secret key: must never appear in its output.
@@ -164,7 +172,7 @@ level = "info"
 
 /// The environment every broker process gets: nothing inherited but PATH.
 fn base_command(args: &[&str], extra_env: &[(String, String)]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(binary());
     command
         .args(args)
         .env_clear()
