@@ -27,6 +27,9 @@ mod logs;
 mod policy;
 #[cfg(test)]
 mod real_tokens;
+
+#[cfg(test)]
+mod rego_reload;
 #[cfg(test)]
 mod rejections;
 #[cfg(test)]
