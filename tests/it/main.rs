@@ -18,6 +18,8 @@ mod cli;
 #[cfg(test)]
 mod issuance;
 #[cfg(test)]
+mod issuers;
+#[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
 mod logs;
