@@ -20,6 +20,8 @@ mod fetch;
 #[cfg(test)]
 mod issuance;
 #[cfg(test)]
+mod issuers;
+#[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
 mod logs;
@@ -27,6 +29,9 @@ mod logs;
 mod policy;
 #[cfg(test)]
 mod real_tokens;
+
+#[cfg(test)]
+mod rego_reload;
 #[cfg(test)]
 mod rejections;
 #[cfg(test)]

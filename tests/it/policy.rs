@@ -34,10 +34,11 @@ repository_id = "999"
 }
 
 async fn denied(h: &Harness, token: &str, extra: serde_json::Value) {
+    let calls_before = h.sts.calls();
     let resp = h.issue_token(token, extra).await;
     assert_forbidden(&resp);
     assert!(!resp.text().contains("GitHubActions-"), "{}", resp.text());
-    assert_eq!(h.sts.calls(), 0);
+    assert_eq!(h.sts.calls(), calls_before, "a denial must not reach STS");
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert_eq!(
         field(&event, "event").as_deref(),
