@@ -32,6 +32,7 @@ const EXIT_ID_TOKEN_FAILED: i32 = 5;
 const EXIT_UNREACHABLE: i32 = 6;
 const EXIT_REFUSED: i32 = 7;
 const EXIT_MALFORMED: i32 = 8;
+const EXIT_OUTPUT: i32 = 9;
 const EXIT_USAGE: i32 = 64;
 
 // --- fake Actions runtime --------------------------------------------------------
@@ -696,6 +697,29 @@ async fn a_malformed_answer_is_reported_and_nothing_is_written() {
         assert_eq!(read(&job.env_file()), "EARLIER_STEP=kept\n");
         task.abort();
     }
+}
+
+#[tokio::test]
+async fn an_unwritable_github_env_is_an_output_error_after_masking() {
+    let (harness, runtime) = setup().await;
+    let job = Job::new(&runtime);
+    // A directory cannot be appended to.
+    let directory = job.dir.path().display().to_string();
+    let job = job.with("GITHUB_ENV", &directory);
+    let outcome = job
+        .fetch(&args(&harness.broker.base_url, "--github-env"))
+        .await;
+    outcome.assert_code(EXIT_OUTPUT);
+    assert!(
+        outcome
+            .stderr
+            .contains("cannot write the credentials to GITHUB_ENV"),
+        "{}",
+        outcome.stderr
+    );
+    // The credentials were issued, so they were masked before the write failed.
+    let issued = harness.sts.issued()[0].clone();
+    assert_masked_first(&outcome, &issued.secret_access_key, &issued.session_token);
 }
 
 #[tokio::test]
