@@ -24,7 +24,7 @@ use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, REPOSITORY, SHA, TokenBuild
 use crate::support::{Harness, ROLE_ARN};
 
 /// The bearer token the fake runtime expects (ACTIONS_ID_TOKEN_REQUEST_TOKEN).
-const RUNTIME_BEARER: &str = "runtime-request-token-5f1e";
+pub(crate) const RUNTIME_BEARER: &str = "runtime-request-token-5f1e";
 /// The fetch client's exit codes (module doc of `src/fetch.rs`).
 const EXIT_NOT_IN_ACTIONS: i32 = 3;
 const EXIT_NO_ID_TOKEN: i32 = 4;
@@ -49,14 +49,14 @@ struct RuntimeInner {
 
 /// The runtime's ID-token endpoint, as `ACTIONS_ID_TOKEN_REQUEST_URL` points
 /// at it: checks the bearer, mints a token for the requested audience.
-struct FakeRuntime {
-    url: String,
+pub(crate) struct FakeRuntime {
+    pub(crate) url: String,
     inner: Arc<RuntimeInner>,
     task: JoinHandle<()>,
 }
 
 impl FakeRuntime {
-    async fn start(issuer: &str) -> Self {
+    pub(crate) async fn start(issuer: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
             "http://{}/_apis/actionstoken/generate?api-version=2.0",
@@ -88,7 +88,7 @@ impl FakeRuntime {
         self.inner.audiences.lock().unwrap().clone()
     }
 
-    fn minted(&self) -> usize {
+    pub(crate) fn minted(&self) -> usize {
         self.audiences().len()
     }
 

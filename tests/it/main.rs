@@ -31,6 +31,8 @@ mod policy;
 mod real_tokens;
 
 #[cfg(test)]
+mod python_peers;
+#[cfg(test)]
 mod rego_reload;
 #[cfg(test)]
 mod rejections;
