@@ -20,5 +20,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(cli::serve(&config)),
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Policy { command } => cli::policy::run(&command),
     }
 }

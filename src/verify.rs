@@ -340,6 +340,68 @@ fn string_claim<'a>(
         .ok_or(VerifyError::MissingClaim(name))
 }
 
+/// Checks exp (required), nbf, iat (required, not in the future) and the
+/// lifetime as of `now`, with `leeway`; returns `exp`.
+fn check_times(payload: &Map<String, Value>, leeway: u64, now: u64) -> Result<u64, VerifyError> {
+    let exp = numeric_claim(payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
+    let iat = numeric_claim(payload, "iat")?.ok_or(VerifyError::MissingClaim("iat"))?;
+    if exp.saturating_add(leeway) < now {
+        return Err(VerifyError::Expired);
+    }
+    if let Some(nbf) = numeric_claim(payload, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return Err(VerifyError::NotYetValid);
+    }
+    if iat > now.saturating_add(leeway) {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    if exp.saturating_sub(iat) > MAX_LIFETIME_SECONDS {
+        return Err(VerifyError::LifetimeTooLong);
+    }
+    Ok(exp)
+}
+
+/// Decodes a token's payload WITHOUT verifying anything, for operator tools
+/// that show what a token claims (`policy explain --token` without `--jwks`).
+/// Never use the result to grant anything.
+pub fn decode_unverified_payload(raw: &str) -> Result<Map<String, Value>, VerifyError> {
+    split_unverified(raw).map(|(_, payload)| payload)
+}
+
+/// Verifies a token offline against a given key set, as of `now` (unix
+/// seconds): the header's `alg` must be in `algorithms` (never `none` or HMAC),
+/// its `kid` must name a key of `keys` (from [`crate::jwks::parse_jwks`]), the
+/// signature must verify, and `exp`/`nbf`/`iat` and the lifetime must pass with
+/// `leeway`, exactly as on the request path. Issuer and audience are NOT
+/// checked: an offline tool has no configuration to check them against, which
+/// is why this returns the payload for inspection and not [`VerifiedClaims`].
+pub fn verify_offline(
+    raw: &str,
+    keys: &[(String, VerifyingKey)],
+    algorithms: &[Algorithm],
+    leeway: u64,
+    now: u64,
+) -> Result<Map<String, Value>, VerifyError> {
+    let (header, _) = split_unverified(raw)?;
+    let algorithm = parse_algorithm(&header.alg)
+        .ok()
+        .filter(|algorithm| algorithms.contains(algorithm))
+        .ok_or(VerifyError::AlgorithmNotAccepted)?;
+    let kid = header
+        .kid
+        .filter(|kid| !kid.is_empty())
+        .ok_or(VerifyError::MissingKeyId)?;
+    let key = keys
+        .iter()
+        .find(|(id, _)| *id == kid)
+        .map(|(_, key)| key)
+        .ok_or(VerifyError::UnknownKeyId)?;
+    let payload = verify_signature(raw, key, algorithm)?;
+    check_times(&payload, leeway, now)?;
+    Ok(payload)
+}
+
 /// Checks iss, aud, exp, nbf, iat, jti and sub of signature-verified claims.
 fn check_claims(
     payload: Map<String, Value>,
@@ -364,22 +426,7 @@ fn check_claims(
     if !audience_ok {
         return Err(VerifyError::AudienceMismatch);
     }
-    let exp = numeric_claim(&payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
-    let iat = numeric_claim(&payload, "iat")?.ok_or(VerifyError::MissingClaim("iat"))?;
-    if exp.saturating_add(leeway) < now {
-        return Err(VerifyError::Expired);
-    }
-    if let Some(nbf) = numeric_claim(&payload, "nbf")?
-        && nbf > now.saturating_add(leeway)
-    {
-        return Err(VerifyError::NotYetValid);
-    }
-    if iat > now.saturating_add(leeway) {
-        return Err(VerifyError::IssuedInFuture);
-    }
-    if exp.saturating_sub(iat) > MAX_LIFETIME_SECONDS {
-        return Err(VerifyError::LifetimeTooLong);
-    }
+    let exp = check_times(&payload, leeway, now)?;
     let jti = string_claim(&payload, "jti")?;
     if jti.len() > MAX_JTI_LEN {
         return Err(VerifyError::Malformed("jti too long"));

@@ -2,6 +2,8 @@
 //! each subcommand with more than a few lines lives in its own file under
 //! `src/cli/`.
 
+pub mod policy;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,12 @@ pub enum Command {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
+    Policy {
+        /// What to do with the policy.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
 }
 

@@ -1,0 +1,1 @@
+//! Tests of the language algebra and of `policy diff`.
