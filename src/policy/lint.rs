@@ -133,7 +133,8 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
             && previous.is_some_and(|previous| {
                 previous.is_lowercase()
                     || previous.is_ascii_digit()
-                    || (previous.is_uppercase() && following.is_some_and(|next| next.is_lowercase()))
+                    || (previous.is_uppercase()
+                        && following.is_some_and(|next| next.is_lowercase()))
             });
         if boundary && !current.is_empty() {
             out.push(std::mem::take(&mut current));
@@ -161,7 +162,8 @@ pub fn lint(policy: &Policy, options: &LintOptions) -> Vec<Finding> {
         })
         .collect();
     let mut space = Space::new(
-        Space::patterns_of(&policy.roles).chain(contexts.iter().map(|(claim, glob)| (*claim, glob))),
+        Space::patterns_of(&policy.roles)
+            .chain(contexts.iter().map(|(claim, glob)| (*claim, glob))),
     );
     space.set_budget(options.budget);
     let mut grants: Vec<Option<Grants>> = Vec::new();
@@ -179,11 +181,18 @@ pub fn lint(policy: &Policy, options: &LintOptions) -> Vec<Finding> {
             continue;
         };
         let read_only = match &options.read_only_roles {
-            Some(names) => names.iter().any(|name| *name == role.name),
+            Some(names) => names.contains(&role.name),
             None => looks_read_only(&role.name, role.arn.as_str()),
         };
         if !read_only {
-            reachable(policy, &mut space, role, role_grants, &contexts, &mut findings);
+            reachable(
+                policy,
+                &mut space,
+                role,
+                role_grants,
+                &contexts,
+                &mut findings,
+            );
         }
     }
     ambiguities(policy, &mut space, &grants, &mut findings);
@@ -262,7 +271,11 @@ fn textual(role: &Role, findings: &mut Vec<Finding>) {
 }
 
 fn allow_rule(role: &Role, rule: &Rule, name: &Option<String>, findings: &mut Vec<Finding>) {
-    let claims = || rule.conditions.iter().map(|condition| condition.claim.as_str());
+    let claims = || {
+        rule.conditions
+            .iter()
+            .map(|condition| condition.claim.as_str())
+    };
     // An id condition only pins something when none of its patterns has a wildcard.
     let pins_id = rule.conditions.iter().any(|condition| {
         ID_CLAIMS.contains(&condition.claim.as_str())

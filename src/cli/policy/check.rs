@@ -7,7 +7,9 @@ use clap::Args;
 
 use crate::policy::lint::{Finding, LintOptions, Severity, lint};
 
-use super::{EXIT_ERROR, EXIT_FINDINGS, Format, LoadError, load, print_json, print_load_errors, short};
+use super::{
+    EXIT_ERROR, EXIT_FINDINGS, Format, LoadError, load, print_json, print_load_errors, short,
+};
 
 /// Arguments of `policy check`.
 #[derive(Debug, Args)]

@@ -7,7 +7,9 @@ use clap::Args;
 
 use crate::policy::diff::{GrantChange, PolicyDiff, Presence, RoleDiff, Witness, diff};
 
-use super::{EXIT_ERROR, EXIT_FINDINGS, Format, LoadError, load, print_json, print_load_errors, short};
+use super::{
+    EXIT_ERROR, EXIT_FINDINGS, Format, LoadError, load, print_json, print_load_errors, short,
+};
 
 /// Arguments of `policy diff`.
 #[derive(Debug, Args)]

@@ -206,7 +206,10 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
         let value: Value = serde_json::from_str(&text)
             .map_err(|err| format!("{}: not JSON: {err}", path.display()))?;
         let Value::Object(object) = value else {
-            return Err(format!("{}: must be a JSON object of claims", path.display()));
+            return Err(format!(
+                "{}: must be a JSON object of claims",
+                path.display()
+            ));
         };
         return Ok((
             ClaimSet::from_json_object(&object),
@@ -254,14 +257,9 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
         .iter()
         .filter_map(|name| crate::config::parse_algorithm(name).ok())
         .collect();
-    let payload: Map<String, Value> = crate::verify::verify_offline(
-        raw,
-        &keys,
-        &algorithms,
-        defaults.leeway_seconds,
-        now,
-    )
-    .map_err(|err| format!("{file}: token verification failed at {now}: {err}"))?;
+    let payload: Map<String, Value> =
+        crate::verify::verify_offline(raw, &keys, &algorithms, defaults.leeway_seconds, now)
+            .map_err(|err| format!("{file}: token verification failed at {now}: {err}"))?;
     Ok((
         ClaimSet::from_json_object(&payload),
         Source {
@@ -291,9 +289,8 @@ fn parse_time(text: &str) -> Result<u64, String> {
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(seconds);
     }
-    let parsed =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| format!("--at {text:?}: expected unix seconds or an RFC 3339 time"))?;
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("--at {text:?}: expected unix seconds or an RFC 3339 time"))?;
     u64::try_from(parsed.unix_timestamp()).map_err(|_| format!("--at {text:?}: before 1970"))
 }
 

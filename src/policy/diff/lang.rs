@@ -236,7 +236,7 @@ impl Dfa {
         for state in 0..4_u32 {
             for class in 0..classes {
                 next.push(match (state, class == slash) {
-                    (0 | 1 | 2, false) => 1,
+                    (0..=2, false) => 1,
                     (1, true) => 2,
                     _ => 3,
                 });

@@ -140,9 +140,8 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
 
 /// [`diff`] with an explicit step budget per question.
 pub(crate) fn diff_with_budget(old: &Policy, new: &Policy, budget: u64) -> PolicyDiff {
-    let mut space = Space::new(
-        Space::patterns_of(&old.roles).chain(Space::patterns_of(&new.roles)),
-    );
+    let mut space =
+        Space::new(Space::patterns_of(&old.roles).chain(Space::patterns_of(&new.roles)));
     space.set_budget(budget);
     let mut roles: Vec<RoleDiff> = old
         .roles
@@ -165,7 +164,10 @@ fn compare(
     old: Option<&Role>,
     new: Option<&Role>,
 ) -> RoleDiff {
-    let name = new.or(old).map(|role| role.name.clone()).unwrap_or_default();
+    let name = new
+        .or(old)
+        .map(|role| role.name.clone())
+        .unwrap_or_default();
     let presence = match (old, new) {
         (Some(_), Some(_)) => Presence::Kept,
         (None, _) => Presence::Added,

@@ -300,10 +300,9 @@ impl Space {
                 "claim `{claim}` is not part of the analysed space"
             )));
         };
-        if let (Some(axis), Some(slot)) = (
-            self.axes.get_mut(axis_index),
-            product.0.get_mut(axis_index),
-        ) {
+        if let (Some(axis), Some(slot)) =
+            (self.axes.get_mut(axis_index), product.0.get_mut(axis_index))
+        {
             *slot = axis.condition(globs)?;
         }
         Ok(product)

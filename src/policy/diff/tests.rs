@@ -1,1 +1,0 @@
-//! Tests of the language algebra and of `policy diff`.
