@@ -7,6 +7,15 @@ root=$(pwd)
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "redis-server (replay-store tests run a real one)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+
 step "Python tools (.venv: moto server, requests)"
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto, requests' 2>/dev/null; then
   python3 -m venv .venv

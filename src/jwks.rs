@@ -299,31 +299,7 @@ impl JwksCache {
         let Some(keys) = self.0.issuers.get(index) else {
             return Ok(false);
         };
-        let known_url = keys
-            .configured_jwks_url
-            .clone()
-            .or_else(|| keys.state.lock().ok().and_then(|s| s.jwks_url.clone()));
-        let jwks_url = match known_url {
-            Some(url) => url,
-            None => self.discover(&keys.issuer).await?,
-        };
-        let body = self.get_capped(&jwks_url).await;
-        let body = match body {
-            Ok(body) => body,
-            Err(err) => {
-                // A moved JWKS is found again through discovery next time.
-                if keys.configured_jwks_url.is_none()
-                    && let Ok(mut state) = keys.state.lock()
-                {
-                    state.jwks_url = None;
-                }
-                return Err(err);
-            }
-        };
-        let parsed = parse_jwks(&body).map_err(|reason| FetchError::Invalid {
-            url: jwks_url.to_string(),
-            reason,
-        })?;
+        let (jwks_url, body, parsed) = self.fetch_document(keys).await?;
         let hash: [u8; 32] = {
             use sha2::Digest;
             sha2::Sha256::digest(&body).into()
@@ -346,6 +322,54 @@ impl JwksCache {
         state.last_success = Some(Instant::now());
         state.last_body_hash = Some(hash);
         Ok(changed)
+    }
+
+    /// Fetches and parses one issuer's JWKS without touching the cache
+    /// (`token inspect --issuer`).
+    pub async fn fetch_key_set(
+        &self,
+        index: usize,
+    ) -> Result<Vec<(String, VerifyingKey)>, FetchError> {
+        let Some(keys) = self.0.issuers.get(index) else {
+            return Err(FetchError::Invalid {
+                url: "-".into(),
+                reason: "no such issuer".into(),
+            });
+        };
+        Ok(self.fetch_document(keys).await?.2)
+    }
+
+    /// Resolves the JWKS URL (configured, remembered, or discovered), fetches
+    /// and parses it.
+    async fn fetch_document(
+        &self,
+        keys: &IssuerKeys,
+    ) -> Result<(Url, Vec<u8>, Vec<(String, VerifyingKey)>), FetchError> {
+        let known_url = keys
+            .configured_jwks_url
+            .clone()
+            .or_else(|| keys.state.lock().ok().and_then(|s| s.jwks_url.clone()));
+        let jwks_url = match known_url {
+            Some(url) => url,
+            None => self.discover(&keys.issuer).await?,
+        };
+        let body = match self.get_capped(&jwks_url).await {
+            Ok(body) => body,
+            Err(err) => {
+                // A moved JWKS is found again through discovery next time.
+                if keys.configured_jwks_url.is_none()
+                    && let Ok(mut state) = keys.state.lock()
+                {
+                    state.jwks_url = None;
+                }
+                return Err(err);
+            }
+        };
+        let parsed = parse_jwks(&body).map_err(|reason| FetchError::Invalid {
+            url: jwks_url.to_string(),
+            reason,
+        })?;
+        Ok((jwks_url, body, parsed))
     }
 
     async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {

@@ -8,10 +8,12 @@ pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod dev;
 pub mod http;
 pub mod jwks;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod replay;
 pub mod state;
 pub mod sts;
@@ -53,6 +55,8 @@ pub struct App {
     pub public: Router,
     /// Router for the admin listener.
     pub admin: Router,
+    /// The policy file to watch for changes (`None` for a built-in policy).
+    watch_policy: Option<std::path::PathBuf>,
 }
 
 /// Builds a broker from a validated configuration. Loads and compiles the
@@ -60,9 +64,12 @@ pub struct App {
 /// once, and prepares an empty key cache (see `App::start_background`).
 pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<App> {
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let loaded = match options.policy {
-        Some(loaded) => loaded,
-        None => Policy::load(&config.policy.file)?,
+    let (loaded, watch_policy) = match options.policy {
+        Some(loaded) => (loaded, None),
+        None => (
+            Policy::load(&config.policy.file)?,
+            Some(config.policy.file.clone()),
+        ),
     };
     for warning in &loaded.warnings {
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
@@ -78,7 +85,9 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
     let replay = match config.replay.store {
         ReplayStoreKind::Memory => ReplayStore::memory(config.replay.max_entries),
         ReplayStoreKind::Redis => {
-            anyhow::bail!("replay.store = \"redis\" is not available in this version")
+            let url = config.replay.redis_url.as_deref().unwrap_or_default();
+            let timeout = Duration::from_millis(config.replay.redis_timeout_ms);
+            ReplayStore::redis(url, config.replay.redis_pool_size, timeout)?
         }
     };
     let state = AppState::new(config, verifier, loaded.policy, sts, replay, metrics);
@@ -86,6 +95,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
         state,
+        watch_policy,
     })
 }
 
@@ -99,6 +109,12 @@ impl App {
         tracing::info!(issuers_loaded = loaded, "initial JWKS fetch done");
         let all_ok = loaded == jwks.issuer_count();
         tokio::spawn(jwks.run_refresh(all_ok));
+        if let Some(path) = &self.watch_policy {
+            let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
+            tokio::spawn(
+                reload::PolicyWatcher::new(self.state.clone(), path.clone()).run(interval),
+            );
+        }
     }
 
     /// Serves both listeners until `shutdown` completes, then drains: readiness

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use attestation_broker::cli::{self, Cli, Command};
+use attestation_broker::cli::{self, Cli, Command, TokenCommand};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(cli::serve(&config)),
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
+        Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
         Command::Policy { command } => cli::policy::run(&command),
     }
 }

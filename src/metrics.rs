@@ -38,6 +38,7 @@ struct Inner {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     policy_info: IntGaugeVec,
+    policy_reloads: IntCounterVec,
     replay_store_errors: IntCounter,
     /// Expirations of issued credentials, earliest first, to move them from
     /// active to expired without a timer per credential.
@@ -148,6 +149,12 @@ impl Metrics {
                 "ci_http_requests_total",
                 "HTTP requests",
                 &["route", "status"],
+            )?,
+            policy_reloads: counter_vec(
+                r,
+                "ci_policy_reloads_total",
+                "Policy reload attempts",
+                &["result"],
             )?,
             policy_info: gauge_vec(
                 r,
@@ -263,6 +270,11 @@ impl Metrics {
     pub fn set_policy_version(&self, version: &str) {
         self.0.policy_info.reset();
         self.0.policy_info.with_label_values(&[version]).set(1);
+    }
+
+    /// A policy reload attempt: `ok` or `error`.
+    pub fn policy_reload(&self, result: &'static str) {
+        self.0.policy_reloads.with_label_values(&[result]).inc();
     }
 
     /// Renders the registry in Prometheus text format.

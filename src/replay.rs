@@ -2,7 +2,12 @@
 //!
 //! The store is keyed by a SHA-256 of issuer and jti, so an entry has a fixed
 //! size whatever the token carries. Marking is atomic: of two concurrent
-//! requests with the same token, exactly one sees `Fresh`.
+//! requests with the same token, exactly one sees `Fresh` — in process via
+//! moka's entry API, across replicas via Redis `SET key 1 NX PX ttl`.
+//!
+//! Every Redis operation runs under one deadline (pool wait, connect and
+//! command together); an error or timeout is reported as `ReplayError` and the
+//! caller fails closed unless configured otherwise.
 
 use std::time::{Duration, Instant};
 
@@ -27,14 +32,50 @@ pub struct ReplayError(pub String);
 pub enum ReplayStore {
     /// In process (one replica).
     Memory(moka::sync::Cache<[u8; 32], Duration>),
+    /// Shared Redis (several replicas).
+    Redis(RedisStore),
 }
+
+/// A pooled Redis client with a deadline on every operation.
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: deadpool_redis::Pool,
+    timeout: Duration,
+}
+
+/// Prefix of every key the broker writes, so a shared Redis stays readable.
+const REDIS_KEY_PREFIX: &str = "attestation-broker:replay:";
 
 impl std::fmt::Debug for ReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReplayStore::Memory(_) => f.write_str("ReplayStore::Memory"),
+            ReplayStore::Redis(_) => f.write_str("ReplayStore::Redis"),
         }
     }
+}
+
+impl RedisStore {
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ReplayError> {
+        let work = async {
+            let mut connection = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| ReplayError(format!("no connection: {err}")))?;
+            command
+                .query_async::<T>(&mut connection)
+                .await
+                .map_err(|err| ReplayError(format!("command failed: {err}")))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ReplayError(format!("no answer within {} ms", self.timeout.as_millis())))?
+    }
+}
+
+fn redis_key(key: &[u8; 32]) -> String {
+    format!("{REDIS_KEY_PREFIX}{}", hex::encode(key))
 }
 
 /// Each entry expires after the time-to-live it was inserted with.
@@ -69,6 +110,24 @@ impl ReplayStore {
         ReplayStore::Memory(cache)
     }
 
+    /// A Redis store at `url` with at most `pool_size` connections; every
+    /// operation (pool wait, connect, command) must finish within `timeout`.
+    /// Connections are made lazily: an unreachable Redis shows in readiness.
+    pub fn redis(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, ReplayError> {
+        let mut config = deadpool_redis::Config::from_url(url);
+        let mut pool = deadpool_redis::PoolConfig::new(pool_size);
+        pool.timeouts = deadpool_redis::Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        };
+        config.pool = Some(pool);
+        let pool = config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|err| ReplayError(format!("invalid Redis configuration: {err}")))?;
+        Ok(ReplayStore::Redis(RedisStore { pool, timeout }))
+    }
+
     /// Marks `(issuer, jti)` used for `ttl`; tells whether it was already used.
     pub async fn mark(&self, issuer: &str, jti: &str, ttl: Duration) -> Result<Mark, ReplayError> {
         let key = entry_key(issuer, jti);
@@ -76,6 +135,23 @@ impl ReplayStore {
             ReplayStore::Memory(cache) => {
                 let entry = cache.entry(key).or_insert(ttl.max(Duration::from_secs(1)));
                 Ok(if entry.is_fresh() {
+                    Mark::Fresh
+                } else {
+                    Mark::Replayed
+                })
+            }
+            ReplayStore::Redis(store) => {
+                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
+                let mut command = redis::cmd("SET");
+                command
+                    .arg(redis_key(&key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis);
+                // SET … NX answers OK when it set the key and nil when the key existed.
+                let set: Option<String> = store.run(command).await?;
+                Ok(if set.is_some() {
                     Mark::Fresh
                 } else {
                     Mark::Replayed
@@ -93,6 +169,12 @@ impl ReplayStore {
                 cache.invalidate(&key);
                 Ok(())
             }
+            ReplayStore::Redis(store) => {
+                let mut command = redis::cmd("DEL");
+                command.arg(redis_key(&key));
+                let _removed: i64 = store.run(command).await?;
+                Ok(())
+            }
         }
     }
 
@@ -100,6 +182,7 @@ impl ReplayStore {
     pub async fn healthy(&self) -> bool {
         match self {
             ReplayStore::Memory(_) => true,
+            ReplayStore::Redis(store) => store.run::<String>(redis::cmd("PING")).await.is_ok(),
         }
     }
 }
@@ -142,6 +225,102 @@ mod tests {
             }
         }
         assert_eq!(fresh, 1);
+    }
+
+    /// A real `redis-server` on a free loopback port, stopped on drop.
+    struct RedisServer {
+        child: std::process::Child,
+        url: String,
+    }
+
+    impl RedisServer {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test.sh installs it)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::yield_now();
+            }
+            Self {
+                child,
+                url: format!("redis://127.0.0.1:{port}"),
+            }
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_marks_once_across_clients_and_fails_closed_when_down() {
+        let mut server = RedisServer::start();
+        let first = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
+        let second = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
+        assert!(first.healthy().await);
+        let mut tasks = Vec::new();
+        for index in 0..16 {
+            let store = if index % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .mark("iss", "shared", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut fresh = 0;
+        for task in tasks {
+            if task.await.unwrap() == Mark::Fresh {
+                fresh += 1;
+            }
+        }
+        assert_eq!(fresh, 1, "exactly one client may see a fresh token");
+        second.release("iss", "shared").await.unwrap();
+        assert_eq!(
+            first
+                .mark("iss", "shared", Duration::from_secs(60))
+                .await
+                .unwrap(),
+            Mark::Fresh
+        );
+
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        assert!(
+            first
+                .mark("iss", "other", Duration::from_secs(60))
+                .await
+                .is_err()
+        );
+        assert!(!first.healthy().await);
     }
 
     #[test]

@@ -258,7 +258,9 @@ fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), Verify
     else {
         return Err(VerifyError::Malformed("not three segments"));
     };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+    // An empty signature is left to the algorithm and signature checks, so
+    // an unsigned (`alg: none`) token is reported as an algorithm refusal.
+    if header.is_empty() || payload.is_empty() {
         return Err(VerifyError::Malformed("empty segment"));
     }
     let header_bytes = URL_SAFE_NO_PAD
@@ -294,7 +296,7 @@ fn verify_signature(
         _ => false,
     };
     // A JWK that names its algorithm may only verify that algorithm.
-    if !family_ok || key.algorithm.is_some_and(|named| named != algorithm) {
+    if raw.ends_with('.') || !family_ok || key.algorithm.is_some_and(|named| named != algorithm) {
         return Err(VerifyError::InvalidSignature);
     }
     let mut validation = Validation::new(algorithm);
@@ -340,66 +342,83 @@ fn string_claim<'a>(
         .ok_or(VerifyError::MissingClaim(name))
 }
 
-/// Checks exp (required), nbf, iat (required, not in the future) and the
-/// lifetime as of `now`, with `leeway`; returns `exp`.
-fn check_times(payload: &Map<String, Value>, leeway: u64, now: u64) -> Result<u64, VerifyError> {
-    let exp = numeric_claim(payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
-    let iat = numeric_claim(payload, "iat")?.ok_or(VerifyError::MissingClaim("iat"))?;
-    if exp.saturating_add(leeway) < now {
-        return Err(VerifyError::Expired);
-    }
-    if let Some(nbf) = numeric_claim(payload, "nbf")?
-        && nbf > now.saturating_add(leeway)
-    {
-        return Err(VerifyError::NotYetValid);
-    }
-    if iat > now.saturating_add(leeway) {
-        return Err(VerifyError::IssuedInFuture);
-    }
-    if exp.saturating_sub(iat) > MAX_LIFETIME_SECONDS {
-        return Err(VerifyError::LifetimeTooLong);
-    }
-    Ok(exp)
-}
+/// Names of the claim checks, in the order they run.
+pub const CLAIM_CHECKS: [&str; 9] = [
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "lifetime",
+    "jti",
+    "sub",
+    "jti_length",
+];
 
-/// Decodes a token's payload WITHOUT verifying anything, for operator tools
-/// that show what a token claims (`policy explain --token` without `--jwks`).
-/// Never use the result to grant anything.
-pub fn decode_unverified_payload(raw: &str) -> Result<Map<String, Value>, VerifyError> {
-    split_unverified(raw).map(|(_, payload)| payload)
-}
-
-/// Verifies a token offline against a given key set, as of `now` (unix
-/// seconds): the header's `alg` must be in `algorithms` (never `none` or HMAC),
-/// its `kid` must name a key of `keys` (from [`crate::jwks::parse_jwks`]), the
-/// signature must verify, and `exp`/`nbf`/`iat` and the lifetime must pass with
-/// `leeway`, exactly as on the request path. Issuer and audience are NOT
-/// checked: an offline tool has no configuration to check them against, which
-/// is why this returns the payload for inspection and not [`VerifiedClaims`].
-pub fn verify_offline(
-    raw: &str,
-    keys: &[(String, VerifyingKey)],
-    algorithms: &[Algorithm],
+/// Every claim check of signature-verified claims, each with its outcome, in
+/// `CLAIM_CHECKS` order. The server stops at the first failure; `token
+/// inspect` shows them all.
+fn claim_checks(
+    payload: &Map<String, Value>,
+    issuer: &str,
+    audiences: &[String],
     leeway: u64,
     now: u64,
-) -> Result<Map<String, Value>, VerifyError> {
-    let (header, _) = split_unverified(raw)?;
-    let algorithm = parse_algorithm(&header.alg)
-        .ok()
-        .filter(|algorithm| algorithms.contains(algorithm))
-        .ok_or(VerifyError::AlgorithmNotAccepted)?;
-    let kid = header
-        .kid
-        .filter(|kid| !kid.is_empty())
-        .ok_or(VerifyError::MissingKeyId)?;
-    let key = keys
-        .iter()
-        .find(|(id, _)| *id == kid)
-        .map(|(_, key)| key)
-        .ok_or(VerifyError::UnknownKeyId)?;
-    let payload = verify_signature(raw, key, algorithm)?;
-    check_times(&payload, leeway, now)?;
-    Ok(payload)
+) -> [Result<(), VerifyError>; CLAIM_CHECKS.len()] {
+    let iss = match string_claim(payload, "iss") {
+        Ok(found) if found == issuer => Ok(()),
+        Ok(_) => Err(VerifyError::UntrustedIssuer),
+        Err(err) => Err(err),
+    };
+    let aud = match payload.get("aud") {
+        Some(Value::String(aud)) if audiences.iter().any(|want| want == aud) => Ok(()),
+        Some(Value::Array(items))
+            if items
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|aud| audiences.iter().any(|want| want == aud)) =>
+        {
+            Ok(())
+        }
+        None => Err(VerifyError::MissingClaim("aud")),
+        Some(_) => Err(VerifyError::AudienceMismatch),
+    };
+    let exp =
+        numeric_claim(payload, "exp").and_then(|exp| exp.ok_or(VerifyError::MissingClaim("exp")));
+    let iat =
+        numeric_claim(payload, "iat").and_then(|iat| iat.ok_or(VerifyError::MissingClaim("iat")));
+    let exp_check = match &exp {
+        Ok(exp) if exp.saturating_add(leeway) < now => Err(VerifyError::Expired),
+        Ok(_) => Ok(()),
+        Err(err) => Err(err.clone()),
+    };
+    let nbf_check = match numeric_claim(payload, "nbf") {
+        Ok(Some(nbf)) if nbf > now.saturating_add(leeway) => Err(VerifyError::NotYetValid),
+        Ok(_) => Ok(()),
+        Err(err) => Err(err),
+    };
+    let iat_check = match &iat {
+        Ok(iat) if *iat > now.saturating_add(leeway) => Err(VerifyError::IssuedInFuture),
+        Ok(_) => Ok(()),
+        Err(err) => Err(err.clone()),
+    };
+    let lifetime = match (&exp, &iat) {
+        (Ok(exp), Ok(iat)) if exp.saturating_sub(*iat) > MAX_LIFETIME_SECONDS => {
+            Err(VerifyError::LifetimeTooLong)
+        }
+        (Ok(_), Ok(_)) => Ok(()),
+        (Err(err), _) | (_, Err(err)) => Err(err.clone()),
+    };
+    let jti = string_claim(payload, "jti").map(|_| ());
+    // An ID token always names its subject; Actions runtime tokens do not.
+    let sub = string_claim(payload, "sub").map(|_| ());
+    let jti_length = match string_claim(payload, "jti") {
+        Ok(jti) if jti.len() > MAX_JTI_LEN => Err(VerifyError::Malformed("jti too long")),
+        _ => Ok(()),
+    };
+    [
+        iss, aud, exp_check, nbf_check, iat_check, lifetime, jti, sub, jti_length,
+    ]
 }
 
 /// Checks iss, aud, exp, nbf, iat, jti and sub of signature-verified claims.
@@ -411,28 +430,11 @@ fn check_claims(
     now: u64,
     raw: &str,
 ) -> Result<VerifiedClaims, VerifyError> {
-    if string_claim(&payload, "iss")? != issuer {
-        return Err(VerifyError::UntrustedIssuer);
+    for outcome in claim_checks(&payload, issuer, audiences, leeway, now) {
+        outcome?;
     }
-    let audience_ok = match payload.get("aud") {
-        Some(Value::String(aud)) => audiences.iter().any(|want| want == aud),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|aud| audiences.iter().any(|want| want == aud)),
-        None => return Err(VerifyError::MissingClaim("aud")),
-        Some(_) => false,
-    };
-    if !audience_ok {
-        return Err(VerifyError::AudienceMismatch);
-    }
-    let exp = check_times(&payload, leeway, now)?;
+    let exp = numeric_claim(&payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
     let jti = string_claim(&payload, "jti")?;
-    if jti.len() > MAX_JTI_LEN {
-        return Err(VerifyError::Malformed("jti too long"));
-    }
-    // An ID token always names its subject; Actions runtime tokens do not.
-    string_claim(&payload, "sub")?;
     Ok(VerifiedClaims {
         jti: jti.to_owned(),
         issuer: issuer.to_owned(),
@@ -440,6 +442,148 @@ fn check_claims(
         token_sha256: token_sha256(raw),
         claims: ClaimSet::from_json_object(&payload),
     })
+}
+
+/// One step of an offline inspection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// What was checked (`structure`, `algorithm`, `kid`, `key`, `signature`, then `CLAIM_CHECKS`).
+    pub name: &'static str,
+    /// Whether it passed; `None` when it could not run because an earlier step failed.
+    pub passed: Option<bool>,
+    /// Why it failed.
+    pub detail: String,
+}
+
+/// What `token inspect` shows: the decoded parts and every check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    /// Decoded header (unverified).
+    pub header: Value,
+    /// Decoded claims (unverified unless `verified`).
+    pub claims: Value,
+    /// Every check in order.
+    pub checks: Vec<Check>,
+    /// True when every check passed: the server would accept this token (policy aside).
+    pub verified: bool,
+}
+
+/// What an offline inspection checks against.
+#[derive(Debug, Clone)]
+pub struct InspectRules<'a> {
+    /// Keys of the issuer (from a JWKS file or a fetch).
+    pub keys: &'a [(String, VerifyingKey)],
+    /// The issuer to require; `None` accepts the token's own `iss` (reported).
+    pub issuer: Option<&'a str>,
+    /// Audiences to require; `None` skips the audience check (reported).
+    pub audiences: Option<&'a [String]>,
+    /// Accepted algorithms.
+    pub algorithms: &'a [Algorithm],
+    /// Clock-skew leeway.
+    pub leeway: u64,
+    /// The time to check at, unix seconds.
+    pub now: u64,
+}
+
+/// Runs every check the server runs, offline, and reports each one. Used by
+/// `token inspect`; makes no network call.
+pub fn inspect(raw: &str, rules: &InspectRules<'_>) -> Inspection {
+    let mut checks = Vec::new();
+    let mut push = |name: &'static str, outcome: Option<Result<(), VerifyError>>| {
+        let (passed, detail) = match outcome {
+            Some(Ok(())) => (Some(true), String::new()),
+            Some(Err(err)) => (Some(false), err.to_string()),
+            None => (None, "not checked: an earlier step failed".to_owned()),
+        };
+        checks.push(Check {
+            name,
+            passed,
+            detail,
+        });
+    };
+    let decode_part = |index: usize| -> Value {
+        raw.split('.')
+            .nth(index)
+            .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Value::Null)
+    };
+    let header_json = decode_part(0);
+    let claims_json = decode_part(1);
+    let parsed = split_unverified(raw);
+    let (header, payload) = match parsed {
+        Ok(parts) => {
+            push("structure", Some(Ok(())));
+            parts
+        }
+        Err(err) => {
+            push("structure", Some(Err(err)));
+            return Inspection {
+                header: header_json,
+                claims: claims_json,
+                checks,
+                verified: false,
+            };
+        }
+    };
+    let algorithm = parse_algorithm(&header.alg)
+        .ok()
+        .filter(|alg| rules.algorithms.contains(alg))
+        .ok_or(VerifyError::AlgorithmNotAccepted);
+    push(
+        "algorithm",
+        Some(algorithm.as_ref().map(|_| ()).map_err(Clone::clone)),
+    );
+    let kid = header
+        .kid
+        .filter(|kid| !kid.is_empty())
+        .ok_or(VerifyError::MissingKeyId);
+    push("kid", Some(kid.as_ref().map(|_| ()).map_err(Clone::clone)));
+    let key = kid.as_ref().ok().map(|kid| {
+        rules
+            .keys
+            .iter()
+            .find(|(known, _)| known == kid)
+            .map(|(_, key)| key)
+            .ok_or(VerifyError::UnknownKeyId)
+    });
+    push(
+        "key",
+        key.as_ref()
+            .map(|found| found.as_ref().map(|_| ()).map_err(Clone::clone)),
+    );
+    let signature = match (&algorithm, &key) {
+        (Ok(algorithm), Some(Ok(key))) => Some(verify_signature(raw, key, *algorithm).map(|_| ())),
+        _ => None,
+    };
+    push("signature", signature.clone());
+    let issuer = rules
+        .issuer
+        .or_else(|| payload.get("iss").and_then(Value::as_str))
+        .unwrap_or_default();
+    let audiences: Vec<String> = match rules.audiences {
+        Some(audiences) => audiences.to_vec(),
+        None => match payload.get("aud") {
+            Some(Value::String(aud)) => vec![aud.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        },
+    };
+    let outcomes = claim_checks(&payload, issuer, &audiences, rules.leeway, rules.now);
+    for (name, outcome) in CLAIM_CHECKS.into_iter().zip(outcomes) {
+        push(name, Some(outcome));
+    }
+    let verified = checks.iter().all(|check| check.passed == Some(true)) && signature.is_some();
+    Inspection {
+        header: header_json,
+        claims: claims_json,
+        checks,
+        verified,
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //! each subcommand with more than a few lines lives in its own file under
 //! `src/cli/`.
 
-pub mod policy;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub mod dev;
+pub mod policy;
+pub mod token;
 
 use crate::config::Config;
 use crate::policy::Policy;
@@ -41,12 +43,24 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Local demo on loopback: development issuer, fake STS, and a broker.
+    Dev(dev::DevArgs),
+    /// Work with tokens offline.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
     Policy {
         /// What to do with the policy.
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Decode a token and run every verification check, each with pass or fail.
+    Inspect(token::InspectArgs),
 }
 
 /// The process environment as a map; the only place it is read.
@@ -120,7 +134,7 @@ pub async fn serve(path: &std::path::Path) -> ExitCode {
         eprintln!("{err}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match run(config, AppOptions::default()).await {
+    match run(config, AppOptions::default(), |_, _| {}).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "broker failed to start");
@@ -131,7 +145,12 @@ pub async fn serve(path: &std::path::Path) -> ExitCode {
 }
 
 /// Builds, binds, announces and serves one broker until a shutdown signal.
-pub async fn run(config: Config, options: AppOptions) -> anyhow::Result<()> {
+/// `on_listening` learns the bound addresses once the keys are loaded.
+pub async fn run(
+    config: Config,
+    options: AppOptions,
+    on_listening: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let listen = config.server.listen;
     let admin_listen = config.server.admin_listen;
@@ -143,13 +162,15 @@ pub async fn run(config: Config, options: AppOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {admin_listen}"))?;
     app.start_background().await;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     tracing::info!(
-        listen = %public.local_addr()?,
-        admin_listen = %admin.local_addr()?,
+        listen = %public_addr,
+        admin_listen = %admin_addr,
         policy_version = %app.state.policy().version(),
         version = env!("CARGO_PKG_VERSION"),
         "broker listening"
     );
+    on_listening(public_addr, admin_addr);
     app.serve(public, admin, shutdown_signal()).await
 }
 

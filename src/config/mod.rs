@@ -192,6 +192,10 @@ pub struct ReplayConfig {
     pub fail_open: bool,
     /// Most token ids remembered in memory. Default 1,000,000.
     pub max_entries: u64,
+    /// Deadline of one Redis operation including pool wait and connect, ms. Default 500.
+    pub redis_timeout_ms: u64,
+    /// Most Redis connections per replica. Default 16.
+    pub redis_pool_size: usize,
 }
 
 impl Default for ReplayConfig {
@@ -201,6 +205,8 @@ impl Default for ReplayConfig {
             redis_url: None,
             fail_open: false,
             max_entries: 1_000_000,
+            redis_timeout_ms: 500,
+            redis_pool_size: 16,
         }
     }
 }
@@ -243,6 +249,15 @@ pub struct PolicyConfig {
     /// Path of the policy TOML. Relative paths are taken from the working
     /// directory, then from the configuration file's directory.
     pub file: PathBuf,
+    /// How often the file is checked for changes, seconds; 0 turns polling off
+    /// (SIGHUP still reloads). Default 5. Polling reads the file through any
+    /// symlinks, so Kubernetes' ConfigMap symlink swap is seen.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+}
+
+fn default_reload_seconds() -> u64 {
+    5
 }
 
 /// Log output format.
@@ -283,6 +298,10 @@ impl Config {
             .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
         let mut config = Self::parse(&text, &file, env)?;
         config.policy.file = resolve_relative(&config.policy.file, path);
+        if let Err(err) = std::fs::metadata(&config.policy.file) {
+            let reason = format!("cannot read {}: {err}", config.policy.file.display());
+            return Err(ConfigError::one(&file, "policy.file", reason));
+        }
         Ok(config)
     }
 
@@ -403,6 +422,18 @@ impl Config {
                 }
                 Some(Ok(_)) => {}
             }
+        }
+        if self.replay.redis_timeout_ms == 0 || self.replay.redis_timeout_ms > 10_000 {
+            problem(
+                "replay.redis_timeout_ms".into(),
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if self.replay.redis_pool_size == 0 || self.replay.redis_pool_size > 1024 {
+            problem(
+                "replay.redis_pool_size".into(),
+                "must be between 1 and 1024".into(),
+            );
         }
         if self.replay.max_entries == 0 {
             problem("replay.max_entries".into(), "must be at least 1".into());

@@ -16,7 +16,7 @@ use super::RequestId;
 use super::error::ApiError;
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
-use crate::policy::{Denial, RoleRequest};
+use crate::policy::{Denial, Policy, RoleRequest};
 use crate::replay::Mark;
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
@@ -72,10 +72,15 @@ pub async fn issue(
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return ApiError::Unavailable.into_response_with(&request_id.0);
     };
-    let mut audit = AuditEvent::new(&request_id.0, state.policy().version());
+    // One policy for the whole request, even if a reload lands meanwhile.
+    let policy = state.policy();
+    let mut audit = AuditEvent::new(&request_id.0, policy.version());
     let deadline = state.config.request_timeout();
-    let outcome =
-        tokio::time::timeout(deadline, handle(&state, query, &headers, body, &mut audit)).await;
+    let outcome = tokio::time::timeout(
+        deadline,
+        handle(&state, &policy, query, &headers, body, &mut audit),
+    )
+    .await;
     let result = match outcome {
         Ok(result) => result,
         Err(_) => {
@@ -102,6 +107,7 @@ fn refuse(
 
 async fn handle(
     state: &AppState,
+    policy: &Policy,
     query: Option<String>,
     headers: &HeaderMap,
     body: Body,
@@ -146,7 +152,6 @@ async fn handle(
         ));
     }
 
-    let policy = state.policy();
     let role_request = RoleRequest {
         role: request.role.as_deref(),
         duration_seconds: request.duration_seconds,
@@ -317,6 +322,10 @@ fn parse_request(headers: &HeaderMap, bytes: &Bytes) -> Result<IssueRequest, Api
         });
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
+    }
+    // Only an object: serde would also read a struct from a JSON array.
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::MalformedBody);
     }
     let request: IssueRequest =
         serde_json::from_slice(bytes).map_err(|_| ApiError::MalformedBody)?;

@@ -1,4 +1,35 @@
-//! Integration tests.
+//! Black-box integration tests: the real `attestation-broker` binary against a
+//! loopback OIDC issuer and a loopback STS (see `support/`).
+//!
+//! Every module is `#[cfg(test)]` (always true in this binary) so that
+//! clippy's `allow-unwrap-in-tests` and friends also cover the helpers.
 
 #[cfg(test)]
+mod support;
+
+#[cfg(test)]
+mod admin;
+#[cfg(test)]
+mod binding;
+#[cfg(test)]
+mod bodies;
+#[cfg(test)]
+mod cli;
+#[cfg(test)]
+mod issuance;
+#[cfg(test)]
+mod jwks_failures;
+#[cfg(test)]
+mod logs;
+#[cfg(test)]
+mod policy;
+#[cfg(test)]
 mod policy_cli;
+#[cfg(test)]
+mod real_tokens;
+#[cfg(test)]
+mod rejections;
+#[cfg(test)]
+mod replay;
+#[cfg(test)]
+mod sts_failures;

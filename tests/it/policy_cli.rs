@@ -388,7 +388,7 @@ fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
     assert!(
         expired
             .stderr
-            .contains("token verification failed at 1700003600: token has expired"),
+            .contains("token verification failed at 1700003600: exp: token has expired"),
         "{expired}"
     );
 

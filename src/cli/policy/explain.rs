@@ -2,16 +2,18 @@
 //!
 //! Shows the decision `Policy::evaluate` makes, with the full trace of
 //! `Policy::explain`. A token is trusted only when `--jwks` is given and it
-//! verifies against those keys (algorithm, kid, signature, exp/nbf/iat at
-//! `--at`; issuer and audience are not checked, there is no configuration
-//! here). Without `--jwks` the token's claims are used as written and the
-//! output says, first, that they were NOT verified.
+//! passes every offline check of `verify::inspect` (the server's checks:
+//! algorithm, kid, key, signature, exp/nbf/iat and lifetime at `--at`, jti,
+//! sub) against those keys; issuer and audience are taken from the token
+//! itself, as there is no configuration here. Without `--jwks` the token's
+//! claims are used as written and the output says, first, that they were NOT
+//! verified.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::claims::ClaimSet;
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
@@ -19,6 +21,7 @@ use crate::policy::{
     ConditionTrace, Denial, Explanation, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace,
     RuleTrace,
 };
+use crate::verify::{Check, InspectRules};
 
 use super::{EXIT_ERROR, EXIT_FINDINGS, Format, load, print_json, print_load_errors, short};
 
@@ -227,22 +230,16 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
     let raw = read_capped(path, MAX_TOKEN_BYTES as u64 + 1024)?;
     let raw = raw.trim();
     let file = path.display().to_string();
-    let Some(jwks) = &args.jwks else {
-        let payload = crate::verify::decode_unverified_payload(raw)
-            .map_err(|err| format!("{file}: {err}"))?;
-        return Ok((
-            ClaimSet::from_json_object(&payload),
-            Source {
-                kind: "token",
-                file,
-                verified: false,
-                verified_at: None,
-            },
-        ));
+    // One verification path with the server and `token inspect`: the same
+    // checks, offline, against the keys given (none without --jwks).
+    let keys = match &args.jwks {
+        Some(jwks) => {
+            let body = read_capped(jwks, MAX_INPUT_BYTES)?;
+            crate::jwks::parse_jwks(body.as_bytes())
+                .map_err(|err| format!("{}: {err}", jwks.display()))?
+        }
+        None => Vec::new(),
     };
-    let body = read_capped(jwks, MAX_INPUT_BYTES)?;
-    let keys = crate::jwks::parse_jwks(body.as_bytes())
-        .map_err(|err| format!("{}: {err}", jwks.display()))?;
     let now = match &args.at {
         Some(at) => parse_time(at)?,
         None => std::time::SystemTime::now()
@@ -250,23 +247,56 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
             .map_err(|_| "the system clock is before 1970".to_owned())?
             .as_secs(),
     };
-    // The server's default configuration: RS256 (GitHub's algorithm) and its leeway.
+    // The server's defaults: RS256 (GitHub's algorithm) and its leeway. Issuer
+    // and audience are not checked: there is no configuration here.
     let defaults = VerifyConfig::default();
     let algorithms: Vec<jsonwebtoken::Algorithm> = defaults
         .algorithms
         .iter()
         .filter_map(|name| crate::config::parse_algorithm(name).ok())
         .collect();
-    let payload: Map<String, Value> =
-        crate::verify::verify_offline(raw, &keys, &algorithms, defaults.leeway_seconds, now)
-            .map_err(|err| format!("{file}: token verification failed at {now}: {err}"))?;
+    let inspection = crate::verify::inspect(
+        raw,
+        &InspectRules {
+            keys: &keys,
+            issuer: None,
+            audiences: None,
+            algorithms: &algorithms,
+            leeway: defaults.leeway_seconds,
+            now,
+        },
+    );
+    let failed = |check: &Check| check.passed == Some(false);
+    if let Some(structure) = inspection
+        .checks
+        .iter()
+        .find(|check| check.name == "structure" && failed(check))
+    {
+        return Err(format!("{file}: {}", structure.detail));
+    }
+    let Value::Object(payload) = &inspection.claims else {
+        return Err(format!("{file}: the payload is not a JSON object"));
+    };
+    if args.jwks.is_some() && !inspection.verified {
+        let reasons: Vec<String> = inspection
+            .checks
+            .iter()
+            .filter(|check| failed(check))
+            .map(|check| format!("{}: {}", check.name, check.detail))
+            .collect();
+        return Err(format!(
+            "{file}: token verification failed at {now}: {}",
+            reasons.join("; ")
+        ));
+    }
+    let verified = args.jwks.is_some();
     Ok((
-        ClaimSet::from_json_object(&payload),
+        ClaimSet::from_json_object(payload),
         Source {
             kind: "token",
             file,
-            verified: true,
-            verified_at: Some(now),
+            verified,
+            verified_at: verified.then_some(now),
         },
     ))
 }

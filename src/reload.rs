@@ -1,0 +1,264 @@
+//! Policy hot reload: on SIGHUP, or when the policy file's content changes
+//! (polled, so Kubernetes' ConfigMap symlink swap is seen), the new policy is
+//! compiled and linted; if it loads, it replaces the old one atomically for
+//! new requests; if not, the old one stays, the error is logged and counted in
+//! `ci_policy_reloads_total{result="error"}`, and readiness is unaffected.
+//!
+//! Change detection compares the SHA-256 of the file's bytes with the loaded
+//! policy's version (which is that hash), so touching a file without changing
+//! it reloads nothing, and a broken file is reported once, not at every poll.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::Digest;
+
+use crate::policy::Policy;
+use crate::state::AppState;
+
+/// Largest policy file read on reload; a bigger one is an error, not an allocation.
+const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What one reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The file's content equals the loaded policy (or the last failed attempt).
+    Unchanged,
+    /// A new policy is in force.
+    Replaced {
+        /// Its version.
+        version: String,
+    },
+    /// The file could not be read or compiled; the old policy stays.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Watches one policy file for one broker.
+#[derive(Debug)]
+pub struct PolicyWatcher {
+    state: AppState,
+    path: PathBuf,
+    last_failed: Option<String>,
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let metadata = std::fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
+    if metadata.len() > MAX_POLICY_BYTES {
+        return Err(format!("larger than {MAX_POLICY_BYTES} bytes"));
+    }
+    std::fs::read(path).map_err(|err| format!("cannot read: {err}"))
+}
+
+impl PolicyWatcher {
+    /// A watcher of `path` for `state`.
+    pub fn new(state: AppState, path: PathBuf) -> Self {
+        Self {
+            state,
+            path,
+            last_failed: None,
+        }
+    }
+
+    /// Checks the file once; `force` retries even a content that failed before (SIGHUP).
+    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+        let bytes = match read_capped(&self.path) {
+            Ok(bytes) => bytes,
+            Err(reason) => return self.fail(format!("{}: {reason}", self.path.display()), None),
+        };
+        let hash = hex::encode(sha2::Sha256::digest(&bytes));
+        if hash == self.state.policy().version()
+            || (!force && self.last_failed.as_deref() == Some(hash.as_str()))
+        {
+            return ReloadOutcome::Unchanged;
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => return self.fail(format!("{}: not UTF-8", self.path.display()), Some(hash)),
+        };
+        match Policy::compile(&text, &self.path.display().to_string()) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
+                        policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
+                }
+                let version = loaded.policy.version().to_owned();
+                self.state.replace_policy(loaded.policy);
+                self.state.metrics.policy_reload("ok");
+                self.last_failed = None;
+                tracing::info!(policy.version = %version, policy.file = %self.path.display(), "policy reloaded");
+                ReloadOutcome::Replaced { version }
+            }
+            Err(err) => self.fail(err.to_string(), Some(hash)),
+        }
+    }
+
+    fn fail(&mut self, reason: String, hash: Option<String>) -> ReloadOutcome {
+        self.state.metrics.policy_reload("error");
+        self.last_failed = hash;
+        tracing::error!(policy.file = %self.path.display(), error = %reason,
+            "policy reload failed; the previous policy stays in force");
+        ReloadOutcome::Failed { reason }
+    }
+
+    /// Runs forever: reloads on SIGHUP and every `interval` (when not zero).
+    pub async fn run(mut self, interval: Duration) {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = (!interval.is_zero()).then(|| {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        loop {
+            let polled = async {
+                match tick.as_mut() {
+                    Some(tick) => {
+                        tick.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(unix)]
+            let signalled = async {
+                match hangup.as_mut() {
+                    Some(hangup) => {
+                        hangup.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<()>();
+            let force = tokio::select! {
+                () = polled => false,
+                () = signalled => true,
+            };
+            if force {
+                tracing::info!(policy.file = %self.path.display(), "SIGHUP: reloading the policy");
+            }
+            self.reload(force);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::{AppOptions, build_app};
+
+    const POLICY_A: &str = r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+[[roles.allow]]
+repository_id = "1"
+ref = "refs/heads/main"
+"#;
+
+    async fn app_with_policy(dir: &Path) -> (crate::App, PathBuf) {
+        let policy = dir.join("policy.toml");
+        std::fs::write(&policy, POLICY_A).unwrap();
+        let text = format!(
+            "[[issuers]]\nissuer = \"http://127.0.0.1:9\"\naudiences = [\"a\"]\n[sts]\nendpoint_url = \"http://127.0.0.1:9\"\n[policy]\nfile = \"{}\"\n",
+            policy.display()
+        );
+        let config = Config::parse(&text, "test.toml", &Default::default()).unwrap();
+        let credentials =
+            aws_credential_types::Credentials::new("AKID", "secret", None, None, "test");
+        let app = build_app(
+            config,
+            AppOptions {
+                aws_credentials: Some(credentials),
+                policy: None,
+            },
+        )
+        .await
+        .unwrap();
+        (app, policy)
+    }
+
+    #[tokio::test]
+    async fn a_good_change_replaces_and_a_bad_one_keeps_the_old_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, path) = app_with_policy(dir.path()).await;
+        let mut watcher = PolicyWatcher::new(app.state.clone(), path.clone());
+        let original = app.state.policy().version().to_owned();
+        assert_eq!(watcher.reload(false), ReloadOutcome::Unchanged);
+
+        std::fs::write(
+            &path,
+            POLICY_A.replace("refs/heads/main", "refs/heads/release"),
+        )
+        .unwrap();
+        let ReloadOutcome::Replaced { version } = watcher.reload(false) else {
+            panic!("expected a reload")
+        };
+        assert_ne!(version, original);
+        assert_eq!(app.state.policy().version(), version);
+
+        std::fs::write(&path, "[[roles]]\nname = \"broken\"\n").unwrap();
+        assert!(matches!(
+            watcher.reload(false),
+            ReloadOutcome::Failed { .. }
+        ));
+        assert_eq!(
+            app.state.policy().version(),
+            version,
+            "the old policy stays in force"
+        );
+        assert_eq!(
+            watcher.reload(false),
+            ReloadOutcome::Unchanged,
+            "a failed content is reported once"
+        );
+        assert!(
+            matches!(watcher.reload(true), ReloadOutcome::Failed { .. }),
+            "SIGHUP retries"
+        );
+
+        let metrics = app.state.metrics.render();
+        assert!(
+            metrics.contains("ci_policy_reloads_total{result=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("ci_policy_reloads_total{result=\"error\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("ci_policy_info{{version=\"{version}\"}} 1")),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configmap_style_symlink_swap_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _) = app_with_policy(dir.path()).await;
+        // Kubernetes mounts: policy.toml -> ..data/policy.toml, ..data -> ..2026_v1
+        let v1 = dir.path().join("..v1");
+        let v2 = dir.path().join("..v2");
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(v1.join("policy.toml"), POLICY_A).unwrap();
+        std::fs::write(v2.join("policy.toml"), POLICY_A.replace("\"1\"", "\"2\"")).unwrap();
+        let data = dir.path().join("..data");
+        std::os::unix::fs::symlink(&v1, &data).unwrap();
+        let mounted = dir.path().join("mounted.toml");
+        std::os::unix::fs::symlink(data.join("policy.toml"), &mounted).unwrap();
+        let mut watcher = PolicyWatcher::new(app.state.clone(), mounted);
+        assert_eq!(watcher.reload(false), ReloadOutcome::Unchanged);
+        let staged = dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&v2, &staged).unwrap();
+        std::fs::rename(&staged, &data).unwrap();
+        assert!(matches!(
+            watcher.reload(false),
+            ReloadOutcome::Replaced { .. }
+        ));
+    }
+}

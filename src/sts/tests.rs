@@ -1,0 +1,492 @@
+//! The real SDK client against loopback servers that speak AssumeRole's AWS
+//! Query protocol: request encoding, answer parsing, retries and error mapping.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+
+use super::*;
+
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
+
+fn test_credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new("AKIDTEST", "test-secret", None, None, "test")
+}
+
+fn claims() -> ClaimSet {
+    let mut set = ClaimSet::default();
+    for (name, value) in [
+        ("repository", "octo-org/octo-repo"),
+        ("repository_id", "123456789"),
+        ("repository_owner_id", "987654"),
+        ("ref", "refs/heads/feat#1!"),
+        ("sha", "0123456789abcdef0123456789abcdef01234567"),
+        ("run_id", "1234567890"),
+        ("run_attempt", "1"),
+        ("check_run_id", "31337"),
+        ("event_name", "push"),
+        (
+            "job_workflow_ref",
+            "octo-org/octo-repo/.github/workflows/ci.yml@refs/heads/main",
+        ),
+    ] {
+        set.insert(name, value);
+    }
+    set
+}
+
+/// One canned answer: status and XML body.
+type Answer = (StatusCode, String);
+
+/// A scripted STS: answers in order, repeating the last; records every form body.
+#[derive(Default)]
+struct Script {
+    answers: Mutex<VecDeque<Answer>>,
+    bodies: Mutex<Vec<String>>,
+}
+
+impl Script {
+    fn calls(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+
+    fn form(&self, index: usize) -> Vec<(String, String)> {
+        let bodies = self.bodies.lock().unwrap();
+        url::form_urlencoded::parse(bodies[index].as_bytes())
+            .into_owned()
+            .collect()
+    }
+}
+
+async fn answer(State(script): State<Arc<Script>>, body: String) -> Response {
+    script.bodies.lock().unwrap().push(body);
+    let mut answers = script.answers.lock().unwrap();
+    let (status, xml) = if answers.len() > 1 {
+        answers.pop_front().unwrap()
+    } else {
+        answers.front().cloned().unwrap()
+    };
+    (status, [("content-type", "text/xml")], xml).into_response()
+}
+
+async fn never_answer() -> Response {
+    std::future::pending::<()>().await;
+    StatusCode::OK.into_response()
+}
+
+async fn serve(router: axum::Router) -> url::Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url::Url::parse(&format!("http://{addr}")).unwrap()
+}
+
+async fn scripted(answers: Vec<Answer>) -> (url::Url, Arc<Script>) {
+    let script = Arc::new(Script {
+        answers: Mutex::new(answers.into()),
+        bodies: Mutex::default(),
+    });
+    let router = axum::Router::new()
+        .route("/", axum::routing::post(answer))
+        .with_state(script.clone());
+    (serve(router).await, script)
+}
+
+fn tuning(max_attempts: u32) -> Tuning {
+    Tuning {
+        connect: Duration::from_secs(5),
+        attempt: Duration::from_secs(30),
+        operation: Duration::from_secs(60),
+        max_attempts,
+        // Keeps the retry tests fast; the jitter and doubling are the SDK's.
+        initial_backoff: Duration::from_millis(1),
+    }
+}
+
+async fn client(endpoint: url::Url, tuning: Tuning) -> (StsClient, Metrics) {
+    let config = StsConfig {
+        endpoint_url: Some(endpoint),
+        ..StsConfig::default()
+    };
+    let metrics = Metrics::new().unwrap();
+    let client = StsClient::build(&config, Some(test_credentials()), metrics.clone(), tuning)
+        .await
+        .unwrap();
+    (client, metrics)
+}
+
+fn success_xml(expiration: &str) -> String {
+    format!(
+        r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult>
+    <AssumedRoleUser>
+      <AssumedRoleId>AROATEST:gh-1234567890-1-31337</AssumedRoleId>
+      <Arn>arn:aws:sts::123456789012:assumed-role/deploy/gh-1234567890-1-31337</Arn>
+    </AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>ASIATESTTESTTESTTEST</AccessKeyId>
+      <SecretAccessKey>secret/key+value</SecretAccessKey>
+      <SessionToken>session-token-value</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+  </AssumeRoleResult>
+  <ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata>
+</AssumeRoleResponse>"#
+    )
+}
+
+fn ok() -> Answer {
+    (StatusCode::OK, success_xml("2999-01-01T00:15:00Z"))
+}
+
+fn error_xml(kind: &str, code: &str, message: &str) -> String {
+    format!(
+        "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>\
+         <Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>"
+    )
+}
+
+fn throttling() -> Answer {
+    (
+        StatusCode::BAD_REQUEST,
+        error_xml("Sender", "Throttling", "Rate exceeded"),
+    )
+}
+
+fn value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn success_sends_role_duration_name_and_tags() {
+    let (endpoint, script) = scripted(vec![ok()]).await;
+    let (client, metrics) = client(endpoint, tuning(3)).await;
+
+    let issued = client
+        .assume(ROLE_ARN, 1800, true, &claims())
+        .await
+        .unwrap();
+
+    assert_eq!(issued.access_key_id, "ASIATESTTESTTESTTEST");
+    assert_eq!(issued.secret_access_key.expose_secret(), "secret/key+value");
+    assert_eq!(issued.session_token.expose_secret(), "session-token-value");
+    assert_eq!(issued.session_name, "gh-1234567890-1-31337");
+    let expected = SystemTime::from(time::macros::datetime!(2999-01-01 00:15:00 UTC));
+    assert_eq!(issued.expiration, expected);
+
+    assert_eq!(script.calls(), 1);
+    let form = script.form(0);
+    assert_eq!(value(&form, "Action"), Some("AssumeRole"));
+    assert_eq!(value(&form, "Version"), Some("2011-06-15"));
+    assert_eq!(value(&form, "RoleArn"), Some(ROLE_ARN));
+    assert_eq!(
+        value(&form, "RoleSessionName"),
+        Some("gh-1234567890-1-31337")
+    );
+    assert_eq!(value(&form, "DurationSeconds"), Some("1800"));
+    assert_eq!(value(&form, "Tags.member.1.Key"), Some("repository"));
+    assert_eq!(
+        value(&form, "Tags.member.1.Value"),
+        Some("octo-org/octo-repo")
+    );
+    assert_eq!(value(&form, "Tags.member.4.Key"), Some("ref"));
+    assert_eq!(
+        value(&form, "Tags.member.4.Value"),
+        Some("refs/heads/feat-1-")
+    );
+    assert_eq!(value(&form, "Tags.member.9.Key"), Some("job_workflow_ref"));
+    assert_eq!(
+        value(&form, "Tags.member.9.Value"),
+        Some("octo-org/octo-repo/.github/workflows/ci.yml@refs/heads/main")
+    );
+    assert_eq!(value(&form, "Tags.member.10.Key"), None);
+
+    let text = metrics.render();
+    assert!(text.contains("ci_sts_latency_seconds_count 1"), "{text}");
+    assert!(!text.contains("ci_sts_errors_total{"), "{text}");
+}
+
+#[tokio::test]
+async fn tags_are_left_out_when_the_role_turns_them_off() {
+    let (endpoint, script) = scripted(vec![ok()]).await;
+    let (client, _) = client(endpoint, tuning(1)).await;
+
+    client
+        .assume(ROLE_ARN, 900, false, &claims())
+        .await
+        .unwrap();
+
+    let form = script.form(0);
+    assert_eq!(value(&form, "DurationSeconds"), Some("900"));
+    assert!(
+        form.iter().all(|(key, _)| !key.starts_with("Tags.")),
+        "{form:?}"
+    );
+}
+
+#[tokio::test]
+async fn access_denied_is_classified_and_keeps_the_code() {
+    let (endpoint, script) = scripted(vec![(
+        StatusCode::FORBIDDEN,
+        error_xml(
+            "Sender",
+            "AccessDenied",
+            "User: arn:aws:sts::123456789012:assumed-role/broker/x is not authorized",
+        ),
+    )])
+    .await;
+    let (client, metrics) = client(endpoint, tuning(3)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    match &err {
+        StsError::AccessDenied(detail) => {
+            assert!(
+                detail.starts_with("AccessDenied: User: arn:aws:sts::"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
+    }
+    assert_eq!(err.kind(), "denied");
+    // A client error is not retried.
+    assert_eq!(script.calls(), 1);
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"ci_sts_errors_total{kind="denied"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retried_by_the_sdk() {
+    let (endpoint, script) = scripted(vec![throttling(), throttling(), ok()]).await;
+    let (client, metrics) = client(endpoint, tuning(3)).await;
+
+    let issued = client.assume(ROLE_ARN, 900, true, &claims()).await;
+
+    assert!(issued.is_ok(), "{issued:?}");
+    assert_eq!(script.calls(), 3);
+    let text = metrics.render();
+    assert!(!text.contains("ci_sts_errors_total{"), "{text}");
+}
+
+#[tokio::test]
+async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
+    let (endpoint, script) = scripted(vec![throttling()]).await;
+    let (client, metrics) = client(endpoint, tuning(3)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, StsError::Throttled), "{err:?}");
+    assert_eq!(script.calls(), 3);
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"ci_sts_errors_total{kind="throttled"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("ci_sts_latency_seconds_count 1"), "{text}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_other() {
+    let (endpoint, script) = scripted(vec![(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_xml("Receiver", "ServiceUnavailable", "try later"),
+    )])
+    .await;
+    let (client, _) = client(endpoint, tuning(2)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    assert_eq!(script.calls(), 2);
+    match err {
+        StsError::Other(detail) => assert!(detail.contains("ServiceUnavailable"), "{detail}"),
+        other => panic!("expected Other, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_client_token_is_other_with_its_code() {
+    let (endpoint, _) = scripted(vec![(
+        StatusCode::FORBIDDEN,
+        error_xml(
+            "Sender",
+            "InvalidClientTokenId",
+            "The security token included in the request is invalid.",
+        ),
+    )])
+    .await;
+    let (client, metrics) = client(endpoint, tuning(3)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    match err {
+        StsError::Other(detail) => {
+            assert!(detail.starts_with("InvalidClientTokenId: "), "{detail}")
+        }
+        other => panic!("expected Other, got {other:?}"),
+    }
+    assert!(
+        metrics
+            .render()
+            .contains(r#"ci_sts_errors_total{kind="other"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn answer_without_credentials_is_other() {
+    let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult></AssumeRoleResult>
+  <ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata>
+</AssumeRoleResponse>"#;
+    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml.to_owned())]).await;
+    let (client, _) = client(endpoint, tuning(1)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&err, StsError::Other(detail) if detail.contains("no Credentials")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn answer_without_expiration_is_other() {
+    let xml = success_xml("").replace("<Expiration></Expiration>", "");
+    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml)]).await;
+    let (client, _) = client(endpoint, tuning(1)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    // The SDK fills the missing member with the epoch instead of failing.
+    assert!(
+        matches!(&err, StsError::Other(detail) if detail.contains("Expiration")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn answer_without_access_key_is_other() {
+    let xml = ok()
+        .1
+        .replace("<AccessKeyId>ASIATESTTESTTESTTEST</AccessKeyId>", "");
+    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml)]).await;
+    let (client, _) = client(endpoint, tuning(1)).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&err, StsError::Other(detail) if detail.contains("incomplete")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_attempt_is_a_timeout() {
+    let router = axum::Router::new().route("/", axum::routing::post(never_answer));
+    let endpoint = serve(router).await;
+    let short = Tuning {
+        attempt: Duration::from_millis(200),
+        operation: Duration::from_secs(30),
+        ..tuning(1)
+    };
+    let (client, metrics) = client(endpoint, short).await;
+
+    let err = client
+        .assume(ROLE_ARN, 900, true, &claims())
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, StsError::Timeout), "{err:?}");
+    assert!(
+        metrics
+            .render()
+            .contains(r#"ci_sts_errors_total{kind="timeout"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn new_builds_from_config_and_rejects_zero_attempts() {
+    let config = StsConfig {
+        endpoint_url: Some(url::Url::parse("http://127.0.0.1:9").unwrap()),
+        ..StsConfig::default()
+    };
+    let metrics = Metrics::new().unwrap();
+    assert!(
+        StsClient::new(&config, Some(test_credentials()), metrics.clone())
+            .await
+            .is_ok()
+    );
+    // The default chain resolves credentials on the first call, not at start-up.
+    assert!(StsClient::new(&config, None, metrics.clone()).await.is_ok());
+    let zero = StsConfig {
+        max_attempts: 0,
+        ..config
+    };
+    let err = StsClient::new(&zero, Some(test_credentials()), metrics)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StsError::Other(_)));
+}
+
+#[test]
+fn codes_map_to_kinds() {
+    for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
+        assert!(matches!(
+            classify_code(Some(code), None),
+            StsError::Throttled
+        ));
+    }
+    for code in ["AccessDenied", "AccessDeniedException"] {
+        match classify_code(Some(code), Some("no")) {
+            StsError::AccessDenied(detail) => assert_eq!(detail, format!("{code}: no")),
+            other => panic!("{other:?}"),
+        }
+    }
+    for code in [Some("InvalidClientTokenId"), Some("ExpiredToken"), None] {
+        assert!(matches!(classify_code(code, None), StsError::Other(_)));
+    }
+}
+
+#[test]
+fn endpoint_keeps_paths_but_drops_a_bare_slash() {
+    let parse = |text: &str| url::Url::parse(text).unwrap();
+    assert_eq!(
+        endpoint_string(&parse("http://127.0.0.1:4566")),
+        "http://127.0.0.1:4566"
+    );
+    assert_eq!(
+        endpoint_string(&parse("https://sts.example/")),
+        "https://sts.example"
+    );
+    assert_eq!(
+        endpoint_string(&parse("https://sts.example/p/")),
+        "https://sts.example/p/"
+    );
+}

@@ -1,0 +1,250 @@
+//! The issuer's discovery document and JWKS misbehaving: the broker stays
+//! closed (503, not ready) until it has good keys, keeps good keys through
+//! outages, and follows rotations.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::broker::{Broker, eventually};
+use crate::support::jwks::{
+    DISCOVERY_PATH, JWKS_PATH, JwksServer, Mode, REDIRECTED_DISCOVERY_PATH, REDIRECTED_JWKS_PATH,
+};
+use crate::support::{
+    Harness, KEY_A, KEY_B, assert_invalid_token, assert_issued, assert_unavailable, msg,
+};
+
+/// Starts a broker whose issuer misbehaves from the start.
+async fn harness_with_failing_issuer(discovery: Mode, jwks: Mode) -> Harness {
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    server.set_discovery_mode(discovery);
+    server.set_jwks_mode(jwks);
+    Harness::start_with_issuer(server, |spec| {
+        spec.wait_ready = false;
+    })
+    .await
+}
+
+async fn not_ready(broker: &Broker) {
+    let resp = broker.admin_get("/readyz").await;
+    assert_ne!(
+        resp.status,
+        200,
+        "/readyz is 200 without a usable JWKS: {}",
+        resp.text()
+    );
+    let resp = broker.admin_get("/healthz").await;
+    assert_eq!(resp.status, 200, "/healthz: the process serves");
+}
+
+/// No usable keys: not ready, and a valid token gets 503 (not 401) without STS.
+async fn closed_without_keys(h: &Harness, path: &str) {
+    let jwks = &h.jwks;
+    eventually(&format!("a fetch of {path}"), || {
+        (jwks.hits(path) >= 1).then_some(())
+    })
+    .await;
+    not_ready(&h.broker).await;
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_unavailable(&resp);
+    assert_eq!(h.sts.calls(), 0);
+    not_ready(&h.broker).await;
+}
+
+#[tokio::test]
+async fn jwks_500_at_start() {
+    let h = harness_with_failing_issuer(Mode::Normal, Mode::Fail500).await;
+    closed_without_keys(&h, JWKS_PATH).await;
+}
+
+#[tokio::test]
+async fn jwks_hanging_at_start() {
+    let h = harness_with_failing_issuer(Mode::Normal, Mode::Hang).await;
+    closed_without_keys(&h, JWKS_PATH).await;
+}
+
+#[tokio::test]
+async fn jwks_body_over_1_mib() {
+    let h = harness_with_failing_issuer(Mode::Normal, Mode::Huge).await;
+    closed_without_keys(&h, JWKS_PATH).await;
+}
+
+#[tokio::test]
+async fn jwks_not_json() {
+    let h = harness_with_failing_issuer(Mode::Normal, Mode::Malformed).await;
+    closed_without_keys(&h, JWKS_PATH).await;
+}
+
+#[tokio::test]
+async fn jwks_redirect_is_not_followed() {
+    let h = harness_with_failing_issuer(Mode::Normal, Mode::Redirect).await;
+    closed_without_keys(&h, JWKS_PATH).await;
+    assert_eq!(
+        h.jwks.hits(REDIRECTED_JWKS_PATH),
+        0,
+        "the broker followed a JWKS redirect"
+    );
+}
+
+#[tokio::test]
+async fn discovery_500_at_start() {
+    let h = harness_with_failing_issuer(Mode::Fail500, Mode::Normal).await;
+    closed_without_keys(&h, DISCOVERY_PATH).await;
+}
+
+#[tokio::test]
+async fn discovery_hanging_at_start() {
+    let h = harness_with_failing_issuer(Mode::Hang, Mode::Normal).await;
+    closed_without_keys(&h, DISCOVERY_PATH).await;
+}
+
+#[tokio::test]
+async fn discovery_body_over_1_mib() {
+    let h = harness_with_failing_issuer(Mode::Huge, Mode::Normal).await;
+    closed_without_keys(&h, DISCOVERY_PATH).await;
+}
+
+#[tokio::test]
+async fn discovery_not_json() {
+    let h = harness_with_failing_issuer(Mode::Malformed, Mode::Normal).await;
+    closed_without_keys(&h, DISCOVERY_PATH).await;
+}
+
+#[tokio::test]
+async fn discovery_redirect_is_not_followed() {
+    let h = harness_with_failing_issuer(Mode::Redirect, Mode::Normal).await;
+    closed_without_keys(&h, DISCOVERY_PATH).await;
+    assert_eq!(
+        h.jwks.hits(REDIRECTED_DISCOVERY_PATH),
+        0,
+        "the broker followed a discovery redirect"
+    );
+}
+
+#[tokio::test]
+async fn recovers_when_the_jwks_comes_back() {
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    server.set_jwks_mode(Mode::Fail500);
+    let h = Harness::start_with_issuer(server, |spec| {
+        spec.wait_ready = false;
+        spec.set("jwks.refresh_seconds", 1)
+            .set("jwks.unknown_kid_cooldown_seconds", 1);
+    })
+    .await;
+    let jwks = &h.jwks;
+    eventually("a first JWKS fetch", || {
+        (jwks.hits(JWKS_PATH) >= 1).then_some(())
+    })
+    .await;
+    not_ready(&h.broker).await;
+    h.jwks.set_jwks_mode(Mode::Normal);
+    h.broker.wait_ready().await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+}
+
+#[tokio::test]
+async fn last_good_keys_keep_serving_through_an_outage() {
+    let h = Harness::start_with(|spec| {
+        spec.set("jwks.refresh_seconds", 1);
+    })
+    .await;
+    let fetched = h.jwks.hits(JWKS_PATH);
+    h.jwks.set_jwks_mode(Mode::Fail500);
+    let jwks = &h.jwks;
+    eventually("two failed refreshes", || {
+        (jwks.hits(JWKS_PATH) >= fetched + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.broker.admin_get("/readyz").await.status,
+        200,
+        "stale-but-usable keys are ready"
+    );
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_in_key_is_picked_up_on_an_unknown_kid() {
+    let h = Harness::start_with(|spec| {
+        spec.set("jwks.unknown_kid_cooldown_seconds", 1);
+    })
+    .await;
+    let resp = h
+        .issue_token(
+            &h.token().header("kid", KEY_B.kid).signed_by(&KEY_B).build(),
+            json!({}),
+        )
+        .await;
+    assert_invalid_token(&resp, msg::BAD_SIGNATURE);
+    h.jwks.set_keys(vec![KEY_A.jwk(), KEY_B.jwk()]);
+    let deadline = tokio::time::Instant::now() + crate::support::broker::DEADLINE;
+    loop {
+        let token = h.token().header("kid", KEY_B.kid).signed_by(&KEY_B).build();
+        let resp = h.issue_token(&token, json!({})).await;
+        if resp.status == 200 {
+            break;
+        }
+        assert_invalid_token(&resp, msg::BAD_SIGNATURE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated-in key was never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The old key still works while it is published.
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+}
+
+#[tokio::test]
+async fn a_rotated_out_key_stops_verifying_after_a_refresh() {
+    let h = Harness::start_with(|spec| {
+        spec.set("jwks.refresh_seconds", 1);
+    })
+    .await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    h.jwks.set_keys(vec![KEY_B.jwk()]);
+    let deadline = tokio::time::Instant::now() + crate::support::broker::DEADLINE;
+    loop {
+        let resp = h.issue_token(&h.token().build(), json!({})).await;
+        if resp.status == 401 {
+            assert_invalid_token(&resp, msg::BAD_SIGNATURE);
+            break;
+        }
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a key removed from the JWKS kept verifying"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_issued(
+        &h.issue_token(
+            &h.token().header("kid", KEY_B.kid).signed_by(&KEY_B).build(),
+            json!({}),
+        )
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn jwks_metrics() {
+    let h = Harness::start().await;
+    let metrics = h.broker.metrics().await;
+    assert_eq!(
+        metrics.value("ci_jwks_keys", &[]),
+        Some(1.0),
+        "{}",
+        metrics.0
+    );
+    assert!(
+        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "ok")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+}

@@ -1,0 +1,102 @@
+//! STS throttling, refusing, failing and hanging.
+
+use serde_json::json;
+
+use crate::support::sts::Fault;
+use crate::support::{
+    ACCOUNT_ID, Harness, ROLE_ARN, assert_issued, assert_no_leak, assert_unavailable, msg,
+};
+
+#[tokio::test]
+async fn one_throttle_is_retried() {
+    let h = Harness::start().await;
+    h.sts.fail_next(Fault::Throttling, 1);
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    assert_eq!(h.sts.calls(), 2);
+    // ci_sts_errors_total counts failed AssumeRole calls, not retried attempts.
+    let metrics = h.broker.metrics().await;
+    assert_eq!(
+        metrics.value("ci_sts_errors_total", &[("kind", "throttled")]),
+        None,
+        "{}",
+        metrics.0
+    );
+}
+
+#[tokio::test]
+async fn persistent_throttling_is_503_after_max_attempts() {
+    let h = Harness::start().await;
+    h.sts.fail_next(Fault::Throttling, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_unavailable(&resp);
+    assert!(!resp.text().contains("Rate exceeded"));
+    assert_eq!(h.sts.calls(), 3, "sts.max_attempts = 3");
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "throttled")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+    assert_eq!(metrics.value_or_zero("ci_creds_issued_total", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn persistent_internal_failure_is_503() {
+    let h = Harness::start().await;
+    h.sts.fail_next(Fault::InternalFailure, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_unavailable(&resp);
+    assert!(!resp.text().contains("InternalFailure"));
+    assert!(h.sts.calls() >= 2, "5xx is retried");
+}
+
+#[tokio::test]
+async fn hanging_sts_is_503() {
+    let h = Harness::start().await;
+    h.sts.fail_next(Fault::Hang, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_unavailable(&resp);
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "timeout")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+}
+
+#[tokio::test]
+async fn access_denied_never_echoes_the_upstream_error() {
+    let h = Harness::start().await;
+    h.sts.fail_next(Fault::AccessDenied, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_ne!(resp.status, 200);
+    assert_no_leak(
+        &resp,
+        &[
+            ROLE_ARN.to_owned(),
+            ACCOUNT_ID.to_owned(),
+            "not authorized".to_owned(),
+            "AccessDenied".to_owned(),
+        ],
+    );
+    // A broker-side failure: one of the contract's fixed answers.
+    let body = resp.json();
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        (resp.status == 503 && message == msg::UNAVAILABLE)
+            || (resp.status == 403 && message == msg::FORBIDDEN),
+        "unexpected answer to an STS AccessDenied: {} {body}",
+        resp.status
+    );
+    if resp.status == 503 {
+        assert_unavailable(&resp);
+    } else {
+        crate::support::assert_forbidden(&resp);
+    }
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "denied")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+}

@@ -1,0 +1,219 @@
+//! The harness: loopback issuer, loopback STS, the real broker binary, and
+//! assertions on the broker's error contract.
+
+pub mod broker;
+pub mod jwks;
+pub mod sts;
+pub mod tokens;
+
+use serde_json::{Value, json};
+
+pub use broker::{Broker, BrokerSpec, Req, Resp};
+pub use jwks::JwksServer;
+pub use sts::StsServer;
+pub use tokens::{KEY_A, KEY_B, TokenBuilder};
+
+/// The role the default policy grants.
+pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole";
+/// Its account.
+pub const ACCOUNT_ID: &str = "123456789012";
+
+/// The default policy: `deploy` for pushes to main or release branches of
+/// `ourorg` (by owner id), never on self-hosted runners.
+pub const DEFAULT_POLICY: &str = r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole"
+duration_seconds = 900
+
+[[roles.allow]]
+repository_owner_id = "1234567"
+repository = "ourorg/*"
+ref = ["refs/heads/main", "refs/heads/release/*"]
+event_name = ["push", "workflow_dispatch"]
+
+[[roles.deny]]
+runner_environment = "self-hosted"
+"#;
+
+/// The broker's fixed error messages (DESIGN.md and the brief).
+pub mod msg {
+    pub const BAD_JSON: &str = "request body is not valid JSON of the expected shape";
+    pub const NO_TOKEN: &str =
+        "no OIDC token: send `oidc_token` or an `Authorization: Bearer` header";
+    pub const AMBIGUOUS_ROLE: &str = "more than one role matches this token: name one in `role`";
+    pub const BAD_DURATION: &str = "`duration_seconds` is outside the range this role allows";
+    pub const TOO_LARGE: &str = "request body is too large";
+    pub const NOT_JSON_TYPE: &str = "request body must be application/json";
+    pub const MALFORMED: &str = "token is malformed";
+    pub const BAD_SIGNATURE: &str = "token signature is invalid";
+    pub const BAD_ALGORITHM: &str = "token algorithm is not accepted";
+    pub const BAD_ISSUER: &str = "token issuer is not trusted";
+    pub const BAD_AUDIENCE: &str = "token audience is not accepted";
+    pub const EXPIRED: &str = "token has expired";
+    pub const NOT_YET_VALID: &str = "token is not yet valid";
+    pub const MISSING_CLAIM: &str = "token is missing a required claim";
+    pub const FORBIDDEN: &str = "the token is not permitted to obtain credentials for this request";
+    pub const UNAVAILABLE: &str = "credentials cannot be issued right now; retry later";
+}
+
+/// A loopback issuer serving [`KEY_A`], a loopback STS, and a broker using both.
+pub struct Harness {
+    /// The issuer.
+    pub jwks: JwksServer,
+    /// The STS stub.
+    pub sts: StsServer,
+    /// The broker.
+    pub broker: Broker,
+}
+
+impl Harness {
+    /// Default config and [`DEFAULT_POLICY`].
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Default config with `policy`.
+    pub async fn with_policy(policy: &str) -> Self {
+        let policy = policy.to_owned();
+        Self::start_with(move |spec| spec.policy = policy).await
+    }
+
+    /// Default config and policy, edited by `edit` before the broker starts.
+    pub async fn start_with(edit: impl FnOnce(&mut BrokerSpec)) -> Self {
+        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await;
+        Self::start_with_issuer(jwks, edit).await
+    }
+
+    /// Like [`Harness::start_with`] with an issuer the test prepared.
+    pub async fn start_with_issuer(jwks: JwksServer, edit: impl FnOnce(&mut BrokerSpec)) -> Self {
+        let sts = StsServer::start().await;
+        let mut spec = BrokerSpec::new(&jwks.issuer(), &sts.url(), DEFAULT_POLICY);
+        edit(&mut spec);
+        let broker = Broker::start(&spec).await;
+        Self { jwks, sts, broker }
+    }
+
+    /// A default token from this harness's issuer.
+    pub fn token(&self) -> TokenBuilder {
+        TokenBuilder::new(&self.jwks.issuer())
+    }
+
+    /// Posts `{"oidc_token": token}` plus `extra` fields.
+    pub async fn issue_token(&self, token: &str, extra: Value) -> Resp {
+        let mut body = json!({ "oidc_token": token });
+        if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            body.extend(extra);
+        }
+        self.broker.issue(&body).await
+    }
+}
+
+/// Strings no error answer may contain: role ARN, account, key ids, and the
+/// default token's distinctive claim values.
+pub fn secrets_of_default_token() -> Vec<String> {
+    [
+        ROLE_ARN,
+        ACCOUNT_ID,
+        "GitHubActions-Lambda-DeployRole",
+        KEY_A.kid,
+        KEY_B.kid,
+        tokens::REPOSITORY,
+        "widget-service",
+        tokens::REPOSITORY_ID,
+        tokens::REPOSITORY_OWNER_ID,
+        tokens::SHA,
+        tokens::RUN_ID,
+        tokens::CHECK_RUN_ID,
+        tokens::ACTOR,
+        tokens::ACTOR_ID,
+        tokens::JOB_WORKFLOW_REF,
+        "refs/heads",
+        "github-hosted",
+    ]
+    .iter()
+    .map(|text| (*text).to_owned())
+    .collect()
+}
+
+/// Asserts that no part of `resp` (headers included) contains any of `forbidden`.
+pub fn assert_no_leak(resp: &Resp, forbidden: &[String]) {
+    let everything = resp.everything();
+    for secret in forbidden {
+        assert!(
+            !secret.is_empty() && !everything.contains(secret.as_str()),
+            "answer leaks {secret:?}:\n{everything}"
+        );
+    }
+}
+
+/// Asserts the exact error contract: status, JSON body `{error, message,
+/// request_id}` and nothing else, `request_id` = `x-request-id`, and no leak
+/// of the default token's values, the role ARN, the account or a key id.
+pub fn assert_error(resp: &Resp, status: u16, code: &str, message: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "unexpected status; body: {}",
+        resp.text()
+    );
+    let request_id = resp.request_id();
+    let content_type = resp.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "error content-type {content_type:?}"
+    );
+    assert_eq!(
+        resp.json(),
+        json!({ "error": code, "message": message, "request_id": request_id })
+    );
+    assert_no_leak(resp, &secrets_of_default_token());
+    if status == 503 || status == 429 {
+        let retry_after = resp.header("retry-after").unwrap_or_default();
+        assert!(
+            retry_after.parse::<u64>().is_ok(),
+            "{status} without a numeric Retry-After: {retry_after:?}"
+        );
+    }
+}
+
+/// [`assert_error`] for a 401 `invalid_token`.
+pub fn assert_invalid_token(resp: &Resp, message: &str) {
+    assert_error(resp, 401, "invalid_token", message);
+}
+
+/// [`assert_error`] for the generic 403.
+pub fn assert_forbidden(resp: &Resp) {
+    assert_error(resp, 403, "forbidden", msg::FORBIDDEN);
+}
+
+/// [`assert_error`] for a 400 `invalid_request`.
+pub fn assert_bad_request(resp: &Resp, message: &str) {
+    assert_error(resp, 400, "invalid_request", message);
+}
+
+/// [`assert_error`] for a 503 with Retry-After.
+pub fn assert_unavailable(resp: &Resp) {
+    assert_error(resp, 503, "unavailable", msg::UNAVAILABLE);
+}
+
+/// Asserts a 200 issuance and returns its body.
+pub fn assert_issued(resp: &Resp) -> Value {
+    assert_eq!(
+        resp.status,
+        200,
+        "expected credentials; got: {}",
+        resp.text()
+    );
+    resp.request_id();
+    assert_no_leak(
+        resp,
+        &[
+            ROLE_ARN.to_owned(),
+            ACCOUNT_ID.to_owned(),
+            KEY_A.kid.to_owned(),
+            KEY_B.kid.to_owned(),
+        ],
+    );
+    resp.json()
+}
