@@ -584,3 +584,65 @@ fn diff_load_errors_exit_two() {
     assert_eq!(json.code, Some(2), "{json}");
     assert!(!json.json()["errors"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn explain_verifies_a_real_github_token_offline() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let token = format!("{fixtures}/real_github_token_2026-04.jwt");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "policy.toml",
+        r#"
+[[roles]]
+name = "demo"
+role_arn = "arn:aws:iam::123456789012:role/Demo"
+
+[[roles.allow]]
+repository_owner_id = "88868"
+repository = "Marchenko1985/github_oidc_token_demo"
+ref = "refs/heads/main"
+event_name = "workflow_dispatch"
+"#,
+    );
+    // Issued at 1776844493 and valid for five minutes.
+    let keys = format!("{fixtures}/real_github_jwks_2026.json");
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--token",
+        &token,
+        "--jwks",
+        &keys,
+        "--at",
+        "1776844600",
+    ]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("verified against the JWKS at 1776844600"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("outcome: grant role demo via demo.allow[0]"),
+        "{out}"
+    );
+    // The 2022 key set does not hold the token's key.
+    let old_keys = format!("{fixtures}/real_github_jwks_2022-08.json");
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--token",
+        &token,
+        "--jwks",
+        &old_keys,
+        "--at",
+        "1776844600",
+    ]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(
+        out.stderr.contains("key: no key with the token's kid"),
+        "{out}"
+    );
+}
