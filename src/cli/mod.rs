@@ -13,7 +13,7 @@ pub mod policy;
 pub mod token;
 
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
 
 /// Exit code for a bad configuration or policy (EX_CONFIG-style usage error, sysexits 64).
@@ -82,7 +82,7 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let loaded = match Policy::load(&config.policy.file) {
+    let (policy, warnings) = match PolicySet::load(&config.policy) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("policy error:\n{err}");
@@ -93,8 +93,15 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
     println!(
         "policy: {} (version {})",
         config.policy.file.display(),
-        loaded.policy.version()
+        policy.version()
     );
+    if let Some(rego) = &config.policy.rego {
+        println!(
+            "rego: {} (query {})",
+            rego.display(),
+            config.policy.rego_query
+        );
+    }
     for issuer in &config.issuers {
         println!(
             "issuer: {} audiences={}",
@@ -103,13 +110,13 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     println!("roles:");
-    for role in loaded.policy.roles() {
+    for role in policy.rules.roles() {
         println!(
             "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
             role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
         );
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         let place = [
             Some(warning.role.as_str()),
             warning.rule.as_deref(),

@@ -18,6 +18,8 @@ mod cli;
 #[cfg(test)]
 mod issuance;
 #[cfg(test)]
+mod issuers;
+#[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
 mod logs;
@@ -27,6 +29,9 @@ mod policy;
 mod policy_cli;
 #[cfg(test)]
 mod real_tokens;
+
+#[cfg(test)]
+mod rego_reload;
 #[cfg(test)]
 mod rejections;
 #[cfg(test)]
