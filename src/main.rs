@@ -25,5 +25,6 @@ fn main() -> ExitCode {
         }
         Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
         Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
+        Command::Policy { command } => cli::policy::run(&command),
     }
 }

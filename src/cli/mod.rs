@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod dev;
+pub mod policy;
 pub mod token;
 
 use crate::config::Config;
@@ -49,6 +50,12 @@ pub enum Command {
     /// Work with tokens offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
+    Policy {
+        /// What to do with the policy.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// `token` subcommands.

@@ -28,6 +28,8 @@ mod logs;
 #[cfg(test)]
 mod policy;
 #[cfg(test)]
+mod policy_cli;
+#[cfg(test)]
 mod real_tokens;
 
 #[cfg(test)]
