@@ -177,24 +177,23 @@ impl App {
             connections = public_handle.connection_count(),
             "shutdown requested: readiness now fails, draining in-flight requests"
         );
-        public_handle.graceful_shutdown(Some(grace));
-        // axum-server closes what is left when the grace period ends; the
-        // extra second only guards against a drain that never reports back.
-        match tokio::time::timeout(grace + Duration::from_secs(1), public_task).await {
-            Ok(Ok(Ok(()))) if public_handle.connection_count() == 0 => {
-                tracing::info!("in-flight requests finished");
-            }
-            Ok(Ok(Ok(()))) => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                connections = public_handle.connection_count(),
-                "grace period over; closed the remaining connections"
-            ),
+        // The grace period is kept here rather than handed to axum-server,
+        // so that "finished" and "cut off" are told apart without a race.
+        public_handle.graceful_shutdown(None);
+        let mut public_task = public_task;
+        match tokio::time::timeout(grace, &mut public_task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("in-flight requests finished"),
             Ok(Ok(Err(err))) => tracing::warn!(error = %err, "main listener ended with an error"),
             Ok(Err(err)) => tracing::warn!(error = %err, "main listener task failed"),
-            Err(_) => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "grace period over; closing remaining connections"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    connections = public_handle.connection_count(),
+                    "grace period over; closing the remaining connections"
+                );
+                public_handle.shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), public_task).await;
+            }
         }
         admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;

@@ -204,20 +204,22 @@ fn build(files: &TlsFiles, bytes: &TlsBytes) -> Result<rustls::ServerConfig, Tls
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|err| {
-        // A mismatch is most often the key of another certificate (or a
-        // rotation caught half-way): name the key file.
-        let key = match err {
-            rustls::Error::InconsistentKeys(_) => "server.tls_key",
-            _ => "server.tls_cert",
-        };
-        let path = if key == "server.tls_key" {
-            &files.key
-        } else {
-            &files.cert
-        };
-        refused(key, path, err)
-    })?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|err| match err {
+            // Most often the key of another certificate, or a rotation
+            // caught half-way: name the key file.
+            rustls::Error::InconsistentKeys(_) => TlsError::Refused {
+                key: "server.tls_key",
+                path: files.key.display().to_string(),
+                reason: format!(
+                    "the private key does not match the certificate in {}",
+                    files.cert.display()
+                ),
+            },
+            rustls::Error::General(_) => refused("server.tls_key", &files.key, err),
+            other => refused("server.tls_cert", &files.cert, other),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -20,6 +20,8 @@ mod issuance;
 #[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
+mod limits;
+#[cfg(test)]
 mod logs;
 #[cfg(test)]
 mod policy;
@@ -30,4 +32,8 @@ mod rejections;
 #[cfg(test)]
 mod replay;
 #[cfg(test)]
+mod shutdown;
+#[cfg(test)]
 mod sts_failures;
+#[cfg(test)]
+mod tls;
