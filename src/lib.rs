@@ -12,11 +12,14 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod fetch;
 pub mod http;
 pub mod jwks;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod policy_set;
+pub mod rego;
 pub mod reload;
 pub mod replay;
 pub mod state;
@@ -35,7 +38,8 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ReplayStoreKind, ServerConfig};
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
-use crate::policy::{LoadedPolicy, Policy};
+use crate::policy::LoadedPolicy;
+use crate::policy_set::PolicySet;
 use crate::replay::ReplayStore;
 use crate::state::AppState;
 use crate::sts::StsClient;
@@ -47,7 +51,8 @@ pub struct AppOptions {
     /// Static AWS credentials for the broker's own identity (only `dev` uses
     /// this); `None` means the default provider chain.
     pub aws_credentials: Option<aws_credential_types::Credentials>,
-    /// An already compiled policy; `None` loads `config.policy.file`.
+    /// An already compiled policy (no Rego, not watched); `None` loads and
+    /// watches what `[policy]` names.
     pub policy: Option<LoadedPolicy>,
 }
 
@@ -60,8 +65,8 @@ pub struct App {
     pub public: Router,
     /// Router for the admin listener.
     pub admin: Router,
-    /// The policy file to watch for changes (`None` for a built-in policy).
-    watch_policy: Option<std::path::PathBuf>,
+    /// Whether the `[policy]` files are watched for changes (not for a built-in policy).
+    watch_policy: bool,
     /// TLS of the main listener, when configured.
     tls: Option<tls::TlsListener>,
 }
@@ -71,18 +76,18 @@ pub struct App {
 /// once, and prepares an empty key cache (see `App::start_background`).
 pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<App> {
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let (loaded, watch_policy) = match options.policy {
-        Some(loaded) => (loaded, None),
-        None => (
-            Policy::load(&config.policy.file)?,
-            Some(config.policy.file.clone()),
-        ),
+    let (policy, warnings, watch_policy) = match options.policy {
+        Some(LoadedPolicy { policy, warnings }) => (PolicySet::new(policy, None), warnings, false),
+        None => {
+            let (policy, warnings) = PolicySet::load(&config.policy)?;
+            (policy, warnings, true)
+        }
     };
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
             policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
     }
-    metrics.set_policy_version(loaded.policy.version());
+    metrics.set_policy_version(policy.version());
     let jwks = JwksCache::new(&config.issuers, &config.jwks, metrics.clone())
         .context("cannot build the JWKS client")?;
     let verifier = Verifier::new(&config, jwks);
@@ -104,7 +109,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         ),
         None => None,
     };
-    let state = AppState::new(config, verifier, loaded.policy, sts, replay, metrics);
+    let state = AppState::new(config, verifier, policy, sts, replay, metrics);
     Ok(App {
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
@@ -124,11 +129,10 @@ impl App {
         tracing::info!(issuers_loaded = loaded, "initial JWKS fetch done");
         let all_ok = loaded == jwks.issuer_count();
         tokio::spawn(jwks.run_refresh(all_ok));
-        if let Some(path) = &self.watch_policy {
+        if self.watch_policy {
             let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
-            tokio::spawn(
-                reload::PolicyWatcher::new(self.state.clone(), path.clone()).run(interval),
-            );
+            let config = self.state.config.policy.clone();
+            tokio::spawn(reload::PolicyWatcher::new(self.state.clone(), config).run(interval));
         }
         if let Some(tls) = &self.tls {
             let interval = Duration::from_secs(self.state.config.server.tls_reload_seconds);

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::limits::RepositoryRateLimiter;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy_set::PolicySet;
 use crate::replay::ReplayStore;
 use crate::sts::StsClient;
 use crate::verify::Verifier;
@@ -24,8 +24,8 @@ pub struct Inner {
     pub config: Config,
     /// Token verification (owns the JWKS cache).
     pub verifier: Verifier,
-    /// The compiled policy; replaced whole on reload.
-    policy: RwLock<Arc<Policy>>,
+    /// The compiled policy (rules and Rego); replaced whole on reload.
+    policy: RwLock<Arc<PolicySet>>,
     /// The STS client.
     pub sts: StsClient,
     /// Used token ids.
@@ -44,7 +44,7 @@ impl AppState {
     pub fn new(
         config: Config,
         verifier: Verifier,
-        policy: Policy,
+        policy: PolicySet,
         sts: StsClient,
         replay: ReplayStore,
         metrics: Metrics,
@@ -68,7 +68,7 @@ impl AppState {
     }
 
     /// The policy in force for a new request.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<PolicySet> {
         match self.0.policy.read() {
             Ok(policy) => Arc::clone(&policy),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -76,7 +76,7 @@ impl AppState {
     }
 
     /// Replaces the policy for requests that start from now on.
-    pub fn replace_policy(&self, policy: Policy) {
+    pub fn replace_policy(&self, policy: PolicySet) {
         self.0.metrics.set_policy_version(policy.version());
         let mut slot = match self.0.policy.write() {
             Ok(slot) => slot,

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod dev;
+pub mod policy;
 pub mod token;
 
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
 
 /// Exit code for a bad configuration or policy (EX_CONFIG-style usage error, sysexits 64).
@@ -42,11 +43,19 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// CI side: exchange this job's ID token for AWS credentials (see `fetch`).
+    Fetch(crate::fetch::FetchArgs),
     /// Local demo on loopback: development issuer, fake STS, and a broker.
     Dev(dev::DevArgs),
     /// Work with tokens offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
+    Policy {
+        /// What to do with the policy.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// `token` subcommands.
@@ -75,7 +84,7 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let loaded = match Policy::load(&config.policy.file) {
+    let (policy, warnings) = match PolicySet::load(&config.policy) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("policy error:\n{err}");
@@ -86,8 +95,15 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
     println!(
         "policy: {} (version {})",
         config.policy.file.display(),
-        loaded.policy.version()
+        policy.version()
     );
+    if let Some(rego) = &config.policy.rego {
+        println!(
+            "rego: {} (query {})",
+            rego.display(),
+            config.policy.rego_query
+        );
+    }
     for issuer in &config.issuers {
         println!(
             "issuer: {} audiences={}",
@@ -96,13 +112,13 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     println!("roles:");
-    for role in loaded.policy.roles() {
+    for role in policy.rules.roles() {
         println!(
             "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
             role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
         );
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         let place = [
             Some(warning.role.as_str()),
             warning.rule.as_deref(),

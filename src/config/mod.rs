@@ -282,6 +282,9 @@ pub struct StsConfig {
     pub attempt_timeout_seconds: u64,
     /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
     pub max_attempts: u32,
+    /// AssumeRole calls in flight at once; more wait (within the operation
+    /// deadline). Bounds connections to STS. Default 64.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for StsConfig {
@@ -293,6 +296,7 @@ impl Default for StsConfig {
             operation_timeout_seconds: 8,
             attempt_timeout_seconds: 3,
             max_attempts: 3,
+            max_concurrent_calls: 64,
         }
     }
 }
@@ -309,6 +313,16 @@ pub struct PolicyConfig {
     /// symlinks, so Kubernetes' ConfigMap symlink swap is seen.
     #[serde(default = "default_reload_seconds")]
     pub reload_seconds: u64,
+    /// Optional Rego module evaluated after the built-in rules grant; both must allow.
+    #[serde(default)]
+    pub rego: Option<PathBuf>,
+    /// The Rego query; only the boolean `true` allows. Default `data.broker.allow`.
+    #[serde(default = "default_rego_query")]
+    pub rego_query: String,
+}
+
+fn default_rego_query() -> String {
+    crate::rego::DEFAULT_QUERY.to_owned()
 }
 
 fn default_reload_seconds() -> u64 {
@@ -352,7 +366,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
         let mut config = Self::parse(&text, &file, env)?;
-        config.policy.file = resolve_relative(&config.policy.file, path);
+        config.policy.file = crate::policy_set::resolve(&config.policy.file, path);
         if let Err(err) = std::fs::metadata(&config.policy.file) {
             let reason = format!("cannot read {}: {err}", config.policy.file.display());
             return Err(ConfigError::one(&file, "policy.file", reason));
@@ -363,7 +377,7 @@ impl Config {
             &mut config.server.client_ca,
         ] {
             if let Some(tls_path) = slot.as_mut() {
-                *tls_path = resolve_relative(tls_path, path);
+                *tls_path = crate::policy_set::resolve(tls_path, path);
             }
         }
         // A certificate that does not load must stop the start-up (exit 64),
@@ -372,6 +386,14 @@ impl Config {
             && let Err(err) = crate::tls::load_server_config(&files)
         {
             return Err(ConfigError::one(&file, err.config_key(), &err));
+        }
+        if let Some(rego) = &config.policy.rego {
+            let rego = crate::policy_set::resolve(rego, path);
+            if let Err(err) = std::fs::metadata(&rego) {
+                let reason = format!("cannot read {}: {err}", rego.display());
+                return Err(ConfigError::one(&file, "policy.rego", reason));
+            }
+            config.policy.rego = Some(rego);
         }
         Ok(config)
     }
@@ -517,6 +539,12 @@ impl Config {
         {
             problem("sts.endpoint_url".into(), reason);
         }
+        if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
+            problem(
+                "sts.max_concurrent_calls".into(),
+                "must be between 1 and 4096".into(),
+            );
+        }
         if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
             problem("sts.max_attempts".into(), "must be between 1 and 10".into());
         }
@@ -651,16 +679,6 @@ fn is_loopback_host(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
-    }
-}
-
-fn resolve_relative(policy: &Path, config_path: &Path) -> PathBuf {
-    if policy.is_absolute() || policy.exists() {
-        return policy.to_path_buf();
-    }
-    match config_path.parent() {
-        Some(dir) if dir.join(policy).exists() => dir.join(policy),
-        _ => policy.to_path_buf(),
     }
 }
 

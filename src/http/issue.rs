@@ -16,7 +16,8 @@ use super::RequestId;
 use super::error::ApiError;
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
-use crate::policy::{Denial, Policy, RoleRequest};
+use crate::policy::{Denial, RoleRequest};
+use crate::policy_set::{PolicySet, RequestFacts};
 use crate::replay::Mark;
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
@@ -112,7 +113,7 @@ fn refuse(
 
 async fn handle(
     state: &AppState,
-    policy: &Policy,
+    policy: &PolicySet,
     query: Option<String>,
     headers: &HeaderMap,
     body: Body,
@@ -185,12 +186,40 @@ async fn handle(
         role: request.role.as_deref(),
         duration_seconds: request.duration_seconds,
     };
-    let grant = match policy.evaluate(claims, &role_request) {
+    let grant = match policy.rules.evaluate(claims, &role_request) {
         Ok(grant) => grant,
         Err(denial) => return Err(deny(state, audit, &denial)),
     };
     audit.role(grant.role_name());
     audit.matched_rule(grant.matched_rule());
+    let facts = RequestFacts {
+        repo: request.repo.clone(),
+        sha: request.sha.clone(),
+        job_id: request.job_id.as_ref().map(JobId::to_text),
+        role: request.role.clone(),
+        duration_seconds: request.duration_seconds,
+    };
+    if let Some(decision) = policy.ask_rego(claims, &facts, &grant)
+        && !decision.allows()
+    {
+        // Rego has the last word, but only to refuse; its detail stays in the audit log.
+        state.metrics.policy_denied(grant.role_name());
+        let detail = match &decision {
+            crate::rego::RegoDecision::Error(err) => format!("rego error: {err}"),
+            other => format!("rego: {}", other.label()),
+        };
+        audit.matched_rule(format!(
+            "{} + rego {}",
+            grant.matched_rule(),
+            decision.label()
+        ));
+        return Err(refuse(
+            audit,
+            ApiError::Forbidden,
+            &format!("policy_rego_{}", decision.label()),
+            detail,
+        ));
+    }
 
     let ttl = Duration::from_secs(
         verified

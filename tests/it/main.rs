@@ -16,7 +16,11 @@ mod bodies;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod fetch;
+#[cfg(test)]
 mod issuance;
+#[cfg(test)]
+mod issuers;
 #[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
@@ -26,7 +30,14 @@ mod logs;
 #[cfg(test)]
 mod policy;
 #[cfg(test)]
+mod policy_cli;
+#[cfg(test)]
 mod real_tokens;
+
+#[cfg(test)]
+mod python_peers;
+#[cfg(test)]
+mod rego_reload;
 #[cfg(test)]
 mod rejections;
 #[cfg(test)]
