@@ -334,7 +334,6 @@ fn the_example_policy_findings_are_the_known_ones() {
         seen,
         vec![
             ("no-ref-constraint", "ci-read"),
-            ("write-role-reachable", "release"),
             ("ambiguous-roles", "ci-read"),
         ],
         "{found:#?}"
