@@ -97,7 +97,10 @@ pub struct ServerConfig {
     /// Largest accepted request body. Default 65536 (DESIGN.md).
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers), bytes; larger heads
-    /// get 431. Default 16384; at least 8192 (hyper's minimum buffer).
+    /// get 431. Default 65536, like the body: a token too large to accept
+    /// still reaches the handler and gets the documented JSON 401 whether it
+    /// came in the body or as a Bearer header. At least 8192 (hyper's minimum
+    /// buffer).
     pub max_header_bytes: usize,
     /// Most request headers; more get 431. Default 64.
     pub max_headers: usize,
@@ -129,7 +132,7 @@ impl Default for ServerConfig {
             client_ca: None,
             tls_reload_seconds: 30,
             max_body_bytes: 64 * 1024,
-            max_header_bytes: 16 * 1024,
+            max_header_bytes: 64 * 1024,
             max_headers: 64,
             header_read_timeout_seconds: 10,
             request_timeout_seconds: 15,

@@ -151,7 +151,7 @@ fn server_limits_have_documented_defaults() {
     let server = Config::parse(MINIMAL, "broker.toml", &env(&[]))
         .unwrap()
         .server;
-    assert_eq!(server.max_header_bytes, 16_384);
+    assert_eq!(server.max_header_bytes, 65_536);
     assert_eq!(server.max_headers, 64);
     assert_eq!(server.header_read_timeout_seconds, 10);
     assert_eq!(server.request_timeout_seconds, 15);
