@@ -156,3 +156,14 @@ async fn idle_keep_alive_connections_do_not_delay_the_exit() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_sigterm_right_after_the_announcement_still_drains() {
+    let mut h = Harness::start_with(|spec| spec.wait_ready = false).await;
+    h.broker.signal("TERM");
+    assert_eq!(
+        h.broker.wait_exit().await,
+        Some(0),
+        "not killed by the default SIGTERM action"
+    );
+}
