@@ -39,6 +39,8 @@ struct Inner {
     policy_info: IntGaugeVec,
     policy_reloads: IntCounterVec,
     replay_store_errors: IntCounter,
+    rate_limited: IntCounterVec,
+    tls_reloads: IntCounterVec,
     /// Issued credentials still active, counted per expiration second and
     /// role: bounded by the longest duration times the number of roles, not
     /// by the issuance rate, and no timer per credential.
@@ -161,6 +163,18 @@ impl Metrics {
                 "Policy reload attempts",
                 &["result"],
             )?,
+            rate_limited: counter_vec(
+                r,
+                "ci_rate_limited_total",
+                "Requests refused by a limit: repository (429) or global concurrency (503)",
+                &["scope"],
+            )?,
+            tls_reloads: counter_vec(
+                r,
+                "ci_tls_reloads_total",
+                "TLS certificate reload attempts",
+                &["result"],
+            )?,
             policy_info: gauge_vec(
                 r,
                 "ci_policy_info",
@@ -175,6 +189,10 @@ impl Metrics {
             registry,
             live: Mutex::new(BTreeMap::new()),
         };
+        // Both series exist from the start, so alerts on their rate see 0, not "no data".
+        for scope in ["repository", "global"] {
+            inner.rate_limited.with_label_values(&[scope]);
+        }
         Ok(Self(Arc::new(inner)))
     }
 
@@ -289,6 +307,16 @@ impl Metrics {
     /// A policy reload attempt: `ok` or `error`.
     pub fn policy_reload(&self, result: &'static str) {
         self.0.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// A request refused by a limit; `scope` is `repository` or `global`.
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.0.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// A TLS reload attempt: `ok` or `error`.
+    pub fn tls_reload(&self, result: &'static str) {
+        self.0.tls_reloads.with_label_values(&[result]).inc();
     }
 
     /// Renders the registry in Prometheus text format.

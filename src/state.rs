@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::limits::RepositoryRateLimiter;
 use crate::metrics::Metrics;
 use crate::policy_set::PolicySet;
 use crate::replay::ReplayStore;
@@ -33,6 +34,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Requests being processed; when none is free, new ones are shed.
     pub in_flight: Arc<Semaphore>,
+    /// Verified requests per repository; beyond the quota, 429.
+    pub repository_limit: RepositoryRateLimiter,
     shutting_down: AtomicBool,
 }
 
@@ -47,6 +50,10 @@ impl AppState {
         metrics: Metrics,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        let repository_limit = RepositoryRateLimiter::new(
+            config.server.rate_limit_per_repository_per_minute,
+            config.server.rate_limit_burst,
+        );
         Self(Arc::new(Inner {
             config,
             verifier,
@@ -55,6 +62,7 @@ impl AppState {
             replay,
             metrics,
             in_flight,
+            repository_limit,
             shutting_down: AtomicBool::new(false),
         }))
     }

@@ -171,37 +171,46 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {admin_listen}"))?;
     app.start_background().await;
+    let shutdown = shutdown_signal();
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     tracing::info!(
         listen = %public_addr,
         admin_listen = %admin_addr,
+        tls = app.serves_tls(),
         policy_version = %app.state.policy().version(),
         version = env!("CARGO_PKG_VERSION"),
         "broker listening"
     );
     on_listening(public_addr, admin_addr);
-    app.serve(public, admin, shutdown_signal()).await
+    app.serve(public, admin, shutdown).await
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The SIGTERM handler is installed when this
+/// is called, not when the future is first polled: `run` calls it before
+/// announcing the broker, so a SIGTERM sent right after the announcement
+/// drains instead of meeting the default action (exit by signal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match terminate {
+                Some(mut terminate) => {
+                    tokio::select! {
+                        _ = interrupt => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = interrupt.await;
                 }
             }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+        #[cfg(not(unix))]
+        {
+            let _ = interrupt.await;
+        }
     }
 }

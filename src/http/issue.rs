@@ -70,7 +70,12 @@ pub async fn issue(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Shed at once rather than queue: a queue only turns overload into
+    // timeouts for everyone, and the caller's retry lands on a calmer replica.
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.rate_limited("global");
+        let mut audit = AuditEvent::new(&request_id.0, state.policy().version());
+        audit.denied(503, "overloaded", "too many requests in flight");
         return ApiError::Unavailable.into_response_with(&request_id.0);
     };
     // One policy for the whole request, even if a reload lands meanwhile.
@@ -142,6 +147,30 @@ async fn handle(
     };
     let claims = verified.claims();
     audit.claims(verified.issuer(), claims, verified.token_sha256());
+
+    // Only after verification: the bucket is chosen by a signed claim, so
+    // nobody can spend another repository's budget. Before the replay mark,
+    // so a limited request does not burn its token.
+    let repository = claims
+        .get("repository_id")
+        .map(str::to_owned)
+        .or_else(|| claims.get("repository").map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if let Err(wait) = state.repository_limit.check(verified.issuer(), &repository) {
+        state.metrics.rate_limited("repository");
+        let answer = ApiError::RateLimited {
+            retry_after_seconds: crate::limits::retry_after_seconds(wait),
+        };
+        return Err(refuse(
+            audit,
+            answer,
+            "rate_limited",
+            format!(
+                "repository over its rate limit; next request allowed in {} ms",
+                wait.as_millis()
+            ),
+        ));
+    }
 
     if let Some(field) = binding_mismatch(&request, claims) {
         state.metrics.binding_mismatch(field);

@@ -24,6 +24,8 @@ mod issuers;
 #[cfg(test)]
 mod jwks_failures;
 #[cfg(test)]
+mod limits;
+#[cfg(test)]
 mod logs;
 #[cfg(test)]
 mod policy;
@@ -41,4 +43,8 @@ mod rejections;
 #[cfg(test)]
 mod replay;
 #[cfg(test)]
+mod shutdown;
+#[cfg(test)]
 mod sts_failures;
+#[cfg(test)]
+mod tls;

@@ -577,6 +577,27 @@ impl Broker {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) to the process, with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the process to exit; its exit code,
+    /// `None` when a signal ended it.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let status = eventually("the broker to exit", || self.child.try_wait().unwrap()).await;
+        status.code()
+    }
+
     /// Every output line so far (stdout and stderr interleaved).
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
