@@ -17,7 +17,7 @@ fi
 redis-server --version
 
 step "Python tools (.venv: moto server, requests)"
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto, requests' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import moto, requests, dotenv' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
@@ -33,6 +33,9 @@ if command -v cargo-deny >/dev/null 2>&1; then
   step "cargo deny check"
   cargo deny check
 fi
+
+step "shipping kit: scripts/check-deploy.sh (manifests, alerts, dashboard, Dockerfile)"
+./scripts/check-deploy.sh
 
 step "cargo test --locked"
 cargo test --locked --all-targets

@@ -2,22 +2,30 @@
 //! credentials, under an explicit, deny-by-default policy.
 //!
 //! `build_app` assembles one broker instance from a validated `Config`; the
-//! binary (`main.rs`) only adds start-up, signals and listeners.
+//! binary (`main.rs`) only adds start-up, signals and listeners. `App::serve`
+//! owns the serving loop: HTTP/1 only, with the inbound limits of `[server]`
+//! applied by hyper before any handler runs, TLS when configured, and a
+//! graceful drain on shutdown.
 
 pub mod audit;
 pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod fetch;
 pub mod http;
 pub mod jwks;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod policy_set;
+pub mod rego;
 pub mod reload;
 pub mod replay;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod tls;
 pub mod verify;
 
 use std::future::Future;
@@ -27,10 +35,11 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
-use crate::policy::{LoadedPolicy, Policy};
+use crate::policy::LoadedPolicy;
+use crate::policy_set::PolicySet;
 use crate::replay::ReplayStore;
 use crate::state::AppState;
 use crate::sts::StsClient;
@@ -42,7 +51,8 @@ pub struct AppOptions {
     /// Static AWS credentials for the broker's own identity (only `dev` uses
     /// this); `None` means the default provider chain.
     pub aws_credentials: Option<aws_credential_types::Credentials>,
-    /// An already compiled policy; `None` loads `config.policy.file`.
+    /// An already compiled policy (no Rego, not watched); `None` loads and
+    /// watches what `[policy]` names.
     pub policy: Option<LoadedPolicy>,
 }
 
@@ -55,8 +65,10 @@ pub struct App {
     pub public: Router,
     /// Router for the admin listener.
     pub admin: Router,
-    /// The policy file to watch for changes (`None` for a built-in policy).
-    watch_policy: Option<std::path::PathBuf>,
+    /// Whether the `[policy]` files are watched for changes (not for a built-in policy).
+    watch_policy: bool,
+    /// TLS of the main listener, when configured.
+    tls: Option<tls::TlsListener>,
 }
 
 /// Builds a broker from a validated configuration. Loads and compiles the
@@ -64,18 +76,18 @@ pub struct App {
 /// once, and prepares an empty key cache (see `App::start_background`).
 pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<App> {
     let metrics = Metrics::new().context("cannot register metrics")?;
-    let (loaded, watch_policy) = match options.policy {
-        Some(loaded) => (loaded, None),
-        None => (
-            Policy::load(&config.policy.file)?,
-            Some(config.policy.file.clone()),
-        ),
+    let (policy, warnings, watch_policy) = match options.policy {
+        Some(LoadedPolicy { policy, warnings }) => (PolicySet::new(policy, None), warnings, false),
+        None => {
+            let (policy, warnings) = PolicySet::load(&config.policy)?;
+            (policy, warnings, true)
+        }
     };
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
             policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
     }
-    metrics.set_policy_version(loaded.policy.version());
+    metrics.set_policy_version(policy.version());
     let jwks = JwksCache::new(&config.issuers, &config.jwks, metrics.clone())
         .context("cannot build the JWKS client")?;
     let verifier = Verifier::new(&config, jwks);
@@ -83,12 +95,20 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         .await
         .context("cannot build the STS client")?;
     let replay = ReplayStore::from_config(&config.replay)?;
-    let state = AppState::new(config, verifier, loaded.policy, sts, replay, metrics);
+    let tls = match config.server.tls_files() {
+        Some(files) => Some(
+            tls::TlsListener::load(files, config.server.header_read_timeout())
+                .with_context(|| "cannot set up TLS on the main listener")?,
+        ),
+        None => None,
+    };
+    let state = AppState::new(config, verifier, policy, sts, replay, metrics);
     Ok(App {
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
         state,
         watch_policy,
+        tls,
     })
 }
 
@@ -102,54 +122,97 @@ impl App {
         tracing::info!(issuers_loaded = loaded, "initial JWKS fetch done");
         let all_ok = loaded == jwks.issuer_count();
         tokio::spawn(jwks.run_refresh(all_ok));
-        if let Some(path) = &self.watch_policy {
+        if self.watch_policy {
             let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
-            tokio::spawn(
-                reload::PolicyWatcher::new(self.state.clone(), path.clone()).run(interval),
-            );
+            let config = self.state.config.policy.clone();
+            tokio::spawn(reload::PolicyWatcher::new(self.state.clone(), config).run(interval));
+        }
+        if let Some(tls) = &self.tls {
+            let interval = Duration::from_secs(self.state.config.server.tls_reload_seconds);
+            tls.watcher(self.state.metrics.clone()).spawn(interval);
         }
     }
 
-    /// Serves both listeners until `shutdown` completes, then drains: readiness
-    /// fails at once, no new connections are accepted, in-flight requests get
-    /// `server.shutdown_grace_seconds` to finish.
+    /// Whether the main listener serves TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves both listeners until `shutdown` completes, then drains:
+    /// readiness fails at once, the main listener stops accepting (new
+    /// connections are refused), idle keep-alive connections close, and
+    /// in-flight requests get `server.shutdown_grace_seconds` to finish; then
+    /// the admin listener stops too. Connections still open after the grace
+    /// period are closed.
     pub async fn serve(
         self,
         public: TcpListener,
         admin: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+        let limits = &self.state.config.server;
+        let public_handle = axum_server::Handle::new();
+        let admin_handle = axum_server::Handle::new();
+        let public_server = with_limits(axum_server::Server::from_listener(public), limits)
+            .handle(public_handle.clone());
+        let public_service = self.public.into_make_service();
+        let public_task = match &self.tls {
+            Some(tls) => tokio::spawn(public_server.acceptor(tls.acceptor()).serve(public_service)),
+            None => tokio::spawn(public_server.serve(public_service)),
         };
-        let public_task = tokio::spawn(
-            axum::serve(public, self.public)
-                .with_graceful_shutdown(wait_stop(stop_rx.clone()))
-                .into_future(),
-        );
-        let (admin_stop_tx, admin_stop_rx) = tokio::sync::watch::channel(false);
         let admin_task = tokio::spawn(
-            axum::serve(admin, self.admin)
-                .with_graceful_shutdown(wait_stop(admin_stop_rx))
-                .into_future(),
+            with_limits(axum_server::Server::from_listener(admin), limits)
+                .handle(admin_handle.clone())
+                .serve(self.admin.into_make_service()),
         );
+
         shutdown.await;
         self.state.begin_shutdown();
-        tracing::info!("shutdown requested: readiness now fails, draining in-flight requests");
-        let _ = stop_tx.send(true);
-        let grace = Duration::from_secs(self.state.config.server.shutdown_grace_seconds);
-        match tokio::time::timeout(grace, public_task).await {
+        let grace = limits.shutdown_grace();
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            connections = public_handle.connection_count(),
+            "shutdown requested: readiness now fails, draining in-flight requests"
+        );
+        // The grace period is kept here rather than handed to axum-server,
+        // so that "finished" and "cut off" are told apart without a race.
+        public_handle.graceful_shutdown(None);
+        let mut public_task = public_task;
+        match tokio::time::timeout(grace, &mut public_task).await {
             Ok(Ok(Ok(()))) => tracing::info!("in-flight requests finished"),
             Ok(Ok(Err(err))) => tracing::warn!(error = %err, "main listener ended with an error"),
             Ok(Err(err)) => tracing::warn!(error = %err, "main listener task failed"),
-            Err(_) => tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "grace period over; closing remaining connections"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    connections = public_handle.connection_count(),
+                    "grace period over; closing the remaining connections"
+                );
+                public_handle.shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), public_task).await;
+            }
         }
-        let _ = admin_stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
         Ok(())
     }
+}
+
+/// HTTP/1 only, with the inbound limits of `[server]`: head size and header
+/// count (431 beyond, before any handler runs) and the slow-client deadline
+/// for each request head. HTTP/2 is not offered: CI clients speak HTTP/1.1,
+/// and one protocol means one set of limits to reason about.
+fn with_limits<A>(
+    server: axum_server::Server<std::net::SocketAddr, A>,
+    limits: &ServerConfig,
+) -> axum_server::Server<std::net::SocketAddr, A> {
+    let mut server = server.http1_only();
+    server
+        .http_builder()
+        .http1()
+        // hyper asserts this minimum; validation already enforces it.
+        .max_buf_size(limits.max_header_bytes.max(config::MIN_HEADER_BYTES))
+        .max_headers(limits.max_headers)
+        .header_read_timeout(limits.header_read_timeout());
+    server
 }

@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => runtime.block_on(cli::serve(&config)),
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Fetch(args) => {
+            runtime.block_on(attestation_broker::fetch::run(args, &cli::process_env()))
+        }
         Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
         Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
+        Command::Policy { command } => cli::policy::run(&command),
     }
 }

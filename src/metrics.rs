@@ -2,8 +2,7 @@
 //! alerts depend on them. Every label takes its values from a closed set or a
 //! policy role name (bounded by the policy file), never from a request.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -40,9 +39,17 @@ struct Inner {
     policy_info: IntGaugeVec,
     policy_reloads: IntCounterVec,
     replay_store_errors: IntCounter,
-    /// Expirations of issued credentials, earliest first, to move them from
-    /// active to expired without a timer per credential.
-    live: Mutex<BinaryHeap<Reverse<(SystemTime, String)>>>,
+    rate_limited: IntCounterVec,
+    tls_reloads: IntCounterVec,
+    /// Issued credentials still active, counted per expiration second and
+    /// role: bounded by the longest duration times the number of roles, not
+    /// by the issuance rate, and no timer per credential.
+    live: Mutex<BTreeMap<u64, Vec<(String, u64)>>>,
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +163,18 @@ impl Metrics {
                 "Policy reload attempts",
                 &["result"],
             )?,
+            rate_limited: counter_vec(
+                r,
+                "ci_rate_limited_total",
+                "Requests refused by a limit: repository (429) or global concurrency (503)",
+                &["scope"],
+            )?,
+            tls_reloads: counter_vec(
+                r,
+                "ci_tls_reloads_total",
+                "TLS certificate reload attempts",
+                &["result"],
+            )?,
             policy_info: gauge_vec(
                 r,
                 "ci_policy_info",
@@ -168,8 +187,12 @@ impl Metrics {
             replay_store_errors,
             jwks_keys,
             registry,
-            live: Mutex::new(BinaryHeap::new()),
+            live: Mutex::new(BTreeMap::new()),
         };
+        // Both series exist from the start, so alerts on their rate see 0, not "no data".
+        for scope in ["repository", "global"] {
+            inner.rate_limited.with_label_values(&[scope]);
+        }
         Ok(Self(Arc::new(inner)))
     }
 
@@ -178,7 +201,11 @@ impl Metrics {
         self.0.creds_issued.with_label_values(&[role]).inc();
         self.0.creds_active.with_label_values(&[role]).inc();
         if let Ok(mut live) = self.0.live.lock() {
-            live.push(Reverse((expiration, role.to_owned())));
+            let roles = live.entry(unix_seconds(expiration)).or_default();
+            match roles.iter_mut().find(|(known, _)| known == role) {
+                Some((_, count)) => *count += 1,
+                None => roles.push((role.to_owned(), 1)),
+            }
         }
         self.expire_credentials(SystemTime::now());
     }
@@ -188,13 +215,18 @@ impl Metrics {
         let Ok(mut live) = self.0.live.lock() else {
             return;
         };
-        while let Some(Reverse((expiration, _))) = live.peek() {
-            if *expiration > now {
+        let now = unix_seconds(now);
+        while let Some(entry) = live.first_entry() {
+            if *entry.key() > now {
                 break;
             }
-            if let Some(Reverse((_, role))) = live.pop() {
-                self.0.creds_active.with_label_values(&[&role]).dec();
-                self.0.creds_expired.with_label_values(&[&role]).inc();
+            for (role, count) in entry.remove() {
+                let count = i64::try_from(count).unwrap_or(i64::MAX);
+                self.0.creds_active.with_label_values(&[&role]).sub(count);
+                self.0
+                    .creds_expired
+                    .with_label_values(&[&role])
+                    .inc_by(count.unsigned_abs());
             }
         }
     }
@@ -275,6 +307,16 @@ impl Metrics {
     /// A policy reload attempt: `ok` or `error`.
     pub fn policy_reload(&self, result: &'static str) {
         self.0.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// A request refused by a limit; `scope` is `repository` or `global`.
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.0.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// A TLS reload attempt: `ok` or `error`.
+    pub fn tls_reload(&self, result: &'static str) {
+        self.0.tls_reloads.with_label_values(&[result]).inc();
     }
 
     /// Renders the registry in Prometheus text format.

@@ -8,12 +8,13 @@
 //! policy's version (which is that hash), so touching a file without changing
 //! it reloads nothing, and a broken file is reported once, not at every poll.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sha2::Digest;
 
-use crate::policy::Policy;
+use crate::config::PolicyConfig;
+use crate::policy_set::{PolicySet, combined_version};
 use crate::state::AppState;
 
 /// Largest policy file read on reload; a bigger one is an error, not an allocation.
@@ -36,69 +37,86 @@ pub enum ReloadOutcome {
     },
 }
 
-/// Watches one policy file for one broker.
+/// Watches the `[policy]` files (rules and Rego) for one broker.
 #[derive(Debug)]
 pub struct PolicyWatcher {
     state: AppState,
-    path: PathBuf,
+    config: PolicyConfig,
     last_failed: Option<String>,
 }
 
 fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
-    let metadata = std::fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
+    let metadata =
+        std::fs::metadata(path).map_err(|err| format!("{}: cannot read: {err}", path.display()))?;
     if metadata.len() > MAX_POLICY_BYTES {
-        return Err(format!("larger than {MAX_POLICY_BYTES} bytes"));
+        return Err(format!(
+            "{}: larger than {MAX_POLICY_BYTES} bytes",
+            path.display()
+        ));
     }
-    std::fs::read(path).map_err(|err| format!("cannot read: {err}"))
+    std::fs::read(path).map_err(|err| format!("{}: cannot read: {err}", path.display()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 impl PolicyWatcher {
-    /// A watcher of `path` for `state`.
-    pub fn new(state: AppState, path: PathBuf) -> Self {
+    /// A watcher of the files `config` names, for `state`.
+    pub fn new(state: AppState, config: PolicyConfig) -> Self {
         Self {
             state,
-            path,
+            config,
             last_failed: None,
         }
     }
 
-    /// Checks the file once; `force` retries even a content that failed before (SIGHUP).
-    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
-        let bytes = match read_capped(&self.path) {
-            Ok(bytes) => bytes,
-            Err(reason) => return self.fail(format!("{}: {reason}", self.path.display()), None),
+    /// The version the files on disk would have once compiled.
+    fn version_on_disk(&self) -> Result<String, String> {
+        let rules = sha256_hex(&read_capped(&self.config.file)?);
+        let rego = match &self.config.rego {
+            Some(path) => {
+                let mut text = format!("{}\n", self.config.rego_query).into_bytes();
+                text.extend(read_capped(path)?);
+                Some(sha256_hex(&text))
+            }
+            None => None,
         };
-        let hash = hex::encode(sha2::Sha256::digest(&bytes));
-        if hash == self.state.policy().version()
-            || (!force && self.last_failed.as_deref() == Some(hash.as_str()))
+        Ok(combined_version(&rules, rego.as_deref()))
+    }
+
+    /// Checks the files once; `force` retries even content that failed before (SIGHUP).
+    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+        let version = match self.version_on_disk() {
+            Ok(version) => version,
+            Err(reason) => return self.fail(reason, None),
+        };
+        if version == self.state.policy().version()
+            || (!force && self.last_failed.as_deref() == Some(version.as_str()))
         {
             return ReloadOutcome::Unchanged;
         }
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => return self.fail(format!("{}: not UTF-8", self.path.display()), Some(hash)),
-        };
-        match Policy::compile(&text, &self.path.display().to_string()) {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
+        match PolicySet::load(&self.config) {
+            Ok((policy, warnings)) => {
+                for warning in &warnings {
                     tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
                         policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
                 }
-                let version = loaded.policy.version().to_owned();
-                self.state.replace_policy(loaded.policy);
+                let version = policy.version().to_owned();
+                self.state.replace_policy(policy);
                 self.state.metrics.policy_reload("ok");
                 self.last_failed = None;
-                tracing::info!(policy.version = %version, policy.file = %self.path.display(), "policy reloaded");
+                tracing::info!(policy.version = %version, policy.file = %self.config.file.display(), "policy reloaded");
                 ReloadOutcome::Replaced { version }
             }
-            Err(err) => self.fail(err.to_string(), Some(hash)),
+            Err(err) => self.fail(err.to_string(), Some(version)),
         }
     }
 
     fn fail(&mut self, reason: String, hash: Option<String>) -> ReloadOutcome {
         self.state.metrics.policy_reload("error");
         self.last_failed = hash;
-        tracing::error!(policy.file = %self.path.display(), error = %reason,
+        tracing::error!(policy.file = %self.config.file.display(), error = %reason,
             "policy reload failed; the previous policy stays in force");
         ReloadOutcome::Failed { reason }
     }
@@ -138,7 +156,7 @@ impl PolicyWatcher {
                 () = signalled => true,
             };
             if force {
-                tracing::info!(policy.file = %self.path.display(), "SIGHUP: reloading the policy");
+                tracing::info!(policy.file = %self.config.file.display(), "SIGHUP: reloading the policy");
             }
             self.reload(force);
         }
@@ -160,7 +178,7 @@ repository_id = "1"
 ref = "refs/heads/main"
 "#;
 
-    async fn app_with_policy(dir: &Path) -> (crate::App, PathBuf) {
+    async fn app_with_policy(dir: &Path) -> (crate::App, std::path::PathBuf) {
         let policy = dir.join("policy.toml");
         std::fs::write(&policy, POLICY_A).unwrap();
         let text = format!(
@@ -186,7 +204,7 @@ ref = "refs/heads/main"
     async fn a_good_change_replaces_and_a_bad_one_keeps_the_old_policy() {
         let dir = tempfile::tempdir().unwrap();
         let (app, path) = app_with_policy(dir.path()).await;
-        let mut watcher = PolicyWatcher::new(app.state.clone(), path.clone());
+        let mut watcher = PolicyWatcher::new(app.state.clone(), app.state.config.policy.clone());
         let original = app.state.policy().version().to_owned();
         assert_eq!(watcher.reload(false), ReloadOutcome::Unchanged);
 
@@ -251,7 +269,9 @@ ref = "refs/heads/main"
         std::os::unix::fs::symlink(&v1, &data).unwrap();
         let mounted = dir.path().join("mounted.toml");
         std::os::unix::fs::symlink(data.join("policy.toml"), &mounted).unwrap();
-        let mut watcher = PolicyWatcher::new(app.state.clone(), mounted);
+        let mut config = app.state.config.policy.clone();
+        config.file = mounted;
+        let mut watcher = PolicyWatcher::new(app.state.clone(), config);
         assert_eq!(watcher.reload(false), ReloadOutcome::Unchanged);
         let staged = dir.path().join("..data_tmp");
         std::os::unix::fs::symlink(&v2, &staged).unwrap();

@@ -6,8 +6,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::limits::RepositoryRateLimiter;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy_set::PolicySet;
 use crate::replay::ReplayStore;
 use crate::sts::StsClient;
 use crate::verify::Verifier;
@@ -23,8 +24,8 @@ pub struct Inner {
     pub config: Config,
     /// Token verification (owns the JWKS cache).
     pub verifier: Verifier,
-    /// The compiled policy; replaced whole on reload.
-    policy: RwLock<Arc<Policy>>,
+    /// The compiled policy (rules and Rego); replaced whole on reload.
+    policy: RwLock<Arc<PolicySet>>,
     /// The STS client.
     pub sts: StsClient,
     /// Used token ids.
@@ -33,6 +34,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Requests being processed; when none is free, new ones are shed.
     pub in_flight: Arc<Semaphore>,
+    /// Verified requests per repository; beyond the quota, 429.
+    pub repository_limit: RepositoryRateLimiter,
     shutting_down: AtomicBool,
 }
 
@@ -41,12 +44,16 @@ impl AppState {
     pub fn new(
         config: Config,
         verifier: Verifier,
-        policy: Policy,
+        policy: PolicySet,
         sts: StsClient,
         replay: ReplayStore,
         metrics: Metrics,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        let repository_limit = RepositoryRateLimiter::new(
+            config.server.rate_limit_per_repository_per_minute,
+            config.server.rate_limit_burst,
+        );
         Self(Arc::new(Inner {
             config,
             verifier,
@@ -55,12 +62,13 @@ impl AppState {
             replay,
             metrics,
             in_flight,
+            repository_limit,
             shutting_down: AtomicBool::new(false),
         }))
     }
 
     /// The policy in force for a new request.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<PolicySet> {
         match self.0.policy.read() {
             Ok(policy) => Arc::clone(&policy),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -68,7 +76,7 @@ impl AppState {
     }
 
     /// Replaces the policy for requests that start from now on.
-    pub fn replace_policy(&self, policy: Policy) {
+    pub fn replace_policy(&self, policy: PolicySet) {
         self.0.metrics.set_policy_version(policy.version());
         let mut slot = match self.0.policy.write() {
             Ok(slot) => slot,

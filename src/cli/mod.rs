@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod dev;
+pub mod policy;
 pub mod token;
 
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
 
 /// Exit code for a bad configuration or policy (EX_CONFIG-style usage error, sysexits 64).
@@ -42,11 +43,19 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// CI side: exchange this job's ID token for AWS credentials (see `fetch`).
+    Fetch(crate::fetch::FetchArgs),
     /// Local demo on loopback: development issuer, fake STS, and a broker.
     Dev(dev::DevArgs),
     /// Work with tokens offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
+    Policy {
+        /// What to do with the policy.
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// `token` subcommands.
@@ -75,7 +84,7 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let loaded = match Policy::load(&config.policy.file) {
+    let (policy, warnings) = match PolicySet::load(&config.policy) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("policy error:\n{err}");
@@ -86,8 +95,15 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
     println!(
         "policy: {} (version {})",
         config.policy.file.display(),
-        loaded.policy.version()
+        policy.version()
     );
+    if let Some(rego) = &config.policy.rego {
+        println!(
+            "rego: {} (query {})",
+            rego.display(),
+            config.policy.rego_query
+        );
+    }
     for issuer in &config.issuers {
         println!(
             "issuer: {} audiences={}",
@@ -96,13 +112,13 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     println!("roles:");
-    for role in loaded.policy.roles() {
+    for role in policy.rules.roles() {
         println!(
             "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
             role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
         );
     }
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         let place = [
             Some(warning.role.as_str()),
             warning.rule.as_deref(),
@@ -155,37 +171,46 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {admin_listen}"))?;
     app.start_background().await;
+    let shutdown = shutdown_signal();
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     tracing::info!(
         listen = %public_addr,
         admin_listen = %admin_addr,
+        tls = app.serves_tls(),
         policy_version = %app.state.policy().version(),
         version = env!("CARGO_PKG_VERSION"),
         "broker listening"
     );
     on_listening(public_addr, admin_addr);
-    app.serve(public, admin, shutdown_signal()).await
+    app.serve(public, admin, shutdown).await
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The SIGTERM handler is installed when this
+/// is called, not when the future is first polled: `run` calls it before
+/// announcing the broker, so a SIGTERM sent right after the announcement
+/// drains instead of meeting the default action (exit by signal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match terminate {
+                Some(mut terminate) => {
+                    tokio::select! {
+                        _ = interrupt => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = interrupt.await;
                 }
             }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+        #[cfg(not(unix))]
+        {
+            let _ = interrupt.await;
+        }
     }
 }

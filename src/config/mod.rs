@@ -22,6 +22,10 @@ pub const ENV_SEPARATOR: &str = "__";
 /// Hard cap on an inbound token (GitHub's are about 1–2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// Smallest `server.max_header_bytes`: hyper's HTTP/1 read buffer cannot be
+/// smaller (it asserts), and 8 KiB still fits a Bearer token with room to spare.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// A configuration that failed to load: every problem found.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -68,6 +72,10 @@ pub struct Config {
 }
 
 /// `[server]`: listeners and inbound limits.
+///
+/// Every limit has a default meant for production; each bounds one resource a
+/// caller could otherwise hold without limit (memory for heads and bodies,
+/// connections for slow clients, tasks for requests, STS calls per repository).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -75,18 +83,41 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener (/metrics, /healthz, /readyz). Default `0.0.0.0:9090`.
     pub admin_listen: SocketAddr,
-    /// PEM certificate chain for TLS on the main listener.
+    /// PEM certificate chain (leaf first) for TLS on the main listener.
+    /// Relative paths are taken from the working directory, then from the
+    /// configuration file's directory.
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS on the main listener.
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle; when set, clients must present a certificate it signed.
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for changes, seconds; 0 turns
+    /// polling off (SIGHUP still reloads). Default 30.
+    pub tls_reload_seconds: u64,
     /// Largest accepted request body. Default 65536 (DESIGN.md).
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers), bytes; larger heads
+    /// get 431. Default 65536, like the body: a token too large to accept
+    /// still reaches the handler and gets the documented JSON 401 whether it
+    /// came in the body or as a Bearer header. At least 8192 (hyper's minimum
+    /// buffer).
+    pub max_header_bytes: usize,
+    /// Most request headers; more get 431. Default 64.
+    pub max_headers: usize,
+    /// Time a client gets to complete the TLS handshake, and then each request
+    /// head (also the idle time allowed between keep-alive requests), seconds.
+    /// Default 10.
+    pub header_read_timeout_seconds: u64,
     /// Whole-request deadline, seconds. Default 15.
     pub request_timeout_seconds: u64,
     /// Requests processed at once before new ones are shed with 503. Default 1024.
     pub max_concurrent_requests: usize,
+    /// Verified requests per repository (`repository_id` claim) per minute;
+    /// beyond, 429 with Retry-After. 0 turns the limit off. Default 120.
+    pub rate_limit_per_repository_per_minute: u32,
+    /// Requests a repository may make at once before the per-minute rate
+    /// applies. Default 120.
+    pub rate_limit_burst: u32,
     /// Time allowed for in-flight requests after SIGTERM, seconds. Default 20.
     pub shutdown_grace_seconds: u64,
 }
@@ -99,11 +130,38 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             client_ca: None,
+            tls_reload_seconds: 30,
             max_body_bytes: 64 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 64,
+            header_read_timeout_seconds: 10,
             request_timeout_seconds: 15,
             max_concurrent_requests: 1024,
+            rate_limit_per_repository_per_minute: 120,
+            rate_limit_burst: 120,
             shutdown_grace_seconds: 20,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The TLS files, when TLS is configured (validation guarantees both or neither).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.client_ca.clone(),
+        })
+    }
+
+    /// The slow-client deadline for a TLS handshake and for each request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    /// The drain deadline after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
     }
 }
 
@@ -227,6 +285,9 @@ pub struct StsConfig {
     pub attempt_timeout_seconds: u64,
     /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
     pub max_attempts: u32,
+    /// AssumeRole calls in flight at once; more wait (within the operation
+    /// deadline). Bounds connections to STS. Default 64.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for StsConfig {
@@ -238,6 +299,7 @@ impl Default for StsConfig {
             operation_timeout_seconds: 8,
             attempt_timeout_seconds: 3,
             max_attempts: 3,
+            max_concurrent_calls: 64,
         }
     }
 }
@@ -254,6 +316,16 @@ pub struct PolicyConfig {
     /// symlinks, so Kubernetes' ConfigMap symlink swap is seen.
     #[serde(default = "default_reload_seconds")]
     pub reload_seconds: u64,
+    /// Optional Rego module evaluated after the built-in rules grant; both must allow.
+    #[serde(default)]
+    pub rego: Option<PathBuf>,
+    /// The Rego query; only the boolean `true` allows. Default `data.broker.allow`.
+    #[serde(default = "default_rego_query")]
+    pub rego_query: String,
+}
+
+fn default_rego_query() -> String {
+    crate::rego::DEFAULT_QUERY.to_owned()
 }
 
 fn default_reload_seconds() -> u64 {
@@ -297,10 +369,34 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
         let mut config = Self::parse(&text, &file, env)?;
-        config.policy.file = resolve_relative(&config.policy.file, path);
+        config.policy.file = crate::policy_set::resolve(&config.policy.file, path);
         if let Err(err) = std::fs::metadata(&config.policy.file) {
             let reason = format!("cannot read {}: {err}", config.policy.file.display());
             return Err(ConfigError::one(&file, "policy.file", reason));
+        }
+        for slot in [
+            &mut config.server.tls_cert,
+            &mut config.server.tls_key,
+            &mut config.server.client_ca,
+        ] {
+            if let Some(tls_path) = slot.as_mut() {
+                *tls_path = crate::policy_set::resolve(tls_path, path);
+            }
+        }
+        // A certificate that does not load must stop the start-up (exit 64),
+        // not the first TLS handshake.
+        if let Some(files) = config.server.tls_files()
+            && let Err(err) = crate::tls::load_server_config(&files)
+        {
+            return Err(ConfigError::one(&file, err.config_key(), &err));
+        }
+        if let Some(rego) = &config.policy.rego {
+            let rego = crate::policy_set::resolve(rego, path);
+            if let Err(err) = std::fs::metadata(&rego) {
+                let reason = format!("cannot read {}: {err}", rego.display());
+                return Err(ConfigError::one(&file, "policy.rego", reason));
+            }
+            config.policy.rego = Some(rego);
         }
         Ok(config)
     }
@@ -446,6 +542,12 @@ impl Config {
         {
             problem("sts.endpoint_url".into(), reason);
         }
+        if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
+            problem(
+                "sts.max_concurrent_calls".into(),
+                "must be between 1 and 4096".into(),
+            );
+        }
         if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
             problem("sts.max_attempts".into(), "must be between 1 and 10".into());
         }
@@ -483,6 +585,31 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            problem(
+                "server.max_header_bytes".into(),
+                format!("must be between {MIN_HEADER_BYTES} and 1048576"),
+            );
+        }
+        if !(1..=1024).contains(&self.server.max_headers) {
+            problem(
+                "server.max_headers".into(),
+                "must be between 1 and 1024".into(),
+            );
+        }
+        if !(1..=300).contains(&self.server.header_read_timeout_seconds) {
+            problem(
+                "server.header_read_timeout_seconds".into(),
+                "must be between 1 and 300".into(),
+            );
+        }
+        if self.server.rate_limit_per_repository_per_minute > 0 && self.server.rate_limit_burst == 0
+        {
+            problem(
+                "server.rate_limit_burst".into(),
+                "must be at least 1 when server.rate_limit_per_repository_per_minute is set".into(),
+            );
+        }
         match (&self.server.tls_cert, &self.server.tls_key) {
             (Some(_), None) => problem(
                 "server.tls_key".into(),
@@ -499,9 +626,6 @@ impl Config {
                 "server.client_ca".into(),
                 "client certificates need TLS: set server.tls_cert and server.tls_key".into(),
             );
-        }
-        if self.server.tls_cert.is_some() {
-            problem("server.tls_cert".into(), "TLS on the main listener is not available in this version; terminate TLS in front of the broker".into());
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problem("log.level".into(), format!("not a valid filter: {err}"));
@@ -558,16 +682,6 @@ fn is_loopback_host(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
-    }
-}
-
-fn resolve_relative(policy: &Path, config_path: &Path) -> PathBuf {
-    if policy.is_absolute() || policy.exists() {
-        return policy.to_path_buf();
-    }
-    match config_path.parent() {
-        Some(dir) if dir.join(policy).exists() => dir.join(policy),
-        _ => policy.to_path_buf(),
     }
 }
 

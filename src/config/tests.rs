@@ -145,3 +145,96 @@ fn redis_store_needs_a_url() {
     let message = problems(&format!("{MINIMAL}\n[replay]\nstore = \"redis\"\n"), &[]);
     assert!(message.contains("replay.redis_url"), "{message}");
 }
+
+#[test]
+fn server_limits_have_documented_defaults() {
+    let server = Config::parse(MINIMAL, "broker.toml", &env(&[]))
+        .unwrap()
+        .server;
+    assert_eq!(server.max_header_bytes, 65_536);
+    assert_eq!(server.max_headers, 64);
+    assert_eq!(server.header_read_timeout_seconds, 10);
+    assert_eq!(server.request_timeout_seconds, 15);
+    assert_eq!(server.max_concurrent_requests, 1024);
+    assert_eq!(server.rate_limit_per_repository_per_minute, 120);
+    assert_eq!(server.rate_limit_burst, 120);
+    assert_eq!(server.shutdown_grace_seconds, 20);
+    assert_eq!(server.tls_reload_seconds, 30);
+    assert!(server.tls_files().is_none());
+}
+
+#[test]
+fn server_limits_out_of_range_are_errors() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nmax_header_bytes = 4096\nmax_headers = 0\nheader_read_timeout_seconds = 0\nrate_limit_burst = 0\n"
+    );
+    let message = problems(&text, &[]);
+    for key in [
+        "server.max_header_bytes",
+        "server.max_headers",
+        "server.header_read_timeout_seconds",
+        "server.rate_limit_burst",
+    ] {
+        assert!(
+            message.contains(&format!("key `{key}`")),
+            "{key}: {message}"
+        );
+    }
+    // With the rate limit off, the burst is not used and not checked.
+    let text = format!(
+        "{MINIMAL}\n[server]\nrate_limit_per_repository_per_minute = 0\nrate_limit_burst = 0\n"
+    );
+    assert!(Config::parse(&text, "broker.toml", &env(&[])).is_ok());
+}
+
+#[test]
+fn tls_keys_come_in_pairs_and_mtls_needs_tls() {
+    let message = problems(&format!("{MINIMAL}\n[server]\ntls_cert = \"a.crt\"\n"), &[]);
+    assert!(
+        message.contains("key `server.tls_key`: required"),
+        "{message}"
+    );
+    let message = problems(
+        &format!("{MINIMAL}\n[server]\nclient_ca = \"ca.crt\"\n"),
+        &[],
+    );
+    assert!(message.contains("key `server.client_ca`"), "{message}");
+}
+
+#[test]
+fn tls_files_that_do_not_load_stop_the_start_with_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+    std::fs::write(dir.path().join("tls.crt"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("tls.key"),
+        "-----BEGIN NOTHING-----\nAAAA\n-----END NOTHING-----\n",
+    )
+    .unwrap();
+    let config_path = dir.path().join("broker.toml");
+    let text = MINIMAL.replace("config/policy.toml", "policy.toml")
+        + "\n[server]\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n";
+    std::fs::write(&config_path, text).unwrap();
+    let message = Config::load(&config_path, &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}: key `server.tls_key`: ",
+            config_path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("tls.key"), "{message}");
+    assert!(message.contains("no PRIVATE KEY"), "{message}");
+
+    // Relative paths resolve next to the configuration file.
+    std::fs::write(
+        dir.path().join("tls.key"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let config = Config::load(&config_path, &env(&[])).unwrap();
+    assert_eq!(config.server.tls_cert, Some(dir.path().join("tls.crt")));
+}

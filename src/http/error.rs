@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::verify::VerifyError;
 
-/// Seconds a caller should wait after a 503 or 429.
+/// Seconds a caller should wait after a 503 (a 429 says how long its bucket needs).
 pub const RETRY_AFTER_SECONDS: u64 = 2;
 
 /// An error answer, by kind.
@@ -32,8 +32,11 @@ pub enum ApiError {
     InvalidToken(TokenProblem),
     /// Binding mismatch, replay or policy denial.
     Forbidden,
-    /// Rate limited.
-    RateLimited,
+    /// Rate limited (per repository).
+    RateLimited {
+        /// Seconds until the repository may ask again (`Retry-After`).
+        retry_after_seconds: u64,
+    },
     /// Upstream (JWKS, STS, replay store) unavailable, overload or deadline.
     Unavailable,
     /// No such route.
@@ -125,7 +128,7 @@ impl ApiError {
                 "forbidden",
                 "the token is not permitted to obtain credentials for this request",
             ),
-            ApiError::RateLimited => (
+            ApiError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many requests; retry later",
@@ -154,13 +157,18 @@ impl ApiError {
         let (status, code, message) = self.parts();
         let body = serde_json::json!({"error": code, "message": message, "request_id": request_id});
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
+        let retry_after = if let ApiError::RateLimited {
+            retry_after_seconds,
+        } = self
+        {
+            Some(retry_after_seconds.max(1))
+        } else {
+            (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECONDS)
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
             .headers_mut()
@@ -219,9 +227,23 @@ mod tests {
 
     #[test]
     fn unavailable_and_rate_limited_carry_retry_after() {
-        for err in [ApiError::Unavailable, ApiError::RateLimited] {
+        for (err, seconds) in [
+            (ApiError::Unavailable, "2"),
+            (
+                ApiError::RateLimited {
+                    retry_after_seconds: 31,
+                },
+                "31",
+            ),
+            (
+                ApiError::RateLimited {
+                    retry_after_seconds: 0,
+                },
+                "1",
+            ),
+        ] {
             let response = err.into_response_with("r1");
-            assert!(response.headers().contains_key(header::RETRY_AFTER));
+            assert_eq!(response.headers()[header::RETRY_AFTER], seconds);
         }
         assert!(
             !ApiError::Forbidden

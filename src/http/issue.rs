@@ -16,7 +16,8 @@ use super::RequestId;
 use super::error::ApiError;
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
-use crate::policy::{Denial, Policy, RoleRequest};
+use crate::policy::{Denial, RoleRequest};
+use crate::policy_set::{PolicySet, RequestFacts};
 use crate::replay::Mark;
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
@@ -69,7 +70,12 @@ pub async fn issue(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Shed at once rather than queue: a queue only turns overload into
+    // timeouts for everyone, and the caller's retry lands on a calmer replica.
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.rate_limited("global");
+        let mut audit = AuditEvent::new(&request_id.0, state.policy().version());
+        audit.denied(503, "overloaded", "too many requests in flight");
         return ApiError::Unavailable.into_response_with(&request_id.0);
     };
     // One policy for the whole request, even if a reload lands meanwhile.
@@ -107,7 +113,7 @@ fn refuse(
 
 async fn handle(
     state: &AppState,
-    policy: &Policy,
+    policy: &PolicySet,
     query: Option<String>,
     headers: &HeaderMap,
     body: Body,
@@ -142,6 +148,30 @@ async fn handle(
     let claims = verified.claims();
     audit.claims(verified.issuer(), claims, verified.token_sha256());
 
+    // Only after verification: the bucket is chosen by a signed claim, so
+    // nobody can spend another repository's budget. Before the replay mark,
+    // so a limited request does not burn its token.
+    let repository = claims
+        .get("repository_id")
+        .map(str::to_owned)
+        .or_else(|| claims.get("repository").map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if let Err(wait) = state.repository_limit.check(verified.issuer(), &repository) {
+        state.metrics.rate_limited("repository");
+        let answer = ApiError::RateLimited {
+            retry_after_seconds: crate::limits::retry_after_seconds(wait),
+        };
+        return Err(refuse(
+            audit,
+            answer,
+            "rate_limited",
+            format!(
+                "repository over its rate limit; next request allowed in {} ms",
+                wait.as_millis()
+            ),
+        ));
+    }
+
     if let Some(field) = binding_mismatch(&request, claims) {
         state.metrics.binding_mismatch(field);
         return Err(refuse(
@@ -156,12 +186,40 @@ async fn handle(
         role: request.role.as_deref(),
         duration_seconds: request.duration_seconds,
     };
-    let grant = match policy.evaluate(claims, &role_request) {
+    let grant = match policy.rules.evaluate(claims, &role_request) {
         Ok(grant) => grant,
         Err(denial) => return Err(deny(state, audit, &denial)),
     };
     audit.role(grant.role_name());
     audit.matched_rule(grant.matched_rule());
+    let facts = RequestFacts {
+        repo: request.repo.clone(),
+        sha: request.sha.clone(),
+        job_id: request.job_id.as_ref().map(JobId::to_text),
+        role: request.role.clone(),
+        duration_seconds: request.duration_seconds,
+    };
+    if let Some(decision) = policy.ask_rego(claims, &facts, &grant)
+        && !decision.allows()
+    {
+        // Rego has the last word, but only to refuse; its detail stays in the audit log.
+        state.metrics.policy_denied(grant.role_name());
+        let detail = match &decision {
+            crate::rego::RegoDecision::Error(err) => format!("rego error: {err}"),
+            other => format!("rego: {}", other.label()),
+        };
+        audit.matched_rule(format!(
+            "{} + rego {}",
+            grant.matched_rule(),
+            decision.label()
+        ));
+        return Err(refuse(
+            audit,
+            ApiError::Forbidden,
+            &format!("policy_rego_{}", decision.label()),
+            detail,
+        ));
+    }
 
     let ttl = Duration::from_secs(
         verified

@@ -4,6 +4,12 @@
 //! `/healthz`, `/readyz`. Every response carries `x-request-id` (generated
 //! here; a caller's own id is never trusted into our logs), and is counted in
 //! `ci_http_requests_total` under a route label from a closed set.
+//!
+//! Where each inbound limit lives: head size, header count and the
+//! slow-client deadline are enforced by the server before this stack sees a
+//! request (`with_limits` in `lib.rs`); body size, the request deadline, load
+//! shedding and the per-repository rate are decided in `issue.rs`, so that
+//! each refusal gets the documented JSON body, a request id and an audit event.
 
 pub mod error;
 pub mod health;

@@ -143,14 +143,7 @@ impl Glob {
         self.fold
     }
 
-    /// The compiled token sequence.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by tests now, and by the planned `policy diff`"
-        )
-    )]
+    /// The compiled token sequence (read by `policy diff` and `policy check`).
     pub(crate) fn tokens(&self) -> &[Token] {
         &self.tokens
     }

@@ -18,8 +18,10 @@
 //! [`Policy::evaluate`] is the per-request hot path: it does not allocate except to
 //! build its result. [`Policy::explain`] gives the full trace for operators.
 
+pub mod diff;
 mod explain;
 mod glob;
+pub mod lint;
 mod load;
 mod miss;
 mod model;

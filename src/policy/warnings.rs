@@ -10,15 +10,15 @@ use super::glob::Glob;
 use super::model::{Role, RuleKind};
 
 /// Claims that pin a repository or its owner by a number GitHub never reuses.
-const ID_CLAIMS: &[&str] = &["repository_id", "repository_owner_id"];
+pub(super) const ID_CLAIMS: &[&str] = &["repository_id", "repository_owner_id"];
 
 /// Claims that name a repository or owner by a (re-registrable) name.
-const NAME_CLAIMS: &[&str] = &["repository", "repository_owner"];
+pub(super) const NAME_CLAIMS: &[&str] = &["repository", "repository_owner"];
 
 /// Claims that tie a token to some repository, owner or enterprise. A rule
 /// without any of them matches tokens from anywhere on GitHub, because any
 /// workflow can request an OIDC token for any audience.
-const BINDING_CLAIMS: &[&str] = &[
+pub(super) const BINDING_CLAIMS: &[&str] = &[
     "repository",
     "repository_id",
     "repository_owner",
@@ -32,7 +32,7 @@ const BINDING_CLAIMS: &[&str] = &[
 
 /// Claims every current github.com Actions ID token carries. A deny rule on any
 /// other claim silently does nothing for tokens without it.
-const ALWAYS_PRESENT_CLAIMS: &[&str] = &[
+pub(super) const ALWAYS_PRESENT_CLAIMS: &[&str] = &[
     "actor",
     "actor_id",
     "aud",

@@ -94,6 +94,11 @@ impl StsError {
 pub struct StsClient {
     client: aws_sdk_sts::Client,
     metrics: Metrics,
+    /// AssumeRole calls in flight; bounds the SDK's connection pool and our
+    /// share of the account's STS request rate.
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How long a call may wait for a free slot (the operation deadline).
+    slot_wait: Duration,
 }
 
 /// Timeouts and retry settings of the SDK client, in the SDK's units.
@@ -173,6 +178,10 @@ impl StsClient {
         Ok(Self {
             client: aws_sdk_sts::Client::from_conf(builder.build()),
             metrics,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_calls,
+            )),
+            slot_wait: Duration::from_secs(config.operation_timeout_seconds),
         })
     }
 
@@ -215,9 +224,14 @@ impl StsClient {
         with_tags: bool,
         claims: &ClaimSet,
     ) -> Result<IssuedCredentials, StsError> {
-        let result = self
-            .call(role_arn, duration_seconds, with_tags, claims)
-            .await;
+        let result = match tokio::time::timeout(self.slot_wait, self.in_flight.acquire()).await {
+            Ok(Ok(_slot)) => {
+                self.call(role_arn, duration_seconds, with_tags, claims)
+                    .await
+            }
+            Ok(Err(_)) => Err(StsError::Other("STS call limiter closed".to_owned())),
+            Err(_) => Err(StsError::Timeout),
+        };
         if let Err(err) = &result {
             self.metrics.sts_error(err.kind());
         }

@@ -1,7 +1,7 @@
 //! `check-config` and start-up refusals, through the real binary.
 
 use crate::support::DEFAULT_POLICY;
-use crate::support::broker::{BrokerSpec, RunOutput, run_to_completion};
+use crate::support::broker::{BrokerSpec, Process, RunOutput, run_to_completion};
 
 /// A config pointing at loopback addresses nobody needs to answer.
 fn spec() -> BrokerSpec {
@@ -129,4 +129,94 @@ async fn serve_refuses_to_start_without_its_policy() {
         "{}",
         out.all()
     );
+}
+
+#[tokio::test]
+async fn dev_prints_a_curl_that_performs_a_full_issuance() {
+    let mut dev = Process::spawn(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let marker = dev
+        .wait_for_line("the `Full issuance:` heading", |line| {
+            line.trim() == "Full issuance:"
+        })
+        .await;
+    let curl = dev
+        .wait_for_line("the issuance curl", |line| {
+            line.trim_start().starts_with("curl ") && line.contains("/issue")
+        })
+        .await;
+    assert!(!marker.is_empty());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(curl.trim())
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));
+    for key in [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "expiration",
+    ] {
+        assert!(
+            body[key].as_str().is_some_and(|value| !value.is_empty()),
+            "missing {key}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dev_refuses_non_loopback_addresses() {
+    for args in [
+        [
+            "dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        [
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ],
+    ] {
+        let out = run_to_completion(&args, &[]).await;
+        assert!(
+            out.code.is_some_and(|code| code != 0),
+            "dev accepted {args:?}:\n{}",
+            out.all()
+        );
+        assert!(!out.all().contains("Full issuance"), "{}", out.all());
+        assert!(
+            out.all().contains("loopback"),
+            "the refusal does not say why:\n{}",
+            out.all()
+        );
+    }
 }

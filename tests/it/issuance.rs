@@ -11,7 +11,7 @@ use crate::support::tokens::{
     self, CHECK_RUN_ID, JOB_WORKFLOW_REF, REF, REPOSITORY, REPOSITORY_ID, REPOSITORY_OWNER_ID,
     RUN_ATTEMPT, RUN_ID, SHA,
 };
-use crate::support::{Harness, ROLE_ARN, Req, Resp, assert_issued};
+use crate::support::{Harness, ROLE_ARN, Req, Resp, assert_issued, assert_no_leak};
 
 const SESSION_NAME: &str = "gh-24766983965-2-72463523102";
 
@@ -109,6 +109,10 @@ fn the_sts_call(h: &Harness) -> (StsRequest, StsIssued) {
     assert!(
         authorization.contains("Credential=AKIDTESTBROKER/"),
         "STS request not signed with the broker's static key: {authorization:?}"
+    );
+    assert!(
+        authorization.contains("/us-east-1/sts/aws4_request"),
+        "STS request not signed for us-east-1 STS: {authorization:?}"
     );
     (request, h.sts.issued()[0].clone())
 }
@@ -517,4 +521,18 @@ async fn session_tags_can_be_turned_off_per_role() {
         request.tags
     );
     assert_eq!(request.session_name, SESSION_NAME);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let h = Harness::start().await;
+    for resp in [
+        h.broker.get("/no-such-route").await,
+        h.broker.get("/issue").await,
+        h.broker.call(Req::raw(None, Vec::new())).await,
+    ] {
+        assert_ne!(resp.status, 200);
+        resp.request_id();
+        assert_no_leak(&resp, &[ROLE_ARN.to_owned()]);
+    }
 }

@@ -16,15 +16,28 @@ mod bodies;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod fetch;
+#[cfg(test)]
 mod issuance;
 #[cfg(test)]
+mod issuers;
+#[cfg(test)]
 mod jwks_failures;
+#[cfg(test)]
+mod limits;
 #[cfg(test)]
 mod logs;
 #[cfg(test)]
 mod policy;
 #[cfg(test)]
+mod policy_cli;
+#[cfg(test)]
 mod real_tokens;
+
+#[cfg(test)]
+mod python_peers;
+#[cfg(test)]
+mod rego_reload;
 #[cfg(test)]
 mod rejections;
 #[cfg(test)]
@@ -32,4 +45,8 @@ mod replay;
 #[cfg(test)]
 mod replay_redis;
 #[cfg(test)]
+mod shutdown;
+#[cfg(test)]
 mod sts_failures;
+#[cfg(test)]
+mod tls;

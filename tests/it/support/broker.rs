@@ -10,8 +10,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// The binary under test.
+/// The binary under test, as cargo built it for this test binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_attestation-broker");
+
+/// The binary to run: `IT_BROKER_BIN` when set, else [`BIN`]. Worktrees that
+/// share one `CARGO_TARGET_DIR` also share `target/debug/attestation-broker`,
+/// and another tree's build can replace it mid-run; pointing this at a private
+/// copy pins the binary under test.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("IT_BROKER_BIN").unwrap_or_else(|| BIN.into())
+}
 /// The static AWS key id the broker signs STS requests with.
 pub const BROKER_AWS_ACCESS_KEY_ID: &str = "AKIDTESTBROKER";
 /// The broker's own AWS secret key: must never appear in its output.
@@ -126,6 +134,20 @@ level = "info"
         self
     }
 
+    /// Appends another `[[issuers]]` entry.
+    pub fn add_issuer(&mut self, issuer: &str, audiences: &[&str]) -> &mut Self {
+        let mut entry = toml::Table::new();
+        entry.insert("issuer".to_owned(), issuer.into());
+        entry.insert("audiences".to_owned(), audiences.to_vec().into());
+        let issuers = self
+            .config
+            .get_mut("issuers")
+            .and_then(toml::Value::as_array_mut)
+            .unwrap();
+        issuers.push(toml::Value::Table(entry));
+        self
+    }
+
     /// Adds an environment variable for the process.
     pub fn env(&mut self, name: &str, value: &str) -> &mut Self {
         self.env.push((name.to_owned(), value.to_owned()));
@@ -150,7 +172,7 @@ level = "info"
 
 /// The environment every broker process gets: nothing inherited but PATH.
 fn base_command(args: &[&str], extra_env: &[(String, String)]) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(binary());
     command
         .args(args)
         .env_clear()
@@ -243,6 +265,62 @@ pub async fn run_to_completion(args: &[&str], extra_env: &[(String, String)]) ->
         code,
         stdout: join(&stdout),
         stderr: join(&stderr),
+    }
+}
+
+/// A long-running command other than `serve` (e.g. `dev`); killed on drop.
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts the binary with `args`, capturing stdout and stderr by line.
+    pub fn spawn(args: &[&str], extra_env: &[(String, String)]) -> Self {
+        let mut child = base_command(args, extra_env).spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect_lines(child.stdout.take().unwrap(), Arc::clone(&lines));
+        collect_lines(child.stderr.take().unwrap(), Arc::clone(&lines));
+        Self { child, lines }
+    }
+
+    /// Every output line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a line matching `matches` (fails early if the process exits).
+    pub async fn wait_for_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|line| matches(line)) {
+                return line;
+            }
+            let exited = self.child.try_wait().unwrap();
+            let output = self.lines().join("\n");
+            assert!(
+                exited.is_none(),
+                "exited ({exited:?}) before {what}; output:\n{output}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within {DEADLINE:?}; output:\n{output}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- process output ----\n{}\n---- end of process output ----",
+                self.lines().join("\n")
+            );
+        }
     }
 }
 
@@ -497,6 +575,27 @@ impl Broker {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) to the process, with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the process to exit; its exit code,
+    /// `None` when a signal ended it.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let status = eventually("the broker to exit", || self.child.try_wait().unwrap()).await;
+        status.code()
     }
 
     /// Every output line so far (stdout and stderr interleaved).

@@ -66,13 +66,27 @@ pub enum Fault {
     InternalFailure,
     /// Never answers.
     Hang,
+    /// Waits until [`StsServer::release_held`], then answers normally.
+    Hold,
 }
 
-#[derive(Default)]
 struct Inner {
     requests: Mutex<Vec<StsRequest>>,
     issued: Mutex<Vec<StsIssued>>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Permits for held calls ([`Fault::Hold`]).
+    held: tokio::sync::Semaphore,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::default(),
+            issued: Mutex::default(),
+            faults: Mutex::default(),
+            held: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 /// The running stub; stops when dropped.
@@ -115,6 +129,11 @@ impl StsServer {
     /// Every set of credentials handed out so far.
     pub fn issued(&self) -> Vec<StsIssued> {
         self.inner.issued.lock().unwrap().clone()
+    }
+
+    /// Lets `count` held calls ([`Fault::Hold`]) answer.
+    pub fn release_held(&self, count: usize) {
+        self.inner.held.add_permits(count);
     }
 
     /// The next `count` calls fail with `fault`.
@@ -250,6 +269,7 @@ async fn handle(
             );
         }
         Some(Fault::Hang) => return std::future::pending::<Response>().await,
+        Some(Fault::Hold) => inner.held.acquire().await.unwrap().forget(),
         None => {}
     }
     if request.action != "AssumeRole" {

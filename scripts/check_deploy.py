@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Consistency checks of the shipping kit, run by scripts/check-deploy.sh.
+
+Usage: check_deploy.py RENDER_DIR OUT_DIR
+
+RENDER_DIR holds `base.yaml` and `ha.yaml` (kustomize output). The script
+checks what schema validation cannot: that the manifests agree with each other
+and with the broker (ports, probes, grace period, metric names, config
+copies), that the hardening is all there, that alerts and dashboard use only
+metrics the broker exports, and that every alert has a runbook section. It
+writes OUT_DIR/rules.yaml (the PrometheusRule's groups, for `promtool check
+rules`) and OUT_DIR/rules-for-tests.yaml (the same without annotations, for
+`promtool test rules`), and OUT_DIR/{base,ha}.env (the pod's BROKER_*
+variables, for `check-config`). Exit status 1 and one line per problem on failure.
+"""
+
+import fnmatch
+import json
+import pathlib
+import re
+import sys
+import tomllib
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROBLEMS: list[str] = []
+
+# DESIGN.md's metric contract plus the extra gauges/counters the broker exports.
+REQUIRED_DASHBOARD_METRICS = {
+    "ci_creds_issued_total",
+    "ci_opa_policy_denials_total",
+    "ci_token_rejections_total",
+    "ci_sts_latency_seconds",
+    "ci_sts_errors_total",
+    "ci_jwks_last_success_age_seconds",
+    "ci_http_request_duration_seconds",
+    "ci_creds_active",
+}
+REQUIRED_ALERTS = {
+    "AttestationBrokerIssuanceDrop": "ci_creds_issued_total",
+    "AttestationBrokerPolicyDenialsHigh": "ci_opa_policy_denials_total",
+    "AttestationBrokerStsLatencyHigh": "ci_sts_latency_seconds",
+    "AttestationBrokerJwksStale": "ci_jwks_last_success_age_seconds",
+    "AttestationBrokerJwksRefreshErrors": "ci_jwks_refresh_total",
+    "AttestationBrokerReplayStoreErrors": "ci_replay_store_errors_total",
+}
+CONFIG_DIR = "/etc/attestation-broker"
+ENTRYPOINT = '["/usr/local/bin/attestation-broker", "serve", "--config", "/etc/attestation-broker/broker.toml"]'
+
+
+def problem(text: str) -> None:
+    PROBLEMS.append(text)
+
+
+def check(condition: bool, text: str) -> bool:
+    if not condition:
+        problem(text)
+    return condition
+
+
+def exported_metrics() -> set[str]:
+    """Metric names registered in src/metrics.rs (the source of truth)."""
+    text = (ROOT / "src" / "metrics.rs").read_text()
+    names = set(re.findall(r'"(ci_[a-z0-9_]+)"', text))
+    check(len(names) >= 10, f"src/metrics.rs: found only {sorted(names)}")
+    return names
+
+
+def metrics_in(expr: str, known: set[str], where: str) -> set[str]:
+    used = set()
+    for name in re.findall(r"\bci_[a-z0-9_]+\b", expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name in known:
+            used.add(name)
+        elif base in known:
+            used.add(base)
+        else:
+            problem(f"{where}: metric {name} is not exported by the broker (src/metrics.rs)")
+    return used
+
+
+def load_render(path: pathlib.Path) -> dict[tuple[str, str], dict]:
+    objects = {}
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc:
+            objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def one(objects: dict, kind: str, where: str) -> dict:
+    found = [obj for (k, _), obj in objects.items() if k == kind]
+    if len(found) != 1:
+        problem(f"{where}: expected exactly one {kind}, found {len(found)}")
+        return {}
+    return found[0]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def check_render(name: str, objects: dict, broker_config: dict) -> None:
+    where = f"{name} render"
+    deployment = one(objects, "Deployment", where)
+    service = one(objects, "Service", where)
+    account = one(objects, "ServiceAccount", where)
+    configmap = one(objects, "ConfigMap", where)
+    netpol = one(objects, "NetworkPolicy", where)
+    monitor = one(objects, "ServiceMonitor", where)
+    pdb = one(objects, "PodDisruptionBudget", where)
+    one(objects, "PrometheusRule", where)
+    if not (deployment and service and account and configmap and netpol and monitor and pdb):
+        return
+    namespaces = {obj["metadata"].get("namespace") for (kind, _), obj in objects.items() if kind != "Namespace"}
+    check(namespaces == {"attestation-broker"}, f"{where}: objects outside namespace attestation-broker: {namespaces}")
+
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    pod_labels = pod["metadata"]["labels"]
+    check(selects(deployment["spec"]["selector"]["matchLabels"], pod_labels), f"{where}: Deployment selector misses its pods")
+    check(spec.get("serviceAccountName") == account["metadata"]["name"], f"{where}: pod does not use the ServiceAccount")
+    role_arn = account["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
+    check(role_arn.startswith("arn:aws:iam::"), f"{where}: ServiceAccount lacks the IRSA annotation eks.amazonaws.com/role-arn")
+
+    grace = broker_config.get("server", {}).get("shutdown_grace_seconds", 20)
+    check(spec.get("terminationGracePeriodSeconds", 30) > grace,
+          f"{where}: terminationGracePeriodSeconds must exceed server.shutdown_grace_seconds ({grace})")
+    pod_sc = spec.get("securityContext", {})
+    check(pod_sc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot must be true")
+    check(pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile must be RuntimeDefault")
+    zones = [c.get("topologyKey") for c in spec.get("topologySpreadConstraints", [])]
+    check("topology.kubernetes.io/zone" in zones, f"{where}: no topologySpreadConstraint across zones")
+    for constraint in spec.get("topologySpreadConstraints", []):
+        check(selects(constraint["labelSelector"]["matchLabels"], pod_labels), f"{where}: a topology spread selector misses the pods")
+
+    containers = spec["containers"]
+    check(len(containers) == 1, f"{where}: expected one container")
+    container = containers[0]
+    image = container.get("image", "")
+    check("/" in image and not image.endswith(":latest") and ":" in image.rsplit("/", 1)[-1] or "@sha256:" in image,
+          f"{where}: image {image!r} must be a full reference with a tag or digest (kustomization images:)")
+    sc = container.get("securityContext", {})
+    check(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation must be false")
+    check(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem must be true")
+    check(sc.get("runAsNonRoot") is True, f"{where}: container runAsNonRoot must be true")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities must drop ALL")
+    check(not sc.get("capabilities", {}).get("add"), f"{where}: no capability may be added")
+    resources = container.get("resources", {})
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            check(resource in resources.get(kind, {}), f"{where}: resources.{kind}.{resource} not set")
+
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    listen_port = int(broker_config["server"]["listen"].rsplit(":", 1)[1])
+    admin_port = int(broker_config["server"]["admin_listen"].rsplit(":", 1)[1])
+    check(ports == {"http": listen_port, "admin": admin_port},
+          f"{where}: container ports {ports} must be http={listen_port}, admin={admin_port} (config/broker.toml)")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == path and get.get("port") in ("admin", admin_port),
+              f"{where}: {probe} must GET {path} on the admin port")
+
+    env = {e["name"]: e for e in container.get("env", [])}
+    for forbidden in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        check(forbidden not in env, f"{where}: {forbidden} in the pod: the broker's identity must come from IRSA / Pod Identity")
+    check(env.get("BROKER_POLICY__FILE", {}).get("value") == f"{CONFIG_DIR}/policy.toml",
+          f"{where}: BROKER_POLICY__FILE must point at {CONFIG_DIR}/policy.toml")
+    mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    config_mount = next((m for m in mounts.values() if m["mountPath"] == CONFIG_DIR), None)
+    if check(config_mount is not None, f"{where}: nothing mounted at {CONFIG_DIR}"):
+        volume = volumes.get(config_mount["name"], {})
+        check(volume.get("configMap", {}).get("name") == configmap["metadata"]["name"],
+              f"{where}: {CONFIG_DIR} is not the generated ConfigMap")
+    for key in ("broker.toml", "policy.toml"):
+        check(configmap.get("data", {}).get(key) == (ROOT / "config" / key).read_text(),
+              f"{where}: ConfigMap {key} differs from config/{key}")
+
+    check(selects(service["spec"]["selector"], pod_labels), f"{where}: Service selector misses the pods")
+    service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    for port_name in ("http", "admin"):
+        check(service_ports.get(port_name, {}).get("targetPort") in (port_name, ports.get(port_name)),
+              f"{where}: Service port {port_name} does not reach the container port")
+    check(selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]),
+          f"{where}: ServiceMonitor selector misses the Service")
+    for endpoint in monitor["spec"]["endpoints"]:
+        check(endpoint.get("port") == "admin" and endpoint.get("path", "/metrics") == "/metrics",
+              f"{where}: ServiceMonitor must scrape /metrics on the admin port")
+    check(selects(pdb["spec"]["selector"]["matchLabels"], pod_labels), f"{where}: PodDisruptionBudget selector misses the pods")
+
+    check(selects(netpol["spec"]["podSelector"]["matchLabels"], pod_labels), f"{where}: NetworkPolicy misses the pods")
+    check(set(netpol["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{where}: NetworkPolicy must cover Ingress and Egress")
+    ingress_ports = {p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]}
+    check(ingress_ports == {listen_port, admin_port}, f"{where}: NetworkPolicy ingress ports {ingress_ports}")
+    for rule in netpol["spec"]["ingress"]:
+        check(bool(rule.get("from")), f"{where}: an ingress rule admits every source")
+    egress_ports = {p["port"] for rule in netpol["spec"]["egress"] for p in rule["ports"]}
+
+    write_env_file(name, container.get("env", []))
+
+    replicas = deployment["spec"].get("replicas")
+    store = env.get("BROKER_REPLAY__STORE", {}).get("value", broker_config.get("replay", {}).get("store", "memory"))
+    hpas = [obj for (kind, _), obj in objects.items() if kind == "HorizontalPodAutoscaler"]
+    if name == "base":
+        check(replicas == 1 and store == "memory", f"{where}: the base runs one replica with the memory replay store")
+        check(not hpas, f"{where}: no autoscaler with the memory replay store")
+        check(egress_ports == {53, 443}, f"{where}: egress ports {egress_ports} must be DNS and 443")
+    else:
+        check(replicas == 3, f"{where}: the ha overlay runs 3 replicas")
+        check(store == "redis", f"{where}: several replicas need BROKER_REPLAY__STORE=redis")
+        redis_url = env.get("BROKER_REPLAY__REDIS_URL", {})
+        check("secretKeyRef" in redis_url.get("valueFrom", {}), f"{where}: the Redis URL must come from a Secret")
+        check(egress_ports == {53, 443, 6379}, f"{where}: egress ports {egress_ports} must be DNS, 443 and Redis")
+        if check(len(hpas) == 1, f"{where}: expected one HorizontalPodAutoscaler"):
+            hpa = hpas[0]["spec"]
+            check((hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12), f"{where}: HPA must scale 3..12")
+            check(hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"], f"{where}: HPA targets another object")
+
+
+OUT_DIR = pathlib.Path(".")
+#: Stand-ins for values the cluster provides from Secrets.
+SECRET_STAND_INS = {"BROKER_REPLAY__REDIS_URL": "redis://127.0.0.1:6379"}
+
+
+def write_env_file(name: str, env: list[dict]) -> None:
+    """The pod's BROKER_* variables as NAME=VALUE lines, with paths inside the
+    image mapped to the repository and Secrets replaced by stand-ins, so that
+    check-deploy.sh can run `check-config` exactly as the pod would start."""
+    lines = []
+    for item in env:
+        if not item["name"].startswith("BROKER_"):
+            continue
+        if "value" in item:
+            value = item["value"].replace(f"{CONFIG_DIR}/", str(ROOT / "deploy" / "base" / "config") + "/")
+        else:
+            value = SECRET_STAND_INS.get(item["name"])
+            if value is None:
+                problem(f"{name} render: no stand-in for {item['name']} (from {item.get('valueFrom')})")
+                continue
+        if any(c.isspace() for c in value):
+            problem(f"{name} render: {item['name']} has whitespace")
+            continue
+        lines.append(f"{item['name']}={value}")
+    (OUT_DIR / f"{name}.env").write_text("".join(f"{line}\n" for line in lines))
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors."""
+    slugs = set()
+    for line in markdown.splitlines():
+        match = re.match(r"#+\s+(.*)", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower()).replace(" ", "-")
+            slugs.add(slug)
+    return slugs
+
+
+def check_rules(objects: dict, known: set[str], out: pathlib.Path) -> None:
+    rule = one(objects, "PrometheusRule", "PrometheusRule")
+    if not rule:
+        return
+    groups = rule["spec"]["groups"]
+    docs = (ROOT / "docs" / "operations.md")
+    doc_anchors = anchors(docs.read_text()) if docs.exists() else set()
+    check(docs.exists(), "docs/operations.md is missing (alert runbooks)")
+    alerts = {}
+    for group in groups:
+        for item in group["rules"]:
+            name = item.get("alert") or item.get("record")
+            used = metrics_in(item["expr"], known, f"rule {name}")
+            if "alert" in item:
+                alerts[name] = used
+                check(item.get("labels", {}).get("severity") in ("warning", "critical"), f"alert {name}: severity label")
+                runbook = item.get("annotations", {}).get("runbook", "")
+                anchor = runbook.partition("#")[2]
+                check(runbook.startswith("docs/operations.md#") and anchor in doc_anchors,
+                      f"alert {name}: runbook {runbook!r} has no section in docs/operations.md")
+    for name, metric in REQUIRED_ALERTS.items():
+        check(metric in alerts.get(name, set()), f"alert {name} on {metric} is missing")
+    (out / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    stripped = [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]} for g in groups]
+    (out / "rules-for-tests.yaml").write_text(yaml.safe_dump({"groups": stripped}, sort_keys=False))
+
+
+def check_dashboard(known: set[str]) -> None:
+    path = ROOT / "deploy" / "grafana" / "attestation-broker.json"
+    try:
+        dashboard = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        problem(f"{path.relative_to(ROOT)}: {err}")
+        return
+    panels = []
+    stack = list(dashboard.get("panels", []))
+    while stack:
+        panel = stack.pop()
+        panels.append(panel)
+        stack.extend(panel.get("panels", []))
+    ids = [p.get("id") for p in panels]
+    check(len(ids) == len(set(ids)) and None not in ids, "dashboard: panel ids must be unique")
+    used = set()
+    for panel in panels:
+        for target in panel.get("targets", []):
+            used |= metrics_in(target.get("expr", ""), known, f"dashboard panel {panel.get('title')!r}")
+    for metric in sorted(REQUIRED_DASHBOARD_METRICS - used):
+        problem(f"dashboard: no panel shows {metric}")
+    check(dashboard.get("uid") and dashboard.get("title"), "dashboard: uid and title are required")
+
+
+def check_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    check(len(stages) >= 2, "Dockerfile: must be multi-stage")
+    check(stages and stages[-1].startswith("gcr.io/distroless/") and "nonroot" in stages[-1],
+          "Dockerfile: the final stage must be a distroless nonroot image")
+    check("--locked" in text, "Dockerfile: cargo build must use --locked")
+    check(f"ENTRYPOINT {ENTRYPOINT}" in text, "Dockerfile: ENTRYPOINT must run serve with the shipped config")
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    check(bool(users) and users[-1].split(":")[0] not in ("0", "root"), "Dockerfile: must end as a non-root USER")
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    ignore = [line for line in ignore if line and not line.startswith("#")]
+    check(ignore[:1] == ["*"], ".dockerignore: must start with `*` (allow-list)")
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    defaults = {"test": "tests/{}.rs", "bench": "benches/{}.rs", "example": "examples/{}.rs", "bin": "src/bin/{}.rs"}
+    for kind, default in defaults.items():
+        for target in manifest.get(kind, []):
+            path = target.get("path") or default.format(target.get("name", ""))
+            covered = any(fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/") for pattern in allowed)
+            check(covered, f".dockerignore: Cargo.toml's [[{kind}]] {path} is not in the build context; cargo build would fail")
+
+
+def all_uses(node) -> list[str]:
+    """Every `uses:` value in a parsed workflow or action."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "uses" and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(all_uses(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(all_uses(item))
+    return found
+
+
+def check_workflows() -> None:
+    for rel in ("examples/workflow.yml", "action.yml"):
+        path = ROOT / rel
+        if not check(path.exists(), f"{rel} is missing"):
+            continue
+        text = path.read_text()
+        doc = yaml.safe_load(text)
+        for uses in all_uses(doc):
+            check(uses.startswith("./") or re.search(r"@[0-9a-f]{40}$", uses) is not None,
+                  f"{rel}: `uses: {uses}` must be pinned to a full commit SHA")
+        if rel == "examples/workflow.yml":
+            check(doc.get("permissions") == {}, f"{rel}: top-level permissions must be {{}}")
+            for job_name, job in doc.get("jobs", {}).items():
+                check(job.get("permissions", {}).get("id-token") == "write",
+                      f"{rel}: job {job_name} needs permissions id-token: write")
+            check("persist-credentials: false" in text, f"{rel}: checkout must set persist-credentials: false")
+            check("job.check_run_id" in text, f"{rel}: pass --job-id ${{{{ job.check_run_id }}}}")
+        else:
+            check(doc.get("runs", {}).get("using") == "composite", f"{rel}: must be a composite action")
+            for name in ("broker-url", "audience", "role", "duration-seconds", "ca-file", "mode"):
+                check(name in doc.get("inputs", {}), f"{rel}: input {name} missing")
+
+
+def main() -> int:
+    global OUT_DIR
+    render_dir, out_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    OUT_DIR = out_dir
+    broker_config = tomllib.loads((ROOT / "config" / "broker.toml").read_text())
+    for key in ("broker.toml", "policy.toml"):
+        copy = ROOT / "deploy" / "base" / "config" / key
+        check(copy.exists() and copy.read_bytes() == (ROOT / "config" / key).read_bytes(),
+              f"deploy/base/config/{key} differs from config/{key}: cp config/{key} deploy/base/config/{key}")
+    known = exported_metrics()
+    renders = {name: load_render(render_dir / f"{name}.yaml") for name in ("base", "ha")}
+    for name, objects in renders.items():
+        check_render(name, objects, broker_config)
+    check_rules(renders["ha"], known, out_dir)
+    check_dashboard(known)
+    check_dockerfile()
+    check_workflows()
+    for text in PROBLEMS:
+        print(f"check-deploy: {text}", file=sys.stderr)
+    if not PROBLEMS:
+        print("consistency checks: ok")
+    return 1 if PROBLEMS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

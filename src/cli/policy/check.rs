@@ -1,0 +1,144 @@
+//! `policy check POLICY`: load like the server, then lint for risk.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::policy::lint::{Finding, LintOptions, Severity, lint};
+
+use super::{
+    EXIT_ERROR, EXIT_FINDINGS, Format, LoadError, load, print_json, print_load_errors, short,
+};
+
+/// Arguments of `policy check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy file (TOML).
+    pub policy: PathBuf,
+    /// Make warnings fail like errors (exit 2).
+    #[arg(long)]
+    pub strict: bool,
+    /// A role that cannot write (repeatable). When given, exactly these roles are
+    /// read-only; otherwise a role is read-only when a word of its name or ARN is
+    /// read, readonly, pull or plan and none is write, readwrite, push, deploy,
+    /// publish or admin.
+    #[arg(long = "read-only-role", value_name = "NAME")]
+    pub read_only_roles: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// The JSON document (`--format json`); its shape is a contract for CI.
+#[derive(serde::Serialize)]
+struct Report {
+    policy: String,
+    version: Option<String>,
+    findings: Vec<Finding>,
+    errors: Vec<LoadError>,
+}
+
+pub(super) fn run(args: &CheckArgs) -> ExitCode {
+    let file = args.policy.display().to_string();
+    let (version, findings, errors) = match load(&args.policy) {
+        Err(errors) => (None, Vec::new(), errors),
+        Ok(loaded) => {
+            let policy = loaded.policy;
+            let names: Vec<String> = policy.roles().into_iter().map(|role| role.name).collect();
+            let unknown: Vec<LoadError> = args
+                .read_only_roles
+                .iter()
+                .filter(|name| !names.contains(name))
+                .map(|name| LoadError {
+                    file: file.clone(),
+                    key: None,
+                    message: format!("--read-only-role {name}: the policy has no such role"),
+                })
+                .collect();
+            let options = LintOptions {
+                read_only_roles: (!args.read_only_roles.is_empty())
+                    .then(|| args.read_only_roles.clone()),
+                ..LintOptions::default()
+            };
+            let findings = if unknown.is_empty() {
+                lint(&policy, &options)
+            } else {
+                Vec::new()
+            };
+            (Some(policy.version().to_owned()), findings, unknown)
+        }
+    };
+    let failed = !errors.is_empty()
+        || findings
+            .iter()
+            .any(|finding| finding.severity == Severity::Error);
+    let code = if failed || (args.strict && !findings.is_empty()) {
+        EXIT_ERROR
+    } else if findings.is_empty() {
+        0
+    } else {
+        EXIT_FINDINGS
+    };
+    match args.format {
+        Format::Json => {
+            let report = Report {
+                policy: file,
+                version,
+                findings,
+                errors,
+            };
+            if let Err(code) = print_json(&report) {
+                return code;
+            }
+        }
+        Format::Text => {
+            print_load_errors(&errors);
+            if let Some(version) = &version {
+                println!("policy: {file} (version {})", short(version));
+            }
+            for finding in &findings {
+                print_finding(finding);
+            }
+            let count = |severity| {
+                findings
+                    .iter()
+                    .filter(|finding| finding.severity == severity)
+                    .count()
+            };
+            if version.is_some() && errors.is_empty() {
+                let strict = if args.strict && !findings.is_empty() {
+                    " (--strict: warnings fail)"
+                } else {
+                    ""
+                };
+                println!(
+                    "result: {} warning(s), {} error(s){strict}",
+                    count(Severity::Warning),
+                    count(Severity::Error)
+                );
+            }
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn print_finding(finding: &Finding) {
+    let severity = match finding.severity {
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+    };
+    let place = [
+        Some(finding.role.as_str()),
+        finding.rule.as_deref(),
+        finding.key.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(".");
+    println!("{severity}[{}]: {place}: {}", finding.code, finding.message);
+    if let Some(witness) = &finding.witness {
+        println!("  witness: {}", witness.one_line());
+    }
+}

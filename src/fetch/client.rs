@@ -1,0 +1,184 @@
+//! The exchange itself: an ID token from the Actions runtime, then
+//! `POST /issue`, both retried on transient failures within one budget, with a
+//! fresh ID token for every broker attempt.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use url::Url;
+
+use super::answer::{Credentials, broker_error, parse_credentials, parse_id_token, refused};
+use super::transport::{self, Answer, RetryPolicy, SendError};
+use super::{FetchArgs, FetchError, RunnerEnv};
+
+/// The two HTTP clients and where to send the request.
+pub(super) struct Client {
+    pub(super) runtime: reqwest::Client,
+    pub(super) broker: reqwest::Client,
+    pub(super) issue_url: Url,
+    pub(super) policy: RetryPolicy,
+}
+
+/// The last failure of a retried call, kept to report once retries end.
+enum LastFailure {
+    Transport(String),
+    Answer(Answer),
+}
+
+impl Client {
+    /// ID token → `POST /issue`, retried as the module doc says.
+    pub(super) async fn obtain(
+        &self,
+        args: &FetchArgs,
+        runner: &RunnerEnv,
+    ) -> Result<Credentials, FetchError> {
+        let deadline = Instant::now() + self.policy.total;
+        let mut attempt = 1;
+        loop {
+            let token = self
+                .request_id_token(runner, args.audience.as_deref(), deadline)
+                .await?;
+            let body = request_body(args, runner, &token);
+            let request = self
+                .broker
+                .post(self.issue_url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json")
+                .body(body);
+            let failure = match transport::send(request, attempt_timeout(deadline)).await {
+                Ok(answer) if answer.status == 200 => return parse_credentials(&answer.body),
+                Ok(answer) if transport::is_transient_status(answer.status) => {
+                    LastFailure::Answer(answer)
+                }
+                Ok(answer) => return Err(refused(&answer)),
+                Err(SendError::TooLarge) => {
+                    return Err(FetchError::Malformed("larger than 64 KiB".into()));
+                }
+                Err(SendError::Transport(detail)) => LastFailure::Transport(detail),
+            };
+            let retry_after = match &failure {
+                LastFailure::Answer(answer) => transport::retry_after(&answer.headers),
+                LastFailure::Transport(_) => None,
+            };
+            let Some(pause) = self.policy.pause_before(attempt + 1, retry_after, deadline) else {
+                return Err(self.give_up(failure, attempt));
+            };
+            eprintln!(
+                "attestation-broker fetch: attempt {attempt} of {} failed ({}); retrying in {:.1} s",
+                self.policy.max_attempts,
+                describe_failure(&failure),
+                pause.as_secs_f64()
+            );
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// The error once no retry is left: a broker error body means a refusal
+    /// (with its request id), anything else means the broker is unreachable.
+    fn give_up(&self, failure: LastFailure, attempts: u32) -> FetchError {
+        match failure {
+            LastFailure::Answer(answer) if broker_error(&answer).is_some() => refused(&answer),
+            other => FetchError::Unreachable {
+                url: self.issue_url.to_string(),
+                attempts,
+                detail: describe_failure(&other),
+            },
+        }
+    }
+
+    /// One ID token from the Actions runtime, retried on transient failures.
+    async fn request_id_token(
+        &self,
+        runner: &RunnerEnv,
+        audience: Option<&str>,
+        deadline: Instant,
+    ) -> Result<SecretString, FetchError> {
+        let mut url = runner.id_token_url.clone();
+        if let Some(audience) = audience.filter(|aud| !aud.is_empty()) {
+            url.query_pairs_mut().append_pair("audience", audience);
+        }
+        let mut attempt = 1;
+        loop {
+            let request = self
+                .runtime
+                .get(url.clone())
+                .bearer_auth(runner.id_token_request_token.expose_secret())
+                .header(ACCEPT, "application/json; api-version=2.0");
+            let failure = match transport::send(request, attempt_timeout(deadline)).await {
+                Ok(answer) if answer.status == 200 => return parse_id_token(&answer.body),
+                Ok(answer) if transport::is_transient_status(answer.status) => {
+                    LastFailure::Answer(answer)
+                }
+                Ok(answer) => {
+                    return Err(FetchError::IdToken(format!(
+                        "the runtime answered HTTP {}",
+                        answer.status
+                    )));
+                }
+                Err(SendError::TooLarge) => {
+                    return Err(FetchError::IdToken(
+                        "the answer is larger than 64 KiB".into(),
+                    ));
+                }
+                Err(SendError::Transport(detail)) => LastFailure::Transport(detail),
+            };
+            let retry_after = match &failure {
+                LastFailure::Answer(answer) => transport::retry_after(&answer.headers),
+                LastFailure::Transport(_) => None,
+            };
+            let Some(pause) = self.policy.pause_before(attempt + 1, retry_after, deadline) else {
+                return Err(FetchError::IdToken(describe_failure(&failure)));
+            };
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// The per-attempt deadline: [`transport::ATTEMPT_TIMEOUT`], cut to what is
+/// left of the budget (at least a moment, so the attempt fails as a timeout).
+fn attempt_timeout(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(100), transport::ATTEMPT_TIMEOUT)
+}
+
+fn describe_failure(failure: &LastFailure) -> String {
+    match failure {
+        LastFailure::Transport(detail) => detail.clone(),
+        LastFailure::Answer(answer) => match broker_error(answer) {
+            Some((code, _, request_id)) => format!(
+                "HTTP {} {} (request_id {})",
+                answer.status,
+                code.as_deref().unwrap_or("-"),
+                request_id.as_deref().unwrap_or("-")
+            ),
+            None => format!("HTTP {}", answer.status),
+        },
+    }
+}
+
+/// The JSON body of `POST /issue`.
+fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretString) -> Vec<u8> {
+    let mut body = json!({
+        "oidc_token": token.expose_secret(),
+        "repo": runner.repository,
+        "sha": runner.sha,
+    });
+    if let Some(map) = body.as_object_mut() {
+        if let Some(job_id) = args.job_id.as_deref().filter(|id| !id.is_empty()) {
+            map.insert("job_id".into(), Value::from(job_id));
+        }
+        if let Some(role) = args.role.as_deref().filter(|role| !role.is_empty()) {
+            map.insert("role".into(), Value::from(role));
+        }
+        if let Some(duration) = args.duration_seconds {
+            map.insert("duration_seconds".into(), Value::from(duration));
+        }
+    }
+    body.to_string().into_bytes()
+}

@@ -1,0 +1,304 @@
+//! `attestation-broker fetch`: the CI-side client, run inside a GitHub
+//! Actions step.
+//!
+//! It asks the Actions runtime for an ID token (`ACTIONS_ID_TOKEN_REQUEST_URL`
+//! with `&audience=…`, authorised by `ACTIONS_ID_TOKEN_REQUEST_TOKEN`), posts
+//! `{oidc_token, repo, sha, job_id, role, duration_seconds}` to the broker's
+//! `POST /issue`, and hands the credentials over in one of three ways:
+//! appended to `$GITHUB_ENV`, written as step outputs to `$GITHUB_OUTPUT`, or
+//! printed as AWS `credential_process` JSON on stdout.
+//!
+//! Invariants:
+//! - The environment is read once, from the map the caller passes in.
+//! - In the Actions modes the first two lines on stdout are `::add-mask::` for
+//!   the secret key and the session token, flushed before the credentials are
+//!   written anywhere. Nothing else ever prints either of them, nor the ID
+//!   token; error messages name fields, never values.
+//! - Values written to `$GITHUB_ENV` / `$GITHUB_OUTPUT` are checked to be
+//!   printable ASCII without spaces, so a hostile answer cannot inject extra
+//!   variables or workflow commands.
+//! - Transient failures (no connection, timeouts, 429, 502, 503, 504) are
+//!   retried up to 4 attempts within 30 s, with exponential backoff and jitter,
+//!   honouring `Retry-After` up to 10 s. 400/401/403 are never retried. Every
+//!   attempt uses a fresh ID token: the broker remembers each token's `jti`,
+//!   so resending a token it may already have seen would be refused as a
+//!   replay.
+//! - `--broker-url` must be `https://` (`http://` only for loopback hosts); the
+//!   broker is trusted through the system roots or, with `--ca-file`, only
+//!   through the certificates in that PEM bundle.
+//!
+//! Exit codes (each failure class has its own):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | credentials delivered |
+//! | 2 | command-line usage error (reported by the argument parser) |
+//! | 3 | not running in a GitHub Actions job (`GITHUB_ACTIONS`, `GITHUB_REPOSITORY`, `GITHUB_SHA`, or the mode's `GITHUB_ENV` / `GITHUB_OUTPUT` missing) |
+//! | 4 | no ID token available: the job lacks `permissions: id-token: write` |
+//! | 5 | the Actions runtime failed to issue an ID token |
+//! | 6 | the broker could not be reached (connection, timeout, gateway errors) |
+//! | 7 | the broker refused: status, error code and request id are printed |
+//! | 8 | the broker's answer was malformed |
+//! | 9 | the credentials could not be written (`GITHUB_ENV`, `GITHUB_OUTPUT`, stdout) |
+//! | 64 | bad `--broker-url` / `BROKER_URL`, `--ca-file` or proxy setting |
+
+mod answer;
+mod client;
+mod deliver;
+mod error;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use secrecy::SecretString;
+use url::{Host, Url};
+
+pub use self::answer::Credentials;
+use self::client::Client;
+pub use self::deliver::deliver;
+use self::deliver::escape_command_data;
+pub use self::error::*;
+use self::transport::RetryPolicy;
+
+/// Largest `--ca-file` read (bytes).
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Arguments of `attestation-broker fetch` (DESIGN.md, "Command line").
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Broker base URL; requests go to `<URL>/issue` (a URL already ending in
+    /// `/issue` is used as is). Default: the BROKER_URL environment variable.
+    #[arg(long, value_name = "URL")]
+    pub broker_url: Option<String>,
+    /// Audience to request the ID token for (must be one the broker accepts).
+    /// Default: GitHub's default audience.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+    /// Policy role to request; needed when more than one role matches.
+    #[arg(long, value_name = "NAME")]
+    pub role: Option<String>,
+    /// The job's `${{ job.check_run_id }}`; binds the request to this job.
+    /// Empty means no binding.
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Credential lifetime (900 up to the role's maximum; default: the role's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(900..=43200))]
+    pub duration_seconds: Option<u32>,
+    /// PEM bundle of the CA certificates that sign the broker's TLS
+    /// certificate; when given, only these are trusted for the broker.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Where the credentials go.
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Exactly one delivery mode.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct DeliveryArgs {
+    /// Append AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
+    /// AWS_CREDENTIAL_EXPIRATION to $GITHUB_ENV (visible to later steps).
+    #[arg(long)]
+    pub github_env: bool,
+    /// Write step outputs aws-access-key-id, aws-secret-access-key,
+    /// aws-session-token and expiration to $GITHUB_OUTPUT (only steps that
+    /// reference them see them).
+    #[arg(long)]
+    pub github_output: bool,
+    /// Print AWS `credential_process` JSON on stdout.
+    #[arg(long)]
+    pub credential_process: bool,
+}
+
+/// The chosen delivery mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// `--github-env`.
+    GithubEnv,
+    /// `--github-output`.
+    GithubOutput,
+    /// `--credential-process`.
+    CredentialProcess,
+}
+
+impl DeliveryArgs {
+    /// The mode the flags select (clap guarantees exactly one).
+    pub fn delivery(&self) -> Delivery {
+        if self.github_env {
+            Delivery::GithubEnv
+        } else if self.github_output {
+            Delivery::GithubOutput
+        } else {
+            Delivery::CredentialProcess
+        }
+    }
+}
+
+/// Runs `fetch` with the process's stdout; prints any error on stderr and
+/// returns the exit code.
+pub async fn run(args: FetchArgs, env: &BTreeMap<String, String>) -> ExitCode {
+    let delivery = args.delivery.delivery();
+    let mut stdout = std::io::stdout();
+    match fetch(&args, env, &mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let in_actions = delivery != Delivery::CredentialProcess
+                && env.get("GITHUB_ACTIONS").map(String::as_str) == Some("true");
+            if in_actions {
+                eprintln!(
+                    "::error title=attestation-broker fetch::{}",
+                    escape_command_data(&err.to_string())
+                );
+            } else {
+                eprintln!("attestation-broker fetch: error: {err}");
+            }
+            if let Some(hint) = err.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Obtains credentials and delivers them; `out` is stdout.
+pub async fn fetch(
+    args: &FetchArgs,
+    env: &BTreeMap<String, String>,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
+    let delivery = args.delivery.delivery();
+    let raw_url = args
+        .broker_url
+        .as_deref()
+        .or_else(|| env.get("BROKER_URL").map(String::as_str))
+        .filter(|url| !url.trim().is_empty())
+        .ok_or_else(|| {
+            FetchError::Usage("no broker URL: pass --broker-url or set BROKER_URL".into())
+        })?;
+    let issue_url = issue_url(raw_url)?;
+    let roots = args.ca_file.as_deref().map(load_ca_file).transpose()?;
+    let runner = RunnerEnv::read(env, delivery)?;
+    let runtime = transport::build_client(env, None).map_err(FetchError::Usage)?;
+    let broker = transport::build_client(env, roots).map_err(FetchError::Usage)?;
+    let client = Client {
+        runtime,
+        broker,
+        issue_url,
+        policy: RetryPolicy::default(),
+    };
+    let credentials = client.obtain(args, &runner).await?;
+    deliver(delivery, &credentials, &runner, out)
+}
+
+/// The broker's issue URL from a base URL (or one already ending in `/issue`).
+pub fn issue_url(raw: &str) -> Result<Url, FetchError> {
+    let usage = |what: &str| FetchError::Usage(format!("broker URL {raw:?} {what}"));
+    let mut url = Url::parse(raw.trim()).map_err(|_| usage("is not a URL"))?;
+    let loopback = match url.host() {
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(usage("has no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(usage(
+                "must use https:// (http:// only for loopback hosts): the answer carries credentials",
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(usage("must not carry a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(usage("must not have a query or fragment"));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    if path.ends_with("/issue") {
+        url.set_path(&path);
+    } else {
+        url.set_path(&format!("{path}/issue"));
+    }
+    Ok(url)
+}
+
+/// Reads a PEM bundle of CA certificates.
+fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let usage = |what: String| FetchError::Usage(format!("--ca-file {}: {what}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|err| usage(err.to_string()))?
+        .len();
+    if size > MAX_CA_FILE_BYTES {
+        return Err(usage("larger than 1 MiB".into()));
+    }
+    let pem = std::fs::read(path).map_err(|err| usage(err.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| usage("not a PEM certificate bundle".into()))?;
+    if certs.is_empty() {
+        return Err(usage("contains no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// What `fetch` needs from the job's environment.
+#[derive(Debug)]
+pub struct RunnerEnv {
+    repository: String,
+    sha: String,
+    id_token_url: Url,
+    id_token_request_token: SecretString,
+    /// `$GITHUB_ENV` or `$GITHUB_OUTPUT`, per mode.
+    file: Option<PathBuf>,
+}
+
+impl RunnerEnv {
+    /// Checks that this is an Actions job with an ID token on offer.
+    pub fn read(env: &BTreeMap<String, String>, delivery: Delivery) -> Result<Self, FetchError> {
+        let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        if get("GITHUB_ACTIONS") != Some("true") {
+            return Err(FetchError::NotInActions(
+                "GITHUB_ACTIONS is not \"true\"; run this as a step of a workflow job".into(),
+            ));
+        }
+        let file_var = match delivery {
+            Delivery::GithubEnv => Some("GITHUB_ENV"),
+            Delivery::GithubOutput => Some("GITHUB_OUTPUT"),
+            Delivery::CredentialProcess => None,
+        };
+        let missing: Vec<&str> = ["GITHUB_REPOSITORY", "GITHUB_SHA"]
+            .into_iter()
+            .chain(file_var)
+            .filter(|name| get(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(FetchError::NotInActions(format!(
+                "{} not set",
+                missing.join(", ")
+            )));
+        }
+        let (Some(url), Some(token)) = (
+            get("ACTIONS_ID_TOKEN_REQUEST_URL"),
+            get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+        ) else {
+            return Err(FetchError::NoIdToken);
+        };
+        let id_token_url = Url::parse(url)
+            .map_err(|_| FetchError::IdToken("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL".into()))?;
+        Ok(Self {
+            repository: get("GITHUB_REPOSITORY").unwrap_or_default().to_owned(),
+            sha: get("GITHUB_SHA").unwrap_or_default().to_owned(),
+            id_token_url,
+            id_token_request_token: SecretString::from(token),
+            file: file_var.and_then(get).map(PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

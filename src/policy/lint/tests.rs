@@ -1,0 +1,341 @@
+//! Tests of `policy check`: each finding, the exact reachability reasoning, the
+//! read-only heuristic, and the example policy.
+
+use super::{Finding, LintOptions, Severity, lint, looks_read_only};
+use crate::policy::{Policy, RoleRequest};
+
+fn findings(text: &str) -> Vec<Finding> {
+    findings_with(text, &LintOptions::default())
+}
+
+fn findings_with(text: &str, options: &LintOptions) -> Vec<Finding> {
+    let policy = Policy::compile(text, "test.toml").unwrap().policy;
+    let found = lint(&policy, options);
+    // Every witness is granted by the role it is reported on.
+    for finding in &found {
+        if let Some(witness) = &finding.witness {
+            let request = RoleRequest {
+                role: Some(&finding.role),
+                duration_seconds: None,
+            };
+            assert!(
+                policy.evaluate(&witness.to_claim_set(), &request).is_ok(),
+                "{finding:?}"
+            );
+        }
+    }
+    found
+}
+
+/// `(code, role, rule, key)` of every finding.
+fn summary(found: &[Finding]) -> Vec<(&str, &str, Option<&str>, Option<&str>)> {
+    found
+        .iter()
+        .map(|f| (f.code, f.role.as_str(), f.rule.as_deref(), f.key.as_deref()))
+        .collect()
+}
+
+fn codes(found: &[Finding]) -> Vec<&str> {
+    found.iter().map(|finding| finding.code).collect()
+}
+
+const CLEAN: &str = r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
+
+[[roles.allow]]
+repository_owner_id = "1234567"
+repository_id = "42"
+repository = "ourorg/app"
+ref = "refs/heads/main"
+event_name = ["push", "workflow_dispatch"]
+
+[[roles.deny]]
+runner_environment = "self-hosted"
+"#;
+
+#[test]
+fn a_tight_policy_has_no_findings() {
+    assert_eq!(findings(CLEAN), Vec::new());
+}
+
+#[test]
+fn textual_findings_name_role_rule_and_key() {
+    let text = r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
+duration_seconds = 7200
+
+[[roles.allow]]
+repository = "ourorg/*"
+event_name = "push"
+
+[[roles.allow]]
+repository_owner_id = "1234567"
+repository = ["**", "*/app", "ourorg*/x"]
+ref = "refs/heads/main"
+event_name = "push"
+
+[[roles.allow]]
+event_name = "push"
+ref = "**"
+
+[[roles.deny]]
+environment = "sandbox"
+runner_environment = "self-hosted"
+"#;
+    let found = findings(text);
+    assert_eq!(
+        summary(&found),
+        vec![
+            ("long-duration", "deploy", None, Some("duration_seconds")),
+            (
+                "name-without-id",
+                "deploy",
+                Some("allow[0]"),
+                Some("repository")
+            ),
+            ("no-ref-constraint", "deploy", Some("allow[0]"), None),
+            (
+                "wildcard-owner",
+                "deploy",
+                Some("allow[1]"),
+                Some("repository")
+            ),
+            (
+                "wildcard-owner",
+                "deploy",
+                Some("allow[1]"),
+                Some("repository")
+            ),
+            (
+                "wildcard-owner",
+                "deploy",
+                Some("allow[1]"),
+                Some("repository")
+            ),
+            ("unbound-rule", "deploy", Some("allow[2]"), None),
+            ("no-ref-constraint", "deploy", Some("allow[2]"), None),
+            (
+                "deny-on-optional-claim",
+                "deploy",
+                Some("deny[0]"),
+                Some("environment")
+            ),
+            // The deny rule needs `environment = "sandbox"` as well, so a
+            // self-hosted runner without that environment still gets through.
+            (
+                "write-role-reachable",
+                "deploy",
+                Some("allow[0]"),
+                Some("runner_environment")
+            ),
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|finding| finding.severity == Severity::Warning)
+    );
+    assert!(found[0].message.contains("7200"));
+}
+
+#[test]
+fn wildcard_ids_do_not_pin() {
+    let text = CLEAN
+        .replace("repository_id = \"42\"", "repository_id = \"4*\"")
+        .replace(
+            "repository_owner_id = \"1234567\"",
+            "repository_owner_id = \"*\"",
+        );
+    assert_eq!(codes(&findings(&text)), vec!["name-without-id"]);
+}
+
+/// A write role whose single allow rule is `extra` plus the org binding.
+fn write_role(extra: &str, deny: &str) -> String {
+    format!(
+        r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
+
+[[roles.allow]]
+repository_owner_id = "1234567"
+ref = "refs/heads/main"
+{extra}
+{deny}
+"#
+    )
+}
+
+fn reachable_from(text: &str) -> Vec<String> {
+    findings(text)
+        .into_iter()
+        .filter(|finding| finding.code == "write-role-reachable")
+        .map(|finding| {
+            let witness = finding.witness.unwrap();
+            let key = finding.key.unwrap();
+            let value = witness.claims[&key].clone().unwrap();
+            format!("{key}={value}")
+        })
+        .collect()
+}
+
+#[test]
+fn reachability_is_decided_on_the_language_not_the_text() {
+    let all = vec![
+        "event_name=pull_request",
+        "event_name=pull_request_target",
+        "runner_environment=self-hosted",
+    ];
+    // No constraint at all: every untrusted context reaches the role.
+    assert_eq!(reachable_from(&write_role("", "")), all);
+    // Pushes only: no pull request event, but a self-hosted runner still can.
+    assert_eq!(
+        reachable_from(&write_role("event_name = \"push\"", "")),
+        vec!["runner_environment=self-hosted"]
+    );
+    // A glob that happens to cover the pull request events.
+    assert_eq!(
+        reachable_from(&write_role("event_name = \"pull_*\"", "")),
+        vec![
+            "event_name=pull_request",
+            "event_name=pull_request_target",
+            "runner_environment=self-hosted"
+        ]
+    );
+    // A deny rule written as a glob blocks both events; self-hosted denied too.
+    assert_eq!(
+        reachable_from(&write_role(
+            "",
+            "[[roles.deny]]\nevent_name = \"pull_request*\"\n[[roles.deny]]\nrunner_environment = \"self-hosted\""
+        )),
+        Vec::<String>::new()
+    );
+    // A deny rule that blocks only some pull request tokens does not make the role safe.
+    assert_eq!(
+        reachable_from(&write_role(
+            "event_name = [\"push\", \"pull_request\"]",
+            "[[roles.deny]]\nevent_name = \"pull_request\"\nactor = \"dependabot[bot]\"\n\
+             [[roles.deny]]\nrunner_environment = \"self-hosted\""
+        )),
+        vec!["event_name=pull_request"]
+    );
+}
+
+#[test]
+fn read_only_roles_are_not_checked_for_reachability() {
+    let text = write_role("", "")
+        .replace("GitHubActions-Deploy", "GitHubActions-ECR-PullRole")
+        .replace("name = \"deploy\"", "name = \"ci\"");
+    assert!(reachable_from(&text).is_empty());
+    // The explicit list replaces the guess, in both directions.
+    let options = LintOptions {
+        read_only_roles: Some(vec![]),
+        ..LintOptions::default()
+    };
+    let policy = Policy::compile(&text, "t").unwrap().policy;
+    assert_eq!(
+        lint(&policy, &options)
+            .iter()
+            .filter(|finding| finding.code == "write-role-reachable")
+            .count(),
+        3
+    );
+    let options = LintOptions {
+        read_only_roles: Some(vec!["deploy".into()]),
+        ..LintOptions::default()
+    };
+    assert!(
+        findings_with(&write_role("", ""), &options)
+            .iter()
+            .all(|finding| finding.code != "write-role-reachable")
+    );
+}
+
+#[test]
+fn read_only_heuristic() {
+    let arn = |name: &str| format!("arn:aws:iam::123456789012:role/{name}");
+    let read_only = [
+        ("ci-read", arn("GitHubActions-CI")),
+        ("ci", arn("GitHubActions-ECR-PullRole")),
+        ("ci", arn("S3ReadOnly")),
+        ("tf", arn("terraform-plan")),
+        ("ReadOnlyAccess", arn("x")),
+    ];
+    for (name, arn) in &read_only {
+        assert!(looks_read_only(name, arn), "{name} {arn}");
+    }
+    let write = [
+        ("deploy", arn("GitHubActions-Lambda-DeployRole")),
+        ("ci", arn("S3ReadWrite")),
+        ("thread", arn("planner")),
+        ("ecr", arn("ECR-PullAndPush")),
+        ("read", arn("AdminRole")),
+    ];
+    for (name, arn) in &write {
+        assert!(!looks_read_only(name, arn), "{name} {arn}");
+    }
+}
+
+#[test]
+fn ambiguous_roles_come_with_a_witness_both_grant() {
+    let text = format!(
+        "{CLEAN}\n[[roles]]\nname = \"read\"\nrole_arn = \"arn:aws:iam::123456789012:role/ReadOnly\"\n\n\
+         [[roles.allow]]\nrepository_owner_id = \"1234567\"\nrepository_id = \"42\"\nref = \"refs/heads/*\"\n"
+    );
+    let found = findings(&text);
+    let ambiguous: Vec<&Finding> = found
+        .iter()
+        .filter(|finding| finding.code == "ambiguous-roles")
+        .collect();
+    assert_eq!(ambiguous.len(), 1, "{found:#?}");
+    let witness = ambiguous[0].witness.as_ref().unwrap();
+    let policy = Policy::compile(&text, "t").unwrap().policy;
+    for role in ["deploy", "read"] {
+        let request = RoleRequest {
+            role: Some(role),
+            duration_seconds: None,
+        };
+        assert!(policy.evaluate(&witness.to_claim_set(), &request).is_ok());
+    }
+    // Disjoint refs: no ambiguity.
+    let disjoint = text.replace("ref = \"refs/heads/*\"", "ref = \"refs/tags/*\"");
+    assert!(!codes(&findings(&disjoint)).contains(&"ambiguous-roles"));
+}
+
+#[test]
+fn an_analysis_over_budget_is_an_error() {
+    let options = LintOptions {
+        read_only_roles: None,
+        budget: 0,
+    };
+    let found = findings_with(CLEAN, &options);
+    assert!(
+        found
+            .iter()
+            .any(|finding| finding.code == "undecided" && finding.severity == Severity::Error),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn the_example_policy_findings_are_the_known_ones() {
+    let found = findings(include_str!("../../../config/policy.toml"));
+    let mut seen: Vec<(&str, &str)> = found
+        .iter()
+        .map(|finding| (finding.code, finding.role.as_str()))
+        .collect();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        vec![
+            ("no-ref-constraint", "ci-read"),
+            ("ambiguous-roles", "ci-read"),
+        ],
+        "{found:#?}"
+    );
+}

@@ -1,0 +1,241 @@
+//! Rego, for teams that already have OPA policies: `[policy] rego = "file.rego"`.
+//!
+//! The Rego query (default `data.broker.allow`) is evaluated in process with
+//! regorus AFTER the built-in rules have granted a role, on the input
+//! `{claims, request, role}`; both must allow. Only the boolean `true` allows:
+//! `false`, undefined, any other value and any evaluation error deny, and an
+//! evaluation that runs past its time limit is an error. The module is
+//! compiled once at start-up and on every reload.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::Digest;
+
+/// The default query.
+pub const DEFAULT_QUERY: &str = "data.broker.allow";
+/// Wall-clock limit of one evaluation.
+const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+/// Largest Rego file read.
+const MAX_REGO_BYTES: u64 = 1024 * 1024;
+
+/// Why a Rego module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct RegoError {
+    /// File or source name.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegoDecision {
+    /// The query evaluated to `true`.
+    Allow,
+    /// The query evaluated to `false`.
+    Deny,
+    /// The query has no value for this input.
+    Undefined,
+    /// Evaluation failed, or produced something other than a boolean.
+    Error(String),
+}
+
+impl RegoDecision {
+    /// Whether this decision allows.
+    pub fn allows(&self) -> bool {
+        matches!(self, RegoDecision::Allow)
+    }
+
+    /// A short word for audit and `policy explain`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RegoDecision::Allow => "allow",
+            RegoDecision::Deny => "deny",
+            RegoDecision::Undefined => "undefined",
+            RegoDecision::Error(_) => "error",
+        }
+    }
+}
+
+/// A compiled Rego module and the query to ask it.
+#[derive(Clone)]
+pub struct RegoPolicy {
+    engine: regorus::Engine,
+    query: String,
+    hash: String,
+}
+
+impl std::fmt::Debug for RegoPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegoPolicy")
+            .field("query", &self.query)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegoPolicy {
+    /// Reads and compiles `path`.
+    pub fn load(path: &Path, query: &str) -> Result<Self, RegoError> {
+        let name = path.display().to_string();
+        let error = |reason: String| RegoError {
+            path: name.clone(),
+            reason,
+        };
+        let metadata =
+            std::fs::metadata(path).map_err(|err| error(format!("cannot read: {err}")))?;
+        if metadata.len() > MAX_REGO_BYTES {
+            return Err(error(format!("larger than {MAX_REGO_BYTES} bytes")));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|err| error(format!("cannot read: {err}")))?;
+        Self::compile(&text, &name, query)
+    }
+
+    /// Compiles Rego text; `source` names it in errors. The query must name a
+    /// rule under a package the module defines, so a typo fails here rather
+    /// than denying every request.
+    pub fn compile(text: &str, source: &str, query: &str) -> Result<Self, RegoError> {
+        let error = |reason: String| RegoError {
+            path: source.to_owned(),
+            reason,
+        };
+        let mut engine = regorus::Engine::new();
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: EVALUATION_LIMIT,
+            check_interval: NonZeroU32::MIN,
+        });
+        engine
+            .add_policy(source.to_owned(), text.to_owned())
+            .map_err(|err| error(format!("does not compile: {err}")))?;
+        let packages = engine
+            .get_packages()
+            .map_err(|err| error(err.to_string()))?;
+        let known = packages
+            .iter()
+            .any(|package| query.starts_with(&format!("{package}.")));
+        if !known {
+            return Err(error(format!(
+                "query `{query}` names no rule of this module (packages: {})",
+                packages.join(", ")
+            )));
+        }
+        // One evaluation on an empty input proves the query parses.
+        let mut probe = engine.clone();
+        probe.set_input(regorus::Value::new_object());
+        probe
+            .eval_query(query.to_owned(), false)
+            .map_err(|err| error(format!("query `{query}`: {err}")))?;
+        let hash = hex::encode(sha2::Sha256::digest(format!("{query}\n{text}").as_bytes()));
+        Ok(Self {
+            engine,
+            query: query.to_owned(),
+            hash,
+        })
+    }
+
+    /// Hash of the query and the module text.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Evaluates the query on `input` (`{claims, request, role}`).
+    pub fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
+        let mut engine = self.engine.clone();
+        engine.set_input(regorus::Value::from(input.clone()));
+        let results = match engine.eval_query(self.query.clone(), false) {
+            Ok(results) => results,
+            Err(err) => return RegoDecision::Error(err.to_string()),
+        };
+        let Some(value) = results
+            .result
+            .first()
+            .and_then(|result| result.expressions.first())
+            .map(|expression| &expression.value)
+        else {
+            return RegoDecision::Undefined;
+        };
+        match value {
+            regorus::Value::Bool(true) => RegoDecision::Allow,
+            regorus::Value::Bool(false) => RegoDecision::Deny,
+            regorus::Value::Undefined => RegoDecision::Undefined,
+            _ => RegoDecision::Error("the query did not produce a boolean".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"
+package broker
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.claims.repository == "ourorg/app"
+    input.role.name == "deploy"
+}
+
+explode if {
+    input.claims.repository == "boom"
+    to_number("not a number") > 1
+}
+"#;
+
+    fn input(repository: &str) -> serde_json::Value {
+        serde_json::json!({
+            "claims": {"repository": repository},
+            "request": {"role": "deploy"},
+            "role": {"name": "deploy", "role_arn": "arn:aws:iam::123456789012:role/x", "duration_seconds": 900}
+        })
+    }
+
+    #[test]
+    fn allow_deny_undefined_and_error() {
+        let rego = RegoPolicy::compile(MODULE, "broker.rego", DEFAULT_QUERY).unwrap();
+        assert_eq!(rego.evaluate(&input("ourorg/app")), RegoDecision::Allow);
+        assert_eq!(rego.evaluate(&input("ourorg/other")), RegoDecision::Deny);
+        let undefined = RegoPolicy::compile(MODULE, "broker.rego", "data.broker.explode").unwrap();
+        assert_eq!(
+            undefined.evaluate(&input("ourorg/app")),
+            RegoDecision::Undefined
+        );
+        assert!(matches!(
+            undefined.evaluate(&input("boom")),
+            RegoDecision::Error(_)
+        ));
+        assert!(!RegoDecision::Undefined.allows());
+    }
+
+    #[test]
+    fn load_errors_name_the_problem() {
+        let err = RegoPolicy::compile("package broker\nallow if {", "bad.rego", DEFAULT_QUERY)
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("bad.rego: does not compile"),
+            "{err}"
+        );
+        let err = RegoPolicy::compile(MODULE, "broker.rego", "data.other.allow").unwrap_err();
+        assert!(err.to_string().contains("names no rule"), "{err}");
+    }
+
+    #[test]
+    fn a_runaway_evaluation_is_an_error_not_a_hang() {
+        let module = "package broker\nimport rego.v1\ndefault allow := false\nallow if {\n  input.claims.repository == \"slow\"\n  count([y | some x in numbers.range(1, 2000000); y := x * x; y > 0]) > 0\n}\n";
+        let rego = RegoPolicy::compile(module, "slow.rego", DEFAULT_QUERY).unwrap();
+        assert_eq!(rego.evaluate(&input("fast")), RegoDecision::Deny);
+        let started = std::time::Instant::now();
+        let decision = rego.evaluate(&input("slow"));
+        assert!(
+            matches!(decision, RegoDecision::Error(_)),
+            "{decision:?} after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Independent peers written in Python, from the venv `scripts/test.sh` makes:
+//! `moto` in server mode as a second implementation of the STS Query API, and
+//! the seeds' `fetch_ephemeral_creds.py`, which must keep working unchanged.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::json;
+
+use crate::fetch::{FakeRuntime, RUNTIME_BEARER};
+use crate::support::broker::{Broker, BrokerSpec, DEADLINE, field};
+use crate::support::jwks::JwksServer;
+use crate::support::tokens::{CHECK_RUN_ID, KEY_A, REPOSITORY, TokenBuilder};
+use crate::support::{DEFAULT_POLICY, Harness, assert_issued};
+
+/// The venv with moto, requests and python-dotenv (made by `scripts/test.sh`).
+fn venv() -> PathBuf {
+    let venv = std::env::var_os("BROKER_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    assert!(
+        venv.join("bin/python").exists(),
+        "{} has no Python: run ./scripts/test.sh, which creates it",
+        venv.display()
+    );
+    venv
+}
+
+/// `moto_server` on a free loopback port, killed on drop.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn moto_is_an_independent_sts_that_the_broker_speaks_to() {
+    let moto = Moto::start().await;
+    let jwks = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let spec = BrokerSpec::new(&jwks.issuer(), &moto.url, DEFAULT_POLICY);
+    let broker = Broker::start(&spec).await;
+    let token = TokenBuilder::new(&jwks.issuer()).build();
+    let resp = broker
+        .issue(&json!({"oidc_token": token, "repo": REPOSITORY, "job_id": CHECK_RUN_ID}))
+        .await;
+    let body = assert_issued(&resp);
+    let key = body["access_key_id"].as_str().unwrap();
+    assert!(
+        key.starts_with("ASIA"),
+        "moto issues temporary keys: {body}"
+    );
+    assert!(!body["session_token"].as_str().unwrap().is_empty());
+    let expiration = time::OffsetDateTime::parse(
+        body["expiration"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let lifetime = expiration - time::OffsetDateTime::now_utc();
+    assert!(
+        lifetime.whole_seconds() > 800 && lifetime.whole_seconds() <= 900,
+        "15-minute credentials: {body}"
+    );
+    let event = broker.wait_for_audit(&resp.request_id()).await;
+    assert_eq!(field(&event, "access_key_id").as_deref(), Some(key));
+    assert_eq!(field(&event, "event").as_deref(), Some("credential_issued"));
+}
+
+#[tokio::test]
+async fn the_seeds_python_fetcher_works_unchanged() {
+    let h = Harness::start().await;
+    let runtime = FakeRuntime::start(&h.jwks.issuer()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let github_env = dir.path().join("github_env");
+    std::fs::write(&github_env, "").unwrap();
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fetch_ephemeral_creds.py");
+    let output = tokio::process::Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .args(["--job-id", CHECK_RUN_ID, "--repo", REPOSITORY])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CRED_BROKER_URL", format!("{}/issue", h.broker.base_url))
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &runtime.url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", RUNTIME_BEARER)
+        .env("GITHUB_ENV", &github_env)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "fetcher failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Ephemeral credentials injected. Expires: "),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&github_env).unwrap();
+    let issued = h.sts.issued();
+    let last = issued.last().expect("the STS stub issued credentials");
+    assert!(
+        written.contains(&format!("AWS_ACCESS_KEY_ID={}\n", last.access_key_id)),
+        "{written}"
+    );
+    assert!(
+        written.contains(&format!(
+            "AWS_SECRET_ACCESS_KEY={}\n",
+            last.secret_access_key
+        )),
+        "{written}"
+    );
+    assert!(
+        written.contains(&format!("AWS_SESSION_TOKEN={}\n", last.session_token)),
+        "{written}"
+    );
+    assert_eq!(runtime.minted(), 1);
+}
