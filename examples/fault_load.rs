@@ -12,8 +12,10 @@
 //! - sends `POST /issue` at `--rate` requests per second for `--duration`
 //!   seconds: valid tokens, replays of tokens that were already issued,
 //!   wrong-audience, expired, tampered (payload edited after signing), foreign-key
-//!   (signed by key B under key A's kid), unsigned (`alg: none`), unknown-kid and
-//!   policy-denied (self-hosted runner) tokens;
+//!   (signed by key B under key A's kid), unsigned (`alg: none`), unknown-kid,
+//!   policy-denied (self-hosted runner) tokens, and valid tokens of one "hot"
+//!   repository sent faster than the per-repository rate limit allows (every
+//!   other token names one of 1000 repositories, each far below the limit);
 //! - cycles through 12 phases of `--phase` seconds, switching faults on and off
 //!   (see [`SCHEDULE`]); every switch is timestamped.
 //!
@@ -30,7 +32,11 @@
 //!    (401 `invalid_token`; 403 `forbidden` for replays and policy denials),
 //!    except a 503 `unavailable` when any fault was in effect from the margin
 //!    before sending until the answer;
-//! 4. no answer within the broker's request deadline plus 5 s.
+//! 4. no answer within the broker's request deadline plus 5 s;
+//! 5. for the hot repository: anything but 200 or 429 `rate_limited` while the
+//!    STS was healthy (503 `unavailable` is tolerated otherwise), or more
+//!    requests let through the limiter (any answer but 429) than its burst plus
+//!    its rate times the time elapsed since the first one.
 //!
 //! It prints requests sent, issued, refusals by kind, status and code, tolerated
 //! errors, every wrong answer (the first 20 in detail), the broker's own
@@ -69,6 +75,15 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const REPLAY_MAX_AGE: Duration = Duration::from_secs(60);
 /// Wrong answers printed in detail.
 const MAX_WRONG_SHOWN: usize = 20;
+/// Repositories the ordinary tokens are spread over (distinct `repository_id`s),
+/// so that none comes near the per-repository rate limit.
+const REPOSITORIES: u64 = 1000;
+/// The broker's per-repository limit (`server.rate_limit_per_repository_per_minute`).
+const RATE_LIMIT_PER_MINUTE: u32 = 120;
+/// The broker's burst (`server.rate_limit_burst`).
+const RATE_LIMIT_BURST: u32 = 120;
+/// `repository_id` of the hot repository.
+const HOT_REPOSITORY_ID: &str = "999000999";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -333,11 +348,13 @@ enum Kind {
     Unsigned,
     UnknownKid,
     PolicyDenied,
+    /// A valid token of the hot repository.
+    HotRepository,
 }
 
 /// Kinds by weight, out of 100.
-const MIX: [(Kind, u32); 9] = [
-    (Kind::Valid, 50),
+const MIX: [(Kind, u32); 10] = [
+    (Kind::Valid, 47),
     (Kind::Replay, 10),
     (Kind::WrongAudience, 6),
     (Kind::Expired, 6),
@@ -346,6 +363,7 @@ const MIX: [(Kind, u32); 9] = [
     (Kind::Unsigned, 3),
     (Kind::UnknownKid, 6),
     (Kind::PolicyDenied, 8),
+    (Kind::HotRepository, 3),
 ];
 
 impl Kind {
@@ -360,10 +378,11 @@ impl Kind {
         Kind::Valid
     }
 
-    /// The refusal a token of this kind must get (status, code); `None` for valid.
+    /// The refusal a token of this kind must get (status, code); `None` for
+    /// valid tokens.
     fn refusal(self) -> Option<(u16, &'static str)> {
         match self {
-            Kind::Valid => None,
+            Kind::Valid | Kind::HotRepository => None,
             Kind::Replay | Kind::PolicyDenied => Some((403, "forbidden")),
             Kind::WrongAudience
             | Kind::Expired
@@ -401,9 +420,20 @@ fn b64_json(value: &Value) -> String {
 }
 
 impl Minter {
-    fn claims(&self) -> Value {
+    fn claims(&self, hot: bool) -> Value {
         let iat = unix_now();
-        let repo = format!("ourorg/service-{}", rand::rng().random_range(0..40));
+        let number = rand::rng().random_range(0..REPOSITORIES);
+        let (repo, repository_id) = if hot {
+            (
+                "ourorg/hot-repository".to_owned(),
+                HOT_REPOSITORY_ID.to_owned(),
+            )
+        } else {
+            (
+                format!("ourorg/service-{number}"),
+                (800_000_000 + number).to_string(),
+            )
+        };
         let run_id: u64 = rand::rng().random_range(10_000_000_000..20_000_000_000);
         json!({
             "jti": uuid::Uuid::new_v4().to_string(),
@@ -414,7 +444,7 @@ impl Minter {
             "repository": repo,
             "repository_owner": "ourorg",
             "repository_owner_id": "1234567",
-            "repository_id": "811223344",
+            "repository_id": repository_id,
             "run_id": run_id.to_string(),
             "run_attempt": "1",
             "check_run_id": (run_id + 7).to_string(),
@@ -438,14 +468,16 @@ impl Minter {
     /// A token of `kind` (for [`Kind::Replay`] the caller supplies the token).
     fn mint(&self, kind: Kind) -> anyhow::Result<String> {
         let header_a = json!({"alg": "RS256", "kid": KID_A, "typ": "JWT"});
-        let mut claims = self.claims();
+        let mut claims = self.claims(kind == Kind::HotRepository);
         let set = |claims: &mut Value, name: &str, value: Value| {
             if let Some(object) = claims.as_object_mut() {
                 object.insert(name.to_owned(), value);
             }
         };
         match kind {
-            Kind::Valid | Kind::Replay => self.sign(&header_a, &claims, &self.key_a),
+            Kind::Valid | Kind::Replay | Kind::HotRepository => {
+                self.sign(&header_a, &claims, &self.key_a)
+            }
             Kind::WrongAudience => {
                 set(&mut claims, "aud", json!("https://github.com/evilorg"));
                 self.sign(&header_a, &claims, &self.key_a)
@@ -532,6 +564,8 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 request_timeout_seconds = {deadline}
 max_concurrent_requests = 1024
+rate_limit_per_repository_per_minute = {RATE_LIMIT_PER_MINUTE}
+rate_limit_burst = {RATE_LIMIT_BURST}
 
 [[issuers]]
 issuer = "{issuer}"
@@ -771,6 +805,8 @@ struct Report {
     hard: u64,
     issued: u64,
     healthy_valid: u64,
+    /// Hot repository: answered, let through the limiter, limit.
+    hot: (usize, usize, f64),
 }
 
 fn judge(
@@ -799,7 +835,7 @@ fn judge(
         let all_healthy = states
             .iter()
             .all(|state| *state == (JwksFault::Healthy, StsFault::Healthy));
-        if outcome.kind == Kind::Valid && sts_healthy {
+        if matches!(outcome.kind, Kind::Valid | Kind::HotRepository) && sts_healthy {
             report.healthy_valid += 1;
         }
         let tolerable = outcome.status == Some(503) && outcome.code == "unavailable";
@@ -823,6 +859,11 @@ fn judge(
                 "no answer within the deadline + 5 s ({:.1} s)",
                 outcome.answered.duration_since(outcome.sent).as_secs_f64()
             )),
+            (Some(429), None) if outcome.kind == Kind::HotRepository => {
+                if outcome.code != "rate_limited" {
+                    problems.push("429 without rate_limited".to_owned());
+                }
+            }
             (Some(_), None) if sts_healthy => {
                 problems.push("a valid token refused while the STS was healthy".to_owned());
             }
@@ -854,6 +895,33 @@ fn judge(
             report.wrong.push(format!(
                 "t={at:7.2}s {:?}: {label}: {problem} (faults in window: {states:?})",
                 outcome.kind
+            ));
+        }
+    }
+    // The limiter: what it let through (anything but a 429) of the hot
+    // repository, against its burst plus its rate since the first request.
+    let hot: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.kind == Kind::HotRepository && outcome.status.is_some())
+        .collect();
+    if let Some(first) = hot.first() {
+        let span = hot
+            .iter()
+            .map(|outcome| outcome.answered.duration_since(first.sent))
+            .max()
+            .unwrap_or_default();
+        let allowed = f64::from(RATE_LIMIT_BURST)
+            + f64::from(RATE_LIMIT_PER_MINUTE) / 60.0 * span.as_secs_f64()
+            + 1.0;
+        let through = hot
+            .iter()
+            .filter(|outcome| outcome.status != Some(429))
+            .count();
+        report.hot = (hot.len(), through, allowed);
+        if through as f64 > allowed {
+            report.hard += 1;
+            report.wrong.push(format!(
+                "HARD: the rate limiter let {through} requests of the hot repository through, at most {allowed:.0} allowed"
             ));
         }
     }
@@ -1035,6 +1103,10 @@ async fn main() -> anyhow::Result<()> {
         "valid requests sent in STS-healthy windows: {}",
         report.healthy_valid
     );
+    println!(
+        "hot repository: {} answered, {} let through the rate limiter (at most {:.0} allowed)",
+        report.hot.0, report.hot.1, report.hot.2
+    );
     println!("\nanswers by kind (status code: count):");
     let mut current = None;
     for ((kind, label), count) in &report.by_kind {
@@ -1085,6 +1157,7 @@ async fn main() -> anyhow::Result<()> {
                 "ci_replay_rejections_total",
                 "ci_token_rejections_total",
                 "ci_opa_policy_denials_total",
+                "ci_rate_limited_total",
                 "ci_http_requests_total{route=\"/issue\"",
             ]
             .iter()

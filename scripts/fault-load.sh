@@ -9,7 +9,8 @@
 # fault switches (JWKS 500 / hang / garbage; STS Throttling / 500 / AccessDenied /
 # hang) and the broker binary against them, then sends valid, replayed,
 # wrong-audience, expired, tampered, foreign-key, unsigned, unknown-kid and
-# policy-denied tokens to POST /issue.
+# policy-denied tokens to POST /issue, and one repository faster than its rate
+# limit allows.
 #
 # It measures correctness under faults, not throughput (benches/ does that):
 # requests sent, credentials issued, refusals by kind, status and error code,
