@@ -35,7 +35,7 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ReplayStoreKind, ServerConfig};
+use crate::config::{Config, ServerConfig};
 use crate::jwks::JwksCache;
 use crate::metrics::Metrics;
 use crate::policy::LoadedPolicy;
@@ -94,14 +94,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
     let sts = StsClient::new(&config.sts, options.aws_credentials, metrics.clone())
         .await
         .context("cannot build the STS client")?;
-    let replay = match config.replay.store {
-        ReplayStoreKind::Memory => ReplayStore::memory(config.replay.max_entries),
-        ReplayStoreKind::Redis => {
-            let url = config.replay.redis_url.as_deref().unwrap_or_default();
-            let timeout = Duration::from_millis(config.replay.redis_timeout_ms);
-            ReplayStore::redis(url, config.replay.redis_pool_size, timeout)?
-        }
-    };
+    let replay = ReplayStore::from_config(&config.replay)?;
     let tls = match config.server.tls_files() {
         Some(files) => Some(
             tls::TlsListener::load(files, config.server.header_read_timeout())

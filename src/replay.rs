@@ -5,6 +5,16 @@
 //! requests with the same token, exactly one sees `Fresh` — in process via
 //! moka's entry API, across replicas via Redis `SET key 1 NX PX ttl`.
 //!
+//! With Redis, every replica also keeps its own in-process marks in front of
+//! it (the same bounded moka cache as the memory store). A token this replica
+//! has already admitted is refused without asking Redis, so replay protection
+//! on one replica survives what Redis alone would not: with `fail_open` during
+//! an outage (otherwise every retry of one token would be issued), and a Redis
+//! that lost its data (a restart without persistence, a failover to a lagging
+//! replica). Across replicas Redis still decides. When Redis cannot answer and
+//! the broker fails closed, the local mark is dropped again: nothing was
+//! issued, and the caller's retry must not be taken for a replay.
+//!
 //! Every Redis operation runs under one deadline (pool wait, connect and
 //! command together); an error or timeout is reported as `ReplayError` and the
 //! caller fails closed unless configured otherwise.
@@ -12,6 +22,8 @@
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
+
+use crate::config::{ReplayConfig, ReplayStoreKind};
 
 /// Outcome of marking a token as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,24 +39,39 @@ pub enum Mark {
 #[error("replay store unavailable: {0}")]
 pub struct ReplayError(pub String);
 
+/// In-process marks: key → time to live.
+type LocalMarks = moka::sync::Cache<[u8; 32], Duration>;
+
 /// Where used token ids live.
 #[derive(Clone)]
 pub enum ReplayStore {
     /// In process (one replica).
-    Memory(moka::sync::Cache<[u8; 32], Duration>),
-    /// Shared Redis (several replicas).
+    Memory(LocalMarks),
+    /// Shared Redis (several replicas), behind this replica's own marks.
     Redis(RedisStore),
 }
 
-/// A pooled Redis client with a deadline on every operation.
+/// A pooled Redis client with a deadline on every operation, and this
+/// replica's own marks in front of it.
 #[derive(Clone)]
 pub struct RedisStore {
     pool: deadpool_redis::Pool,
     timeout: Duration,
+    local: LocalMarks,
+    /// The caller issues when Redis cannot answer: keep the local mark then.
+    fail_open: bool,
 }
 
 /// Prefix of every key the broker writes, so a shared Redis stays readable.
 const REDIS_KEY_PREFIX: &str = "attestation-broker:replay:";
+
+/// Local marks of a Redis store built by [`ReplayStore::redis`].
+const DEFAULT_LOCAL_ENTRIES: u64 = 1_000_000;
+
+/// Shortest time a mark is kept, ms: a token at the edge of its validity
+/// still gets a mark that outlives the request.
+const MIN_TTL_MILLIS: u64 = 1000;
+const MIN_TTL: Duration = Duration::from_millis(MIN_TTL_MILLIS);
 
 impl std::fmt::Debug for ReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +98,23 @@ impl RedisStore {
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| ReplayError(format!("no answer within {} ms", self.timeout.as_millis())))?
+    }
+
+    /// `SET key 1 NX PX ttl`: whether this call set the key.
+    async fn set_once(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, ReplayError> {
+        let millis = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(MIN_TTL_MILLIS);
+        let mut command = redis::cmd("SET");
+        command
+            .arg(redis_key(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis);
+        // SET … NX answers OK when it set the key and nil when the key existed.
+        let set: Option<String> = self.run(command).await?;
+        Ok(set.is_some())
     }
 }
 
@@ -100,20 +144,53 @@ fn entry_key(issuer: &str, jti: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+fn local_marks(max_entries: u64) -> LocalMarks {
+    moka::sync::Cache::builder()
+        .max_capacity(max_entries)
+        .expire_after(PerEntryTtl)
+        .build()
+}
+
+/// Marks `key` in `local`; true when this call made the mark.
+fn mark_local(local: &LocalMarks, key: [u8; 32], ttl: Duration) -> bool {
+    local.entry(key).or_insert(ttl.max(MIN_TTL)).is_fresh()
+}
+
 impl ReplayStore {
-    /// An in-process store remembering at most `max_entries` tokens.
-    pub fn memory(max_entries: u64) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(PerEntryTtl)
-            .build();
-        ReplayStore::Memory(cache)
+    /// The store `[replay]` asks for.
+    pub fn from_config(config: &ReplayConfig) -> Result<Self, ReplayError> {
+        match config.store {
+            ReplayStoreKind::Memory => Ok(Self::memory(config.max_entries)),
+            ReplayStoreKind::Redis => Self::redis_with(
+                config.redis_url.as_deref().unwrap_or_default(),
+                config.redis_pool_size,
+                Duration::from_millis(config.redis_timeout_ms),
+                config.max_entries,
+                config.fail_open,
+            ),
+        }
     }
 
-    /// A Redis store at `url` with at most `pool_size` connections; every
-    /// operation (pool wait, connect, command) must finish within `timeout`.
-    /// Connections are made lazily: an unreachable Redis shows in readiness.
+    /// An in-process store remembering at most `max_entries` tokens.
+    pub fn memory(max_entries: u64) -> Self {
+        ReplayStore::Memory(local_marks(max_entries))
+    }
+
+    /// A Redis store at `url` with at most `pool_size` connections, failing
+    /// closed; every operation (pool wait, connect, command) must finish
+    /// within `timeout`. Connections are made lazily: an unreachable Redis
+    /// shows in readiness.
     pub fn redis(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, ReplayError> {
+        Self::redis_with(url, pool_size, timeout, DEFAULT_LOCAL_ENTRIES, false)
+    }
+
+    fn redis_with(
+        url: &str,
+        pool_size: usize,
+        timeout: Duration,
+        local_entries: u64,
+        fail_open: bool,
+    ) -> Result<Self, ReplayError> {
         let mut config = deadpool_redis::Config::from_url(url);
         let mut pool = deadpool_redis::PoolConfig::new(pool_size);
         pool.timeouts = deadpool_redis::Timeouts {
@@ -125,37 +202,43 @@ impl ReplayStore {
         let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|err| ReplayError(format!("invalid Redis configuration: {err}")))?;
-        Ok(ReplayStore::Redis(RedisStore { pool, timeout }))
+        Ok(ReplayStore::Redis(RedisStore {
+            pool,
+            timeout,
+            local: local_marks(local_entries),
+            fail_open,
+        }))
     }
 
     /// Marks `(issuer, jti)` used for `ttl`; tells whether it was already used.
     pub async fn mark(&self, issuer: &str, jti: &str, ttl: Duration) -> Result<Mark, ReplayError> {
         let key = entry_key(issuer, jti);
         match self {
-            ReplayStore::Memory(cache) => {
-                let entry = cache.entry(key).or_insert(ttl.max(Duration::from_secs(1)));
-                Ok(if entry.is_fresh() {
-                    Mark::Fresh
-                } else {
-                    Mark::Replayed
-                })
-            }
+            ReplayStore::Memory(cache) => Ok(if mark_local(cache, key, ttl) {
+                Mark::Fresh
+            } else {
+                Mark::Replayed
+            }),
             ReplayStore::Redis(store) => {
-                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
-                let mut command = redis::cmd("SET");
-                command
-                    .arg(redis_key(&key))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis);
-                // SET … NX answers OK when it set the key and nil when the key existed.
-                let set: Option<String> = store.run(command).await?;
-                Ok(if set.is_some() {
-                    Mark::Fresh
-                } else {
-                    Mark::Replayed
-                })
+                if !mark_local(&store.local, key, ttl) {
+                    return Ok(Mark::Replayed);
+                }
+                match store.set_once(&key, ttl).await {
+                    Ok(true) => Ok(Mark::Fresh),
+                    Ok(false) => {
+                        // Admitted by another replica: Redis stays the authority for
+                        // it, so that replica's release frees it here too.
+                        store.local.invalidate(&key);
+                        Ok(Mark::Replayed)
+                    }
+                    Err(err) => {
+                        if !store.fail_open {
+                            // The caller answers 503 and issues nothing.
+                            store.local.invalidate(&key);
+                        }
+                        Err(err)
+                    }
+                }
             }
         }
     }
@@ -170,6 +253,7 @@ impl ReplayStore {
                 Ok(())
             }
             ReplayStore::Redis(store) => {
+                store.local.invalidate(&key);
                 let mut command = redis::cmd("DEL");
                 command.arg(redis_key(&key));
                 let _removed: i64 = store.run(command).await?;
@@ -290,27 +374,34 @@ mod tests {
                 second.clone()
             };
             tasks.push(tokio::spawn(async move {
+                let mark = store
+                    .mark("iss", "shared", Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                (store, mark)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (store, mark) = task.await.unwrap();
+            if mark == Mark::Fresh {
+                winners.push(store);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one client may see a fresh token");
+        // The replica that admitted the token releases it (its STS call failed):
+        // then any replica may admit it again.
+        winners[0].release("iss", "shared").await.unwrap();
+        for store in [&second, &first] {
+            assert_eq!(
                 store
                     .mark("iss", "shared", Duration::from_secs(60))
                     .await
-                    .unwrap()
-            }));
+                    .unwrap(),
+                Mark::Fresh
+            );
+            store.release("iss", "shared").await.unwrap();
         }
-        let mut fresh = 0;
-        for task in tasks {
-            if task.await.unwrap() == Mark::Fresh {
-                fresh += 1;
-            }
-        }
-        assert_eq!(fresh, 1, "exactly one client may see a fresh token");
-        second.release("iss", "shared").await.unwrap();
-        assert_eq!(
-            first
-                .mark("iss", "shared", Duration::from_secs(60))
-                .await
-                .unwrap(),
-            Mark::Fresh
-        );
 
         server.child.kill().unwrap();
         server.child.wait().unwrap();
@@ -321,6 +412,69 @@ mod tests {
                 .is_err()
         );
         assert!(!first.healthy().await);
+    }
+
+    /// A Redis URL nothing listens on.
+    fn unreachable_redis_url() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn fail_open_keeps_the_local_mark_so_a_replica_still_refuses_replays() {
+        let store = ReplayStore::redis_with(
+            &unreachable_redis_url(),
+            2,
+            Duration::from_millis(200),
+            100,
+            true,
+        )
+        .unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(store.mark("iss", "a", ttl).await.is_err(), "Redis is down");
+        assert_eq!(
+            store.mark("iss", "a", ttl).await.unwrap(),
+            Mark::Replayed,
+            "issued once while failing open: a second use on this replica is a replay"
+        );
+        store.release("iss", "a").await.unwrap_err();
+        assert!(
+            store.mark("iss", "a", ttl).await.is_err(),
+            "released locally even though Redis could not be told"
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_closed_drops_the_local_mark_so_a_retry_is_not_a_replay() {
+        let store =
+            ReplayStore::redis(&unreachable_redis_url(), 2, Duration::from_millis(200)).unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(store.mark("iss", "a", ttl).await.is_err());
+        assert!(
+            store.mark("iss", "a", ttl).await.is_err(),
+            "nothing was issued: the retry must reach Redis again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_remembers_its_marks_when_redis_loses_its_data() {
+        let mut server = RedisServer::start();
+        let store = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
+        let ttl = Duration::from_secs(60);
+        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Fresh);
+        let mut flush = redis::cmd("FLUSHALL");
+        flush.arg("SYNC");
+        let _: String = match &store {
+            ReplayStore::Redis(redis) => redis.run(flush).await.unwrap(),
+            ReplayStore::Memory(_) => unreachable!(),
+        };
+        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Replayed);
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
     }
 
     #[test]

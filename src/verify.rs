@@ -247,6 +247,47 @@ impl Verifier {
     }
 }
 
+/// Fuzzing entry point, not API: the checks of [`Verifier::verify`] in the
+/// same order, with the key looked up in `keys` (one issuer) instead of the
+/// JWKS cache, so `fuzz/` can drive the whole verification path offline.
+#[doc(hidden)]
+pub fn fuzz_verify_offline(
+    raw: &str,
+    keys: &[(String, VerifyingKey)],
+    issuer: &str,
+    audiences: &[String],
+    algorithms: &[Algorithm],
+    leeway: u64,
+    now: u64,
+) -> Result<VerifiedClaims, VerifyError> {
+    let (header, payload) = split_unverified(raw)?;
+    let algorithm = parse_algorithm(&header.alg)
+        .ok()
+        .filter(|algorithm| algorithms.contains(algorithm))
+        .ok_or(VerifyError::AlgorithmNotAccepted)?;
+    let kid = header
+        .kid
+        .filter(|kid| !kid.is_empty())
+        .ok_or(VerifyError::MissingKeyId)?;
+    if kid.len() > MAX_KID_LEN {
+        return Err(VerifyError::Malformed("kid too long"));
+    }
+    let claimed = payload
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(VerifyError::MissingClaim("iss"))?;
+    if claimed != issuer {
+        return Err(VerifyError::UntrustedIssuer);
+    }
+    let key = keys
+        .iter()
+        .find(|(known, _)| *known == kid)
+        .map(|(_, key)| key)
+        .ok_or(VerifyError::UnknownKeyId)?;
+    let verified = verify_signature(raw, key, algorithm)?;
+    check_claims(verified, issuer, audiences, leeway, now, raw)
+}
+
 /// Splits a compact JWS and decodes header and payload without verifying.
 fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), VerifyError> {
     if raw.len() > MAX_TOKEN_BYTES {

@@ -402,6 +402,35 @@ fn parse_request(headers: &HeaderMap, bytes: &Bytes) -> Result<IssueRequest, Api
     Ok(request)
 }
 
+/// Fuzzing entry point, not API: decodes a `POST /issue` request as the
+/// handler does (`?format=`, body, token choice, binding against a fixed
+/// GitHub-shaped claim set) without a server, so `fuzz/` can drive it.
+#[doc(hidden)]
+pub fn fuzz_decode_issue_request(
+    query: Option<&str>,
+    content_type: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Option<&'static str>, ApiError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::AUTHORIZATION, authorization),
+    ] {
+        if let Some(value) = value.and_then(|value| HeaderValue::from_bytes(value).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    parse_format(query)?;
+    let request = parse_request(&headers, &Bytes::copy_from_slice(body))?;
+    pick_token(&headers, request.oidc_token.as_deref())?;
+    let mut claims = ClaimSet::default();
+    claims.insert("repository", "ourorg/widget-service");
+    claims.insert("sha", "d6f1e2c3b4a5968778695a4b3c2d1e0f9a8b7c6d");
+    claims.insert("check_run_id", "72463523102");
+    Ok(binding_mismatch(&request, &claims))
+}
+
 /// The token from the body or the `Authorization: Bearer` header; both at
 /// once must agree.
 fn pick_token(headers: &HeaderMap, from_body: Option<&str>) -> Result<SecretString, ApiError> {

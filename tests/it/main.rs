@@ -43,6 +43,8 @@ mod rejections;
 #[cfg(test)]
 mod replay;
 #[cfg(test)]
+mod replay_redis;
+#[cfg(test)]
 mod shutdown;
 #[cfg(test)]
 mod sts_failures;

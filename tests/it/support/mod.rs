@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod jwks;
+pub mod redis;
 pub mod sts;
 pub mod tokens;
 
