@@ -519,6 +519,9 @@ runner_environment = "self-hosted"
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 max_concurrent_requests = 4096
+# Every bench token comes from one repository: the per-repository limit would
+# measure the limiter, not the issuance path.
+rate_limit_per_repository_per_minute = 0
 
 [[issuers]]
 issuer = "{issuer}"
