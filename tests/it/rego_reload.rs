@@ -128,8 +128,10 @@ async fn the_policy_reloads_on_change_and_keeps_the_old_one_on_error() {
         spec.set("policy.reload_seconds", 1);
     })
     .await;
-    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
-    let first_version = field(&h.broker.audit_events()[0], "policy_version").unwrap();
+    let first = h.issue_token(&h.token().build(), json!({})).await;
+    assert_issued(&first);
+    let first_event = h.broker.wait_for_audit(&first.request_id()).await;
+    let first_version = field(&first_event, "policy_version").unwrap();
 
     // Narrow the policy: only release branches.
     std::fs::write(
