@@ -125,7 +125,7 @@ impl App {
         if self.watch_policy {
             let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
             let config = self.state.config.policy.clone();
-            tokio::spawn(reload::PolicyWatcher::new(self.state.clone(), config).run(interval));
+            reload::PolicyWatcher::new(self.state.clone(), config).spawn(interval);
         }
         if let Some(tls) = &self.tls {
             let interval = Duration::from_secs(self.state.config.server.tls_reload_seconds);

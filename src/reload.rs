@@ -121,44 +121,75 @@ impl PolicyWatcher {
         ReloadOutcome::Failed { reason }
     }
 
-    /// Runs forever: reloads on SIGHUP and every `interval` (when not zero).
-    pub async fn run(mut self, interval: Duration) {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = (!interval.is_zero()).then(|| {
-            let mut tick = tokio::time::interval(interval);
+    /// Reloads on SIGHUP and every `interval` (when not zero), in a task. The
+    /// SIGHUP handler is installed before this returns, so a SIGHUP sent once
+    /// the broker announced itself is never the default (fatal) one.
+    pub fn spawn(mut self, interval: Duration) {
+        let mut trigger = ReloadTrigger::new(interval);
+        tokio::spawn(async move {
+            loop {
+                let force = trigger.next().await;
+                if force {
+                    tracing::info!(policy.file = %self.config.file.display(), "SIGHUP: reloading the policy");
+                }
+                self.reload(force);
+            }
+        });
+    }
+}
+
+/// What wakes a file watcher: SIGHUP (a forced reload) or its polling interval.
+/// Shared by the policy and the TLS certificate watchers; each installs its
+/// own SIGHUP handler, and tokio delivers the signal to every one.
+#[derive(Debug)]
+pub struct ReloadTrigger {
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+    tick: Option<tokio::time::Interval>,
+}
+
+impl ReloadTrigger {
+    /// Installs the SIGHUP handler now (so a SIGHUP is never the default,
+    /// fatal one once this returns); polls every `interval`, first one
+    /// `interval` from now; 0 turns polling off.
+    pub fn new(interval: Duration) -> Self {
+        let tick = (!interval.is_zero()).then(|| {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick
         });
-        loop {
-            let polled = async {
-                match tick.as_mut() {
-                    Some(tick) => {
-                        tick.tick().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
+        Self {
             #[cfg(unix)]
-            let signalled = async {
-                match hangup.as_mut() {
-                    Some(hangup) => {
-                        hangup.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            tick,
+        }
+    }
+
+    /// Waits for the next trigger; `true` when it was SIGHUP.
+    pub async fn next(&mut self) -> bool {
+        let polled = async {
+            match self.tick.as_mut() {
+                Some(tick) => {
+                    tick.tick().await;
                 }
-            };
-            #[cfg(not(unix))]
-            let signalled = std::future::pending::<()>();
-            let force = tokio::select! {
-                () = polled => false,
-                () = signalled => true,
-            };
-            if force {
-                tracing::info!(policy.file = %self.config.file.display(), "SIGHUP: reloading the policy");
+                None => std::future::pending::<()>().await,
             }
-            self.reload(force);
+        };
+        #[cfg(unix)]
+        let signalled = async {
+            match self.hangup.as_mut() {
+                Some(hangup) => {
+                    hangup.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        tokio::select! {
+            () = polled => false,
+            () = signalled => true,
         }
     }
 }

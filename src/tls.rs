@@ -358,40 +358,10 @@ impl TlsWatcher {
     /// The SIGHUP handler is installed before this returns, so a SIGHUP sent
     /// once the broker announced itself is never the default (fatal) one.
     pub fn spawn(mut self, interval: Duration) {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = (!interval.is_zero()).then(|| {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick
-        });
+        let mut trigger = crate::reload::ReloadTrigger::new(interval);
         tokio::spawn(async move {
             loop {
-                let polled = async {
-                    match tick.as_mut() {
-                        Some(tick) => {
-                            tick.tick().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(unix)]
-                let signalled = async {
-                    match hangup.as_mut() {
-                        Some(hangup) => {
-                            hangup.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let signalled = std::future::pending::<()>();
-                let force = tokio::select! {
-                    () = polled => false,
-                    () = signalled => true,
-                };
+                let force = trigger.next().await;
                 if force {
                     tracing::info!(tls.cert = %self.files.cert.display(), "SIGHUP: reloading the TLS certificate");
                 }
