@@ -38,4 +38,14 @@ step "shipping kit: scripts/check-deploy.sh (manifests, alerts, dashboard, Docke
 ./scripts/check-deploy.sh
 
 step "cargo test --locked"
-cargo test --locked --all-targets
+log=$(mktemp)
+set +e
+cargo test --locked --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one summary per test target).
+totals=$(grep -E '^test result: ' "$log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/' |
+  awk '{p += $1; f += $2} END {printf "%d passed, %d failed", p, f}')
+rm -f "$log"
+printf '\ntests: %s\n' "$totals"
+exit "$status"
