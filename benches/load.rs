@@ -53,7 +53,6 @@ use std::time::{Duration, Instant};
 
 use attestation_broker::dev::{
     DevIssuer, DevIssuerHandle, FAKE_ACCESS_KEY_PREFIX, FakeSts, FakeStsHandle, TokenRequest,
-    dev_owner_id, dev_repository_id,
 };
 use axum::body::Bytes;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
@@ -492,26 +491,8 @@ async fn bind_loopback() -> TcpListener {
 
 /// Writes the broker's configuration and policy; returns the config path.
 fn write_config(dir: &Path, issuer: &DevIssuerHandle, sts: &FakeStsHandle) -> PathBuf {
-    let owner = REPOSITORY.split('/').next().unwrap_or_default();
-    // The shape of `attestation-broker dev`'s demo policy: one role bound by ids.
-    let policy = format!(
-        r#"[[roles]]
-name = "bench"
-role_arn = "arn:aws:iam::000000000000:role/attestation-broker-bench"
-duration_seconds = 900
-
-[[roles.allow]]
-repository_owner_id = "{owner_id}"
-repository_id = "{repository_id}"
-ref = "refs/heads/**"
-event_name = ["push", "workflow_dispatch"]
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#,
-        owner_id = dev_owner_id(owner),
-        repository_id = dev_repository_id(REPOSITORY),
-    );
+    // The same policy `attestation-broker dev` serves: one role bound by ids.
+    let policy = attestation_broker::cli::dev::demo_policy(REPOSITORY);
     let policy_path = dir.join("policy.toml");
     std::fs::write(&policy_path, policy).expect("write policy");
     let config = format!(

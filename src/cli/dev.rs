@@ -37,8 +37,8 @@ pub struct DevArgs {
 }
 
 /// The demo policy: one role, bound by ids to the chosen repository, from its
-/// branches only, never from a self-hosted runner.
-fn demo_policy(repository: &str) -> String {
+/// branches only, never from a self-hosted runner. The load benchmark uses it too.
+pub fn demo_policy(repository: &str) -> String {
     let owner = repository.split('/').next().unwrap_or_default();
     format!(
         r#"# attestation-broker dev: demo policy (built in).
