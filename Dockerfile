@@ -12,6 +12,10 @@
 # example configuration. Pin both base images by digest in your pipeline.
 
 FROM rust:1.95-bookworm AS build
+# The source revision shown by ci_build_info{revision}. The build context has
+# no .git, so pass it: docker build --build-arg BROKER_GIT_REVISION="$(git rev-parse HEAD)" .
+# Without it the label says "unknown".
+ARG BROKER_GIT_REVISION=unknown
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -30,6 +34,7 @@ COPY config/ /etc/attestation-broker/
 # the copy shipped here (any BROKER_SECTION__KEY can be overridden the same way).
 ENV BROKER_POLICY__FILE=/etc/attestation-broker/policy.toml
 USER 65532:65532
-# 8443: POST /issue (terminate TLS in front). 9090: /metrics, /healthz, /readyz.
+# 8443: POST /issue (TLS with server.tls_cert/tls_key, or terminated in front).
+# 9090: /metrics, /healthz, /readyz.
 EXPOSE 8443 9090
 ENTRYPOINT ["/usr/local/bin/attestation-broker", "serve", "--config", "/etc/attestation-broker/broker.toml"]

@@ -273,9 +273,7 @@ impl JwksCache {
                 .ok()
                 .and_then(|state| state.last_success)
                 .map(|at| at.elapsed().as_secs());
-            self.0
-                .metrics
-                .set_jwks_age(index, age.unwrap_or(u64::MAX / 2));
+            self.0.metrics.set_jwks_age(index, age);
         }
         self.0.keys.run_pending_tasks();
         self.0

@@ -88,6 +88,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
             policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
     }
     metrics.set_policy_version(policy.version());
+    metrics.register_roles(policy.rules.roles().iter().map(|role| role.name.as_str()));
     let jwks = JwksCache::new(&config.issuers, &config.jwks, metrics.clone())
         .context("cannot build the JWKS client")?;
     let verifier = Verifier::new(&config, jwks);

@@ -1,10 +1,16 @@
-//! Prometheus metrics. The names are a contract (DESIGN.md): dashboards and
-//! alerts depend on them. Every label takes its values from a closed set or a
-//! policy role name (bounded by the policy file), never from a request.
+//! Prometheus metrics. The names are a contract: dashboards and alerts depend
+//! on them. Every label takes its values from a closed set or a policy role
+//! name (bounded by the policy file), never from a request.
+//!
+//! Every labelled counter whose label values form a closed set is exported at
+//! 0 for each value from start-up (and per-role series for every role of the
+//! loaded policy): `increase()` and `rate()` only see a step between two
+//! samples, so a series that first appears already at 1 would never fire an
+//! alert.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -15,6 +21,51 @@ use prometheus::{
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// `ci_token_rejections_total{reason}`: every `VerifyError::reason_code`.
+pub const TOKEN_REJECTION_REASONS: &[&str] = &[
+    "malformed",
+    "algorithm",
+    "missing_kid",
+    "issuer",
+    "unknown_kid",
+    "signature",
+    "audience",
+    "expired",
+    "not_yet_valid",
+    "issued_in_future",
+    "missing_claim",
+    "lifetime",
+    "keys_unavailable",
+];
+/// `ci_sts_errors_total{kind}`: every `StsError::kind`.
+pub const STS_ERROR_KINDS: &[&str] = &["throttled", "timeout", "denied", "other"];
+/// `ci_binding_mismatches_total{field}`: the request fields bound to the token.
+pub const BINDING_FIELDS: &[&str] = &["repo", "sha", "job_id"];
+/// `ci_jwks_refresh_total{result}`.
+pub const JWKS_REFRESH_RESULTS: &[&str] = &["ok", "error", "unchanged"];
+/// `ci_policy_reloads_total{result}` and `ci_tls_reloads_total{result}`.
+pub const RELOAD_RESULTS: &[&str] = &["ok", "error"];
+/// `ci_rate_limited_total{scope}`.
+pub const RATE_LIMIT_SCOPES: &[&str] = &["repository", "global"];
+/// The statuses `POST /issue` answers with (the API's status map), exported
+/// for `ci_http_requests_total{route="/issue"}` from start-up so that a 5xx
+/// ratio has a denominator and numerator from the first scrape. (431 is
+/// answered by the HTTP layer before any route is matched.)
+pub const ISSUE_STATUSES: &[&str] = &[
+    "200", "400", "401", "403", "405", "413", "415", "429", "500", "503",
+];
+/// The role label of a policy denial that matched no role.
+pub const NO_ROLE: &str = "none";
+
+/// The build's source revision: `BROKER_GIT_REVISION` at compile time (the
+/// Dockerfile passes it as a build argument), `unknown` without it.
+fn build_revision() -> &'static str {
+    match option_env!("BROKER_GIT_REVISION") {
+        Some(revision) if !revision.trim().is_empty() => revision.trim(),
+        _ => "unknown",
+    }
+}
 
 /// All metrics of one broker instance, in a private registry.
 #[derive(Clone)]
@@ -34,6 +85,8 @@ struct Inner {
     jwks_refresh: IntCounterVec,
     jwks_keys: IntGauge,
     jwks_key_age: IntGaugeVec,
+    jwks_last_success: IntGaugeVec,
+    ready: IntGauge,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     policy_info: IntGaugeVec,
@@ -111,6 +164,26 @@ impl Metrics {
         registry.register(Box::new(replay_store_errors.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
         registry.register(Box::new(jwks_keys.clone()))?;
+        let ready = IntGauge::new(
+            "ci_ready",
+            "1 while the instance would answer /readyz with 200, else 0",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        let build_info = gauge_vec(
+            r,
+            "ci_build_info",
+            "Always 1; the labels name the running build",
+            &["version", "revision"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), build_revision()])
+            .set(1);
+        // CPU, memory, open file descriptors and start time of this process
+        // (`process_*`), read from /proc; Linux only.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let inner = Inner {
             creds_issued: counter_vec(r, "ci_creds_issued_total", "Credentials issued", &["role"])?,
             creds_expired: counter_vec(
@@ -148,7 +221,13 @@ impl Metrics {
             jwks_key_age: gauge_vec(
                 r,
                 "ci_jwks_last_success_age_seconds",
-                "Seconds since the issuer's JWKS was last fetched successfully",
+                "Seconds since the issuer's JWKS was last fetched successfully; absent before the first success",
+                &["issuer_index"],
+            )?,
+            jwks_last_success: gauge_vec(
+                r,
+                "ci_jwks_last_success_timestamp_seconds",
+                "Unix time of the issuer's last successful JWKS fetch; 0 before the first success",
                 &["issuer_index"],
             )?,
             http_requests: counter_vec(
@@ -186,14 +265,46 @@ impl Metrics {
             replay_rejections,
             replay_store_errors,
             jwks_keys,
+            ready,
             registry,
             live: Mutex::new(BTreeMap::new()),
         };
-        // Both series exist from the start, so alerts on their rate see 0, not "no data".
-        for scope in ["repository", "global"] {
-            inner.rate_limited.with_label_values(&[scope]);
+        // Every closed label value exists from the start, at 0.
+        let touch = |vec: &IntCounterVec, values: &[&str]| {
+            for value in values {
+                vec.with_label_values(&[value]);
+            }
+        };
+        touch(&inner.token_rejections, TOKEN_REJECTION_REASONS);
+        touch(&inner.sts_errors, STS_ERROR_KINDS);
+        touch(&inner.binding_mismatches, BINDING_FIELDS);
+        touch(&inner.jwks_refresh, JWKS_REFRESH_RESULTS);
+        touch(&inner.policy_reloads, RELOAD_RESULTS);
+        touch(&inner.tls_reloads, RELOAD_RESULTS);
+        touch(&inner.rate_limited, RATE_LIMIT_SCOPES);
+        touch(&inner.policy_denials, &[NO_ROLE]);
+        for status in ISSUE_STATUSES {
+            inner.http_requests.with_label_values(&["/issue", status]);
         }
+        inner.http_duration.with_label_values(&["/issue"]);
         Ok(Self(Arc::new(inner)))
+    }
+
+    /// Exports the per-role series of every role of a loaded policy at 0
+    /// (issued, expired, active, denials). Series of roles a reload removed
+    /// stay: counters must not go backwards.
+    pub fn register_roles<'a>(&self, roles: impl IntoIterator<Item = &'a str>) {
+        for role in roles {
+            self.0.creds_issued.with_label_values(&[role]);
+            self.0.creds_expired.with_label_values(&[role]);
+            self.0.creds_active.with_label_values(&[role]);
+            self.0.policy_denials.with_label_values(&[role]);
+        }
+    }
+
+    /// Whether the instance is ready (what `/readyz` answers), as 1 or 0.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.set(i64::from(ready));
     }
 
     /// Records an issued credential for `role` that expires at `expiration`.
@@ -278,12 +389,35 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Age of an issuer's last good JWKS (issuer by its index in the config).
-    pub fn set_jwks_age(&self, issuer_index: usize, seconds: u64) {
-        self.0
-            .jwks_key_age
-            .with_label_values(&[&issuer_index.to_string()])
-            .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    /// Age of an issuer's last good JWKS (issuer by its index in the config),
+    /// `None` before the first success. Exported twice: as the Unix time of
+    /// that success (0 before it), which graphs and alerts can use as is, and
+    /// as an age in seconds, which is left out until there is one (an age of
+    /// "never" has no honest number).
+    pub fn set_jwks_age(&self, issuer_index: usize, age_seconds: Option<u64>) {
+        let index = issuer_index.to_string();
+        let labels = [index.as_str()];
+        match age_seconds {
+            Some(seconds) => {
+                let at = SystemTime::now()
+                    .checked_sub(Duration::from_secs(seconds))
+                    .map_or(0, unix_seconds);
+                self.0
+                    .jwks_last_success
+                    .with_label_values(&labels)
+                    .set(i64::try_from(at).unwrap_or(i64::MAX));
+                self.0
+                    .jwks_key_age
+                    .with_label_values(&labels)
+                    .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.0.jwks_last_success.with_label_values(&labels).set(0);
+                // No age without a success; an error here only means the
+                // series was not there.
+                let _ = self.0.jwks_key_age.remove_label_values(&labels);
+            }
+        }
     }
 
     /// An HTTP response on a route template.
@@ -334,35 +468,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn issued_credentials_move_from_active_to_expired() {
-        let metrics = Metrics::new().unwrap();
-        let now = SystemTime::now();
-        metrics.credential_issued("deploy", now + Duration::from_secs(900));
-        metrics.credential_issued("deploy", now + Duration::from_secs(1800));
-        metrics.expire_credentials(now + Duration::from_secs(1000));
-        let text = metrics.render();
-        assert!(
-            text.contains("ci_creds_issued_total{role=\"deploy\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ci_creds_expired_total{role=\"deploy\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ci_creds_active{role=\"deploy\"} 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn two_instances_do_not_collide() {
-        assert!(Metrics::new().is_ok());
-        assert!(Metrics::new().is_ok());
-    }
-}
+mod tests;

@@ -78,6 +78,9 @@ impl AppState {
     /// Replaces the policy for requests that start from now on.
     pub fn replace_policy(&self, policy: PolicySet) {
         self.0.metrics.set_policy_version(policy.version());
+        self.0
+            .metrics
+            .register_roles(policy.rules.roles().iter().map(|role| role.name.as_str()));
         let mut slot = match self.0.policy.write() {
             Ok(slot) => slot,
             Err(poisoned) => poisoned.into_inner(),

@@ -21,16 +21,8 @@ pub async fn healthz() -> Response {
 /// not draining. The body names the failing checks; this listener is not
 /// exposed outside the cluster.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let mut failing = Vec::new();
-    if state.shutting_down() {
-        failing.push("shutting_down");
-    }
-    if !state.verifier.jwks().ready() {
-        failing.push("jwks");
-    }
-    if !state.config.replay.fail_open && !state.replay.healthy().await {
-        failing.push("replay_store");
-    }
+    let failing = failing_checks(&state).await;
+    state.metrics.set_ready(failing.is_empty());
     let policy = state.policy();
     if failing.is_empty() {
         let body = serde_json::json!({"status": "ready", "policy_version": policy.version()});
@@ -41,9 +33,29 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text exposition.
+/// The readiness checks that fail right now (none: ready).
+async fn failing_checks(state: &AppState) -> Vec<&'static str> {
+    let mut failing = Vec::new();
+    if state.shutting_down() {
+        failing.push("shutting_down");
+    }
+    if !state.verifier.jwks().ready() {
+        failing.push("jwks");
+    }
+    if !state.config.replay.fail_open && !state.replay.healthy().await {
+        failing.push("replay_store");
+    }
+    failing
+}
+
+/// Prometheus text exposition. `ci_ready` is evaluated afresh for each
+/// scrape, with the same checks as `/readyz`: a pod the readiness probe takes
+/// out of the Service is still scraped (Prometheus discovers not-ready
+/// endpoints too) and reports 0.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.verifier.jwks().record_ages();
+    let ready = failing_checks(&state).await.is_empty();
+    state.metrics.set_ready(ready);
     (
         StatusCode::OK,
         [(

@@ -207,7 +207,7 @@ async fn success_sends_role_duration_name_and_tags() {
 
     let text = metrics.render();
     assert!(text.contains("ci_sts_latency_seconds_count 1"), "{text}");
-    assert!(!text.contains("ci_sts_errors_total{"), "{text}");
+    assert_no_sts_errors(&text);
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn throttling_is_retried_by_the_sdk() {
     assert!(issued.is_ok(), "{issued:?}");
     assert_eq!(script.calls(), 3);
     let text = metrics.render();
-    assert!(!text.contains("ci_sts_errors_total{"), "{text}");
+    assert_no_sts_errors(&text);
 }
 
 #[tokio::test]
@@ -489,4 +489,14 @@ fn endpoint_keeps_paths_but_drops_a_bare_slash() {
         endpoint_string(&parse("https://sts.example/p/")),
         "https://sts.example/p/"
     );
+}
+
+/// Every `ci_sts_errors_total` series (all exported from start-up) is 0.
+fn assert_no_sts_errors(text: &str) {
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("ci_sts_errors_total{"))
+        .collect();
+    assert_eq!(series.len(), 4, "{text}");
+    assert!(series.iter().all(|line| line.ends_with(" 0")), "{text}");
 }
