@@ -4,13 +4,15 @@
 #   - every built-in object validates strictly against the Kubernetes 1.32
 #     schemas (kubernetes-validate: unknown fields are errors);
 #   - scripts/check_deploy.py checks what schemas cannot (config copies equal
-#     config/, hardening, ports/probes/grace period against config/broker.toml,
-#     selectors, metric names against src/metrics.rs, runbook anchors, the
-#     dashboard, Dockerfile, example workflow and composite action);
+#     config/, hardening, ports/probes/preStop/grace period against
+#     config/broker.toml, selectors, no replica count where an HPA owns it,
+#     network knobs, metric names against src/metrics.rs, absolute runbook
+#     URLs and their anchors, the dashboard, files named by the docs,
+#     Dockerfile, example workflow and composite action);
 #   - `attestation-broker check-config` loads the shipped configuration with
 #     each render's BROKER_* overrides, as the pod would;
 #   - promtool checks the alert rules and runs their unit tests
-#     (deploy/tests/alerts.test.yaml);
+#     (deploy/tests/alerts.test.yaml, including series absent at first);
 #   - hadolint lints the Dockerfile.
 # Tools come pinned from PyPI into .venv (scripts/requirements-deploy.txt) and,
 # for promtool, from Debian's `prometheus` package, of which only the promtool

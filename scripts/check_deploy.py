@@ -5,9 +5,12 @@ Usage: check_deploy.py RENDER_DIR OUT_DIR
 
 RENDER_DIR holds `base.yaml` and `ha.yaml` (kustomize output). The script
 checks what schema validation cannot: that the manifests agree with each other
-and with the broker (ports, probes, grace period, metric names, config
-copies), that the hardening is all there, that alerts and dashboard use only
-metrics the broker exports, and that every alert has a runbook section. It
+and with the broker (ports, probes, preStop and grace period, metric names,
+config copies), that the hardening is all there, that no Deployment an
+autoscaler owns sets its replica count, that alerts and dashboard use only
+metrics the broker exports, that every alert has an absolute runbook URL whose
+anchor is a section of docs/operations.md, and that every repository file the
+docs name exists. It
 writes OUT_DIR/rules.yaml (the PrometheusRule's groups, for `promtool check
 rules`) and OUT_DIR/rules-for-tests.yaml (the same without annotations, for
 `promtool test rules`), and OUT_DIR/{base,ha}.env (the pod's BROKER_*
@@ -26,7 +29,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROBLEMS: list[str] = []
 
-# DESIGN.md's metric contract plus the extra gauges/counters the broker exports.
+# The metric contract plus the extra gauges/counters the broker exports.
 REQUIRED_DASHBOARD_METRICS = {
     "ci_creds_issued_total",
     "ci_opa_policy_denials_total",
@@ -36,15 +39,29 @@ REQUIRED_DASHBOARD_METRICS = {
     "ci_jwks_last_success_age_seconds",
     "ci_http_request_duration_seconds",
     "ci_creds_active",
+    "ci_ready",
+    "ci_http_requests_total",
+    "ci_rate_limited_total",
 }
 REQUIRED_ALERTS = {
     "AttestationBrokerIssuanceDrop": "ci_creds_issued_total",
     "AttestationBrokerPolicyDenialsHigh": "ci_opa_policy_denials_total",
     "AttestationBrokerStsLatencyHigh": "ci_sts_latency_seconds",
-    "AttestationBrokerJwksStale": "ci_jwks_last_success_age_seconds",
+    "AttestationBrokerJwksStale": "ci_jwks_last_success_timestamp_seconds",
+    "AttestationBrokerJwksStaleCritical": "ci_jwks_last_success_timestamp_seconds",
     "AttestationBrokerJwksRefreshErrors": "ci_jwks_refresh_total",
     "AttestationBrokerReplayStoreErrors": "ci_replay_store_errors_total",
+    "AttestationBrokerPolicyReloadFailed": "ci_policy_reloads_total",
+    "AttestationBrokerReplicaNotReady": "ci_ready",
+    "AttestationBrokerNoReadyReplica": "ci_ready",
+    "AttestationBrokerIssueErrorRatioHigh": "ci_http_requests_total",
+    "AttestationBrokerRateLimited": "ci_rate_limited_total",
 }
+#: Seconds the preStop sleep must at least last (endpoint removal propagates
+#: to kube-proxy, ingress controllers and meshes asynchronously).
+MIN_PRESTOP_SECONDS = 5
+#: Seconds the process needs to exit after the drain grace.
+EXIT_MARGIN_SECONDS = 5
 CONFIG_DIR = "/etc/attestation-broker"
 ENTRYPOINT = '["/usr/local/bin/attestation-broker", "serve", "--config", "/etc/attestation-broker/broker.toml"]'
 
@@ -106,11 +123,12 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
     service = one(objects, "Service", where)
     account = one(objects, "ServiceAccount", where)
     configmap = one(objects, "ConfigMap", where)
-    netpol = one(objects, "NetworkPolicy", where)
+    netpols = [obj for (kind, _), obj in objects.items() if kind == "NetworkPolicy"]
+    check(bool(netpols), f"{where}: no NetworkPolicy")
     monitor = one(objects, "ServiceMonitor", where)
     pdb = one(objects, "PodDisruptionBudget", where)
     one(objects, "PrometheusRule", where)
-    if not (deployment and service and account and configmap and netpol and monitor and pdb):
+    if not (deployment and service and account and configmap and netpols and monitor and pdb):
         return
     namespaces = {obj["metadata"].get("namespace") for (kind, _), obj in objects.items() if kind != "Namespace"}
     check(namespaces == {"attestation-broker"}, f"{where}: objects outside namespace attestation-broker: {namespaces}")
@@ -124,8 +142,14 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
     check(role_arn.startswith("arn:aws:iam::"), f"{where}: ServiceAccount lacks the IRSA annotation eks.amazonaws.com/role-arn")
 
     grace = broker_config.get("server", {}).get("shutdown_grace_seconds", 20)
-    check(spec.get("terminationGracePeriodSeconds", 30) > grace,
-          f"{where}: terminationGracePeriodSeconds must exceed server.shutdown_grace_seconds ({grace})")
+    pre_stop = spec["containers"][0].get("lifecycle", {}).get("preStop", {})
+    sleep = pre_stop.get("sleep", {}).get("seconds", 0)
+    check(sleep >= MIN_PRESTOP_SECONDS and set(pre_stop) == {"sleep"},
+          f"{where}: the container needs a preStop `sleep` action of at least {MIN_PRESTOP_SECONDS} s (no shell in the image)")
+    needed = sleep + grace + EXIT_MARGIN_SECONDS
+    check(spec.get("terminationGracePeriodSeconds", 30) >= needed,
+          f"{where}: terminationGracePeriodSeconds must cover preStop ({sleep} s) + "
+          f"server.shutdown_grace_seconds ({grace} s) + {EXIT_MARGIN_SECONDS} s = {needed} s")
     pod_sc = spec.get("securityContext", {})
     check(pod_sc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot must be true")
     check(pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile must be RuntimeDefault")
@@ -189,25 +213,56 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
               f"{where}: ServiceMonitor must scrape /metrics on the admin port")
     check(selects(pdb["spec"]["selector"]["matchLabels"], pod_labels), f"{where}: PodDisruptionBudget selector misses the pods")
 
-    check(selects(netpol["spec"]["podSelector"]["matchLabels"], pod_labels), f"{where}: NetworkPolicy misses the pods")
-    check(set(netpol["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{where}: NetworkPolicy must cover Ingress and Egress")
-    ingress_ports = {p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]}
+    policy_types = set()
+    ingress_rules, egress_rules = [], []
+    for netpol in netpols:
+        name_ = netpol["metadata"]["name"]
+        check(selects(netpol["spec"]["podSelector"]["matchLabels"], pod_labels), f"{where}: NetworkPolicy {name_} misses the pods")
+        check(bool(netpol["spec"].get("policyTypes")), f"{where}: NetworkPolicy {name_} must list its policyTypes")
+        policy_types |= set(netpol["spec"].get("policyTypes", []))
+        ingress_rules += netpol["spec"].get("ingress", [])
+        egress_rules += netpol["spec"].get("egress", [])
+    check(policy_types == {"Ingress", "Egress"}, f"{where}: the NetworkPolicies must cover Ingress and Egress")
+    ingress_ports = {p["port"] for rule in ingress_rules for p in rule["ports"]}
     check(ingress_ports == {listen_port, admin_port}, f"{where}: NetworkPolicy ingress ports {ingress_ports}")
-    for rule in netpol["spec"]["ingress"]:
+    for rule in ingress_rules:
         check(bool(rule.get("from")), f"{where}: an ingress rule admits every source")
-    egress_ports = {p["port"] for rule in netpol["spec"]["egress"] for p in rule["ports"]}
+        for peer in rule.get("from", []):
+            names = peer.get("namespaceSelector", {}).get("matchLabels", {})
+            if {p["port"] for p in rule["ports"]} == {admin_port}:
+                check("kubernetes.io/metadata.name" in names,
+                      f"{where}: the admin port must admit a namespace by its kubernetes.io/metadata.name label")
+    egress_ports = {p["port"] for rule in egress_rules for p in rule["ports"]}
+    https_cidrs = {peer["ipBlock"]["cidr"] for rule in egress_rules if {p["port"] for p in rule["ports"]} == {443}
+                   for peer in rule.get("to", []) if "ipBlock" in peer}
+    check(https_cidrs == {"0.0.0.0/0", "::/0"}, f"{where}: egress 443 must allow IPv4 and IPv6 (got {sorted(https_cidrs)})")
+    dns_peers = [peer for rule in egress_rules if {p["port"] for p in rule["ports"]} == {53}
+                 for peer in rule.get("to", [])]
+    check({"TCP", "UDP"} == {p.get("protocol", "TCP") for rule in egress_rules for p in rule["ports"] if p["port"] == 53},
+          f"{where}: DNS egress must allow port 53 over UDP and TCP")
+    check(any(peer.get("ipBlock", {}).get("cidr") == "169.254.20.10/32" for peer in dns_peers),
+          f"{where}: DNS egress must reach NodeLocal DNSCache (169.254.20.10)")
 
     write_env_file(name, container.get("env", []))
 
     replicas = deployment["spec"].get("replicas")
     store = env.get("BROKER_REPLAY__STORE", {}).get("value", broker_config.get("replay", {}).get("store", "memory"))
     hpas = [obj for (kind, _), obj in objects.items() if kind == "HorizontalPodAutoscaler"]
+    # `kubectl apply` of a manifest with spec.replicas resets whatever the
+    # autoscaler chose, on every apply.
+    for hpa in hpas:
+        target = hpa["spec"]["scaleTargetRef"]
+        for (kind, obj_name), obj in objects.items():
+            if kind == target["kind"] and obj_name == target["name"]:
+                check("replicas" not in obj["spec"],
+                      f"{where}: {kind} {obj_name} sets spec.replicas but HorizontalPodAutoscaler "
+                      f"{hpa['metadata']['name']} owns the count (every apply would reset it)")
     if name == "base":
         check(replicas == 1 and store == "memory", f"{where}: the base runs one replica with the memory replay store")
         check(not hpas, f"{where}: no autoscaler with the memory replay store")
         check(egress_ports == {53, 443}, f"{where}: egress ports {egress_ports} must be DNS and 443")
     else:
-        check(replicas == 3, f"{where}: the ha overlay runs 3 replicas")
+        check(replicas is None, f"{where}: the ha overlay leaves the replica count to the HPA")
         check(store == "redis", f"{where}: several replicas need BROKER_REPLAY__STORE=redis")
         redis_url = env.get("BROKER_REPLAY__REDIS_URL", {})
         check("secretKeyRef" in redis_url.get("valueFrom", {}), f"{where}: the Redis URL must come from a Secret")
@@ -256,7 +311,7 @@ def anchors(markdown: str) -> set[str]:
     return slugs
 
 
-def check_rules(objects: dict, known: set[str], out: pathlib.Path) -> None:
+def check_rules(objects: dict, known: set[str], out: pathlib.Path, where: str = "ha render") -> None:
     rule = one(objects, "PrometheusRule", "PrometheusRule")
     if not rule:
         return
@@ -265,6 +320,7 @@ def check_rules(objects: dict, known: set[str], out: pathlib.Path) -> None:
     doc_anchors = anchors(docs.read_text()) if docs.exists() else set()
     check(docs.exists(), "docs/operations.md is missing (alert runbooks)")
     alerts = {}
+    bases: set[str] = set()
     for group in groups:
         for item in group["rules"]:
             name = item.get("alert") or item.get("record")
@@ -272,10 +328,13 @@ def check_rules(objects: dict, known: set[str], out: pathlib.Path) -> None:
             if "alert" in item:
                 alerts[name] = used
                 check(item.get("labels", {}).get("severity") in ("warning", "critical"), f"alert {name}: severity label")
-                runbook = item.get("annotations", {}).get("runbook", "")
-                anchor = runbook.partition("#")[2]
-                check(runbook.startswith("docs/operations.md#") and anchor in doc_anchors,
-                      f"alert {name}: runbook {runbook!r} has no section in docs/operations.md")
+                runbook = item.get("annotations", {}).get("runbook_url", "")
+                base, _, anchor = runbook.partition("#")
+                check(re.fullmatch(r"https://[^\s#]+", base) is not None and anchor in doc_anchors,
+                      f"{where}: alert {name}: runbook_url {runbook!r} must be an absolute https URL "
+                      f"whose #anchor is a section of docs/operations.md")
+                bases.add(base)
+    check(len(bases) <= 1, f"{where}: the runbook URLs do not share one base (the kustomize replacement missed some): {sorted(bases)}")
     for name, metric in REQUIRED_ALERTS.items():
         check(metric in alerts.get(name, set()), f"alert {name} on {metric} is missing")
     (out / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
@@ -305,6 +364,29 @@ def check_dashboard(known: set[str]) -> None:
     for metric in sorted(REQUIRED_DASHBOARD_METRICS - used):
         problem(f"dashboard: no panel shows {metric}")
     check(dashboard.get("uid") and dashboard.get("title"), "dashboard: uid and title are required")
+
+
+#: Top-level directories of the repository: a doc token starting with one of
+#: them names a repository path.
+REPO_DIRS = ("scripts", "src", "docs", "deploy", "config", "tests", "examples", "fuzz", "benches", ".ci")
+#: Paths the docs name that tools create (they are not in the repository).
+GENERATED_PATHS = {"fuzz/artifacts"}
+
+
+def check_doc_paths() -> None:
+    """Every repository path README.md and docs/*.md name (in `code` or as a
+    relative link) exists."""
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        names = re.findall(r"`([^`\s]+)`", text) + re.findall(r"\]\(([^)#\s]+)", text)
+        for name in names:
+            path = name.removeprefix("./").split("#")[0].rstrip("/")
+            if not re.fullmatch(r"(%s)(/[\w.-]+)*" % "|".join(re.escape(d) for d in REPO_DIRS), path):
+                continue
+            if path in GENERATED_PATHS:
+                continue
+            exists = (ROOT / path).exists() or (doc.parent / path).exists()
+            check(exists, f"{doc.relative_to(ROOT)}: names {name}, which is not in the repository")
 
 
 def check_dockerfile() -> None:
@@ -385,6 +467,7 @@ def main() -> int:
     check_dashboard(known)
     check_dockerfile()
     check_workflows()
+    check_doc_paths()
     for text in PROBLEMS:
         print(f"check-deploy: {text}", file=sys.stderr)
     if not PROBLEMS:
