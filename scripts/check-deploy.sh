@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates the shipping kit without a cluster or a Docker engine:
-#   - kustomize renders deploy/base and deploy/overlays/ha (kubectl kustomize);
+#   - kustomize renders deploy/base, deploy/overlays/ha and deploy/tests/knobs
+#     (an overlay applying every knob docs/operations.md documents);
 #   - every built-in object validates strictly against the Kubernetes 1.32
 #     schemas (kubernetes-validate: unknown fields are errors);
 #   - scripts/check_deploy.py checks what schemas cannot (config copies equal
@@ -71,9 +72,11 @@ trap 'rm -rf "$tmp"' EXIT
 
 "$venv/bin/kubectl" kustomize deploy/base >"$tmp/base.yaml"
 "$venv/bin/kubectl" kustomize deploy/overlays/ha >"$tmp/ha.yaml"
-say "kustomize: base and overlays/ha render"
+# The documented overlay knobs (network, preStop, runbook links), applied to ha.
+"$venv/bin/kubectl" kustomize deploy/tests/knobs >"$tmp/knobs.yaml"
+say "kustomize: base, overlays/ha and tests/knobs render"
 
-for render in base ha; do
+for render in base ha knobs; do
   # The Prometheus Operator kinds have no built-in schema: kubernetes-validate
   # warns about them, and check_deploy.py and promtool cover them.
   "$venv/bin/kubernetes-validate" --strict --quiet --no-warn -k 1.32.0 "$tmp/$render.yaml"

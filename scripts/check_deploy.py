@@ -3,7 +3,8 @@
 
 Usage: check_deploy.py RENDER_DIR OUT_DIR
 
-RENDER_DIR holds `base.yaml` and `ha.yaml` (kustomize output). The script
+RENDER_DIR holds `base.yaml`, `ha.yaml` and `knobs.yaml` (kustomize output of
+deploy/base, deploy/overlays/ha and deploy/tests/knobs). The script
 checks what schema validation cannot: that the manifests agree with each other
 and with the broker (ports, probes, preStop and grace period, metric names,
 config copies), that the hardening is all there, that no Deployment an
@@ -273,6 +274,29 @@ def check_render(name: str, objects: dict, broker_config: dict) -> None:
             check(hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"], f"{where}: HPA targets another object")
 
 
+def check_knobs(objects: dict) -> None:
+    """deploy/tests/knobs: the overlay changes documented in docs/operations.md
+    take effect."""
+    where = "knobs render"
+    policies = {name: obj for (kind, name), obj in objects.items() if kind == "NetworkPolicy"}
+    admin = policies.get("attestation-broker-admin", {}).get("spec", {})
+    sources = [peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+               for rule in admin.get("ingress", []) for peer in rule.get("from", [])]
+    check(sources == ["observability"], f"{where}: the admin port admits {sources}, not the observability namespace")
+    dns = policies.get("attestation-broker-dns", {}).get("spec", {})
+    cidrs = {peer["ipBlock"]["cidr"] for rule in dns.get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer}
+    check(cidrs == {"169.254.20.10/32", "10.100.0.10/32"}, f"{where}: DNS egress addresses {sorted(cidrs)}")
+    deployment = one(objects, "Deployment", where)
+    if deployment:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        check("lifecycle" not in container, f"{where}: the preStop hook was not removed")
+    rule = one(objects, "PrometheusRule", where)
+    urls = [item.get("annotations", {}).get("runbook_url", "") for group in rule.get("spec", {}).get("groups", [])
+            for item in group["rules"] if "alert" in item]
+    wanted = "https://git.example.internal/platform/attestation-broker/blob/v0.1.0/docs/operations.md#"
+    check(bool(urls) and all(url.startswith(wanted) for url in urls), f"{where}: runbook links not rebased: {urls[:2]}")
+
+
 OUT_DIR = pathlib.Path(".")
 #: Stand-ins for values the cluster provides from Secrets.
 SECRET_STAND_INS = {"BROKER_REPLAY__REDIS_URL": "redis://127.0.0.1:6379"}
@@ -464,6 +488,9 @@ def main() -> int:
     for name, objects in renders.items():
         check_render(name, objects, broker_config)
     check_rules(renders["ha"], known, out_dir)
+    knobs = render_dir / "knobs.yaml"
+    if check(knobs.exists(), f"{knobs} is missing (render deploy/tests/knobs)"):
+        check_knobs(load_render(knobs))
     check_dashboard(known)
     check_dockerfile()
     check_workflows()
