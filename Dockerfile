@@ -30,8 +30,9 @@ LABEL org.opencontainers.image.title="attestation-broker" \
 COPY --from=build /out/attestation-broker /usr/local/bin/attestation-broker
 # The example configuration; in Kubernetes a ConfigMap is mounted over it.
 COPY config/ /etc/attestation-broker/
-# broker.toml names the policy relative to the repository root; point it at
-# the copy shipped here (any BROKER_SECTION__KEY can be overridden the same way).
+# broker.toml names policy.toml next to itself; the explicit path keeps the
+# shipped policy when another --config is given (any BROKER_SECTION__KEY can be
+# overridden the same way).
 ENV BROKER_POLICY__FILE=/etc/attestation-broker/policy.toml
 USER 65532:65532
 # 8443: POST /issue (TLS with server.tls_cert/tls_key, or terminated in front).

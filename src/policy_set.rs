@@ -5,7 +5,7 @@
 //! another. The version (a hash over both texts) is what `ci_policy_info`
 //! and every audit event report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::Digest;
 
@@ -121,16 +121,4 @@ pub fn watched_files(config: &PolicyConfig) -> Vec<PathBuf> {
     let mut files = vec![config.file.clone()];
     files.extend(config.rego.clone());
     files
-}
-
-/// Resolves a path from `[policy]` like the rules file: working directory first,
-/// then the configuration file's directory.
-pub fn resolve(path: &Path, config_path: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        return path.to_path_buf();
-    }
-    match config_path.parent() {
-        Some(dir) if dir.join(path).exists() => dir.join(path),
-        _ => path.to_path_buf(),
-    }
 }

@@ -18,6 +18,7 @@ use crate::policy::Policy;
 use crate::{AppOptions, telemetry};
 
 use super::EXIT_CONFIG;
+use super::output::{report, write_stdout};
 
 /// `dev` arguments.
 #[derive(Debug, Args)]
@@ -93,7 +94,7 @@ pub async fn run(args: DevArgs) -> ExitCode {
         ("--admin-listen", args.admin_listen),
     ] {
         if !addr.ip().is_loopback() {
-            eprintln!(
+            report!(
                 "error: {flag} {addr}: `dev` binds loopback addresses only (127.0.0.1 or ::1); its keys and credentials are fake"
             );
             return ExitCode::from(EXIT_CONFIG);
@@ -102,7 +103,7 @@ pub async fn run(args: DevArgs) -> ExitCode {
     match start(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            report!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -138,21 +139,33 @@ async fn start(args: DevArgs) -> anyhow::Result<()> {
 
 fn announce(public: SocketAddr, admin: SocketAddr, token_url: &str, repository: &str) {
     let mint = format!("{token_url}?repository={repository}");
-    println!();
-    println!(
-        "attestation-broker dev is running (development issuer and fake STS; nothing here is real)."
-    );
-    println!("  broker:  http://{public}/issue");
-    println!("  metrics: http://{admin}/metrics   ready: http://{admin}/readyz");
-    println!("  mint a token for {repository}: curl -s '{mint}'");
-    println!();
-    println!("Full issuance:");
-    println!(
-        "  curl -s -X POST http://{public}/issue -H \"Authorization: Bearer $(curl -s '{mint}' | sed -E 's/.*\"value\":\"([^\"]*)\".*/\\1/')\""
-    );
-    println!();
-    println!(
-        "A repository the demo policy does not allow gets 403: replace repository={repository} with another owner/name."
-    );
-    println!();
+    // The banner only informs: when nobody reads stdout the demo keeps serving.
+    let written = write_stdout(|out| {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "attestation-broker dev is running (development issuer and fake STS; nothing here is real)."
+        )?;
+        writeln!(out, "  broker:  http://{public}/issue")?;
+        writeln!(
+            out,
+            "  metrics: http://{admin}/metrics   ready: http://{admin}/readyz"
+        )?;
+        writeln!(out, "  mint a token for {repository}: curl -s '{mint}'")?;
+        writeln!(out)?;
+        writeln!(out, "Full issuance:")?;
+        writeln!(
+            out,
+            "  curl -s -X POST http://{public}/issue -H \"Authorization: Bearer $(curl -s '{mint}' | sed -E 's/.*\"value\":\"([^\"]*)\".*/\\1/')\""
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "A repository the demo policy does not allow gets 403: replace repository={repository} with another owner/name."
+        )?;
+        writeln!(out)
+    });
+    if let Err(err) = written {
+        report!("warning: cannot print the banner: {err}");
+    }
 }

@@ -9,12 +9,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod dev;
+pub mod output;
 pub mod policy;
 pub mod token;
 
 use crate::config::Config;
 use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
+use output::{emit, report};
 
 /// Exit code for a bad configuration or policy (EX_CONFIG-style usage error, sysexits 64).
 pub const EXIT_CONFIG: u8 = 64;
@@ -73,7 +75,7 @@ pub fn process_env() -> BTreeMap<String, String> {
 /// Loads the configuration or prints every problem and returns the exit code.
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path, &process_env()).map_err(|err| {
-        eprintln!("configuration error:\n{err}");
+        report!("configuration error:\n{err}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -87,50 +89,56 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
     let (policy, warnings) = match PolicySet::load(&config.policy) {
         Ok(loaded) => loaded,
         Err(err) => {
-            eprintln!("policy error:\n{err}");
+            report!("policy error:\n{err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    println!("configuration: {} (ok)", path.display());
-    println!(
-        "policy: {} (version {})",
-        config.policy.file.display(),
-        policy.version()
-    );
-    if let Some(rego) = &config.policy.rego {
-        println!(
-            "rego: {} (query {})",
-            rego.display(),
-            config.policy.rego_query
-        );
-    }
-    for issuer in &config.issuers {
-        println!(
-            "issuer: {} audiences={}",
-            issuer.issuer,
-            issuer.audiences.join(",")
-        );
-    }
-    println!("roles:");
-    for role in policy.rules.roles() {
-        println!(
-            "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
-            role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
-        );
-    }
-    for warning in &warnings {
-        let place = [
-            Some(warning.role.as_str()),
-            warning.rule.as_deref(),
-            warning.key.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(".");
-        println!("warning: {place}: {}", warning.message);
-    }
-    ExitCode::SUCCESS
+    emit(ExitCode::SUCCESS, |out| {
+        writeln!(out, "configuration: {} (ok)", path.display())?;
+        writeln!(
+            out,
+            "policy: {} (version {})",
+            config.policy.file.display(),
+            policy.version()
+        )?;
+        if let Some(rego) = &config.policy.rego {
+            writeln!(
+                out,
+                "rego: {} (query {})",
+                rego.display(),
+                config.policy.rego_query
+            )?;
+        }
+        for issuer in &config.issuers {
+            writeln!(
+                out,
+                "issuer: {} audiences={}",
+                issuer.issuer,
+                issuer.audiences.join(",")
+            )?;
+        }
+        writeln!(out, "roles:")?;
+        for role in policy.rules.roles() {
+            writeln!(
+                out,
+                "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
+                role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
+            )?;
+        }
+        for warning in &warnings {
+            let place = [
+                Some(warning.role.as_str()),
+                warning.rule.as_deref(),
+                warning.key.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(".");
+            writeln!(out, "warning: {place}: {}", warning.message)?;
+        }
+        Ok(())
+    })
 }
 
 /// `serve`: run until SIGTERM or Ctrl-C, then drain.
@@ -140,14 +148,14 @@ pub async fn serve(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     if let Err(err) = telemetry::init(config.log.format, &config.log.level) {
-        eprintln!("{err}");
+        report!("{err}");
         return ExitCode::from(EXIT_CONFIG);
     }
     match run(config, AppOptions::default(), |_, _| {}).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "broker failed to start");
-            eprintln!("error: {err:#}");
+            report!("error: {err:#}");
             ExitCode::from(EXIT_CONFIG)
         }
     }

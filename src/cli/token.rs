@@ -5,12 +5,14 @@
 //! of its issue time). With `--jwks FILE` it makes no network call. It never
 //! prints the token itself, only its SHA-256.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use jsonwebtoken::Algorithm;
 
+use crate::cli::output::{emit, report};
 use crate::config::{IssuerConfig, JwksConfig, parse_algorithm};
 use crate::jwks::{JwksCache, VerifyingKey, parse_jwks};
 use crate::metrics::Metrics;
@@ -113,15 +115,15 @@ async fn load_keys(args: &InspectArgs) -> Result<Vec<(String, VerifyingKey)>, St
 pub async fn run(args: InspectArgs) -> ExitCode {
     match inspect_with(&args).await {
         Ok((inspection, digest)) => {
-            print(&inspection, &digest, args.format);
-            if inspection.verified {
+            let code = if inspection.verified {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_REFUSED)
-            }
+            };
+            emit(code, |out| print(out, &inspection, &digest, args.format))
         }
         Err(message) => {
-            eprintln!("error: {message}");
+            report!("error: {message}");
             ExitCode::from(EXIT_INPUT)
         }
     }
@@ -154,29 +156,37 @@ async fn inspect_with(args: &InspectArgs) -> Result<(Inspection, String), String
     Ok((inspect(raw, &rules), token_sha256(raw)))
 }
 
-fn print(inspection: &Inspection, digest: &str, format: OutputFormat) {
+fn print(
+    out: &mut dyn Write,
+    inspection: &Inspection,
+    digest: &str,
+    format: OutputFormat,
+) -> std::io::Result<()> {
     match format {
         OutputFormat::Json => {
             let mut value = serde_json::to_value(inspection).unwrap_or_default();
             if let Some(object) = value.as_object_mut() {
                 object.insert("token_sha256".to_owned(), serde_json::Value::from(digest));
             }
-            println!(
+            writeln!(
+                out,
                 "{}",
                 serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
+            )
         }
         OutputFormat::Text => {
-            println!("token_sha256: {digest}");
-            println!(
+            writeln!(out, "token_sha256: {digest}")?;
+            writeln!(
+                out,
                 "header: {}",
                 serde_json::to_string_pretty(&inspection.header).unwrap_or_default()
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "claims: {}",
                 serde_json::to_string_pretty(&inspection.claims).unwrap_or_default()
-            );
-            println!("checks:");
+            )?;
+            writeln!(out, "checks:")?;
             for check in &inspection.checks {
                 let mark = match check.passed {
                     Some(true) => "ok  ",
@@ -184,19 +194,20 @@ fn print(inspection: &Inspection, digest: &str, format: OutputFormat) {
                     None => "skip",
                 };
                 if check.detail.is_empty() {
-                    println!("  {mark}  {}", check.name);
+                    writeln!(out, "  {mark}  {}", check.name)?;
                 } else {
-                    println!("  {mark}  {}: {}", check.name, check.detail);
+                    writeln!(out, "  {mark}  {}: {}", check.name, check.detail)?;
                 }
             }
-            println!(
+            writeln!(
+                out,
                 "result: {}",
                 if inspection.verified {
                     "verified"
                 } else {
                     "NOT verified"
                 }
-            );
+            )
         }
     }
 }

@@ -4,7 +4,15 @@
 //! Nothing else in the crate reads the environment: the loader takes the
 //! variables as an argument, so tests pass their own map. Unknown keys are
 //! errors (a typo in a ConfigMap must fail), every error names the file, the
-//! key and the reason, and all errors are reported together.
+//! key and the reason, and all errors are reported together: every type error
+//! of the file (see `collect`), then, once every value has its type, every
+//! range and consistency problem.
+//!
+//! File paths in the file are taken relative to the file's own directory, so
+//! a configuration works from any working directory; paths given in `BROKER_*`
+//! variables are taken relative to the working directory, like any other path
+//! typed on a command line. [`Config::file_paths`] lists every key that names
+//! a file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +21,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+mod collect;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "BROKER_";
@@ -39,6 +49,24 @@ impl ConfigError {
         Self {
             problems: vec![format!("{file}: key `{key}`: {reason}")],
         }
+    }
+
+    /// A problem with the file as a whole (unreadable, not TOML): no key.
+    fn whole_file(file: &str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            problems: vec![format!("{file}: {reason}")],
+        }
+    }
+}
+
+/// Where overridden keys came from: dotted key → environment variable.
+type EnvSources = BTreeMap<String, String>;
+
+/// `FILE: key `KEY`: REASON`, naming the variable when the value came from one.
+fn problem_line(file: &str, key: &str, sources: &EnvSources, reason: &str) -> String {
+    match sources.get(key) {
+        Some(name) => format!("{file}: key `{key}` (from environment {name}): {reason}"),
+        None => format!("{file}: key `{key}`: {reason}"),
     }
 }
 
@@ -84,8 +112,9 @@ pub struct ServerConfig {
     /// Admin listener (/metrics, /healthz, /readyz). Default `0.0.0.0:9090`.
     pub admin_listen: SocketAddr,
     /// PEM certificate chain (leaf first) for TLS on the main listener.
-    /// Relative paths are taken from the working directory, then from the
-    /// configuration file's directory.
+    /// Relative paths are taken from the configuration file's directory (from
+    /// the working directory when set by a `BROKER_*` variable); the same
+    /// holds for every path key.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -308,8 +337,9 @@ impl Default for StsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Path of the policy TOML. Relative paths are taken from the working
-    /// directory, then from the configuration file's directory.
+    /// Path of the policy TOML. Relative paths are taken from the
+    /// configuration file's directory (from the working directory when set by
+    /// a `BROKER_*` variable).
     pub file: PathBuf,
     /// How often the file is checked for changes, seconds; 0 turns polling off
     /// (SIGHUP still reloads). Default 5. Polling reads the file through any
@@ -363,25 +393,40 @@ impl Default for LogConfig {
 }
 
 impl Config {
-    /// Reads `path`, applies overrides from `env` and validates the result.
+    /// Reads `path`, applies overrides from `env`, validates the result and
+    /// checks that every file it names exists (and that TLS files load).
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| ConfigError::one(&file, "-", format!("cannot read file: {err}")))?;
-        let mut config = Self::parse(&text, &file, env)?;
-        config.policy.file = crate::policy_set::resolve(&config.policy.file, path);
-        if let Err(err) = std::fs::metadata(&config.policy.file) {
-            let reason = format!("cannot read {}: {err}", config.policy.file.display());
-            return Err(ConfigError::one(&file, "policy.file", reason));
-        }
-        for slot in [
-            &mut config.server.tls_cert,
-            &mut config.server.tls_key,
-            &mut config.server.client_ca,
-        ] {
-            if let Some(tls_path) = slot.as_mut() {
-                *tls_path = crate::policy_set::resolve(tls_path, path);
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::whole_file(&file, format!("cannot read the configuration file: {err}"))
+        })?;
+        let (mut config, sources) = Self::parse_with_sources(&text, &file, env)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut problems = Vec::new();
+        for (key, slot) in config.file_paths() {
+            let Some(slot) = slot else {
+                continue;
+            };
+            let from_env = sources.contains_key(key);
+            let given = slot.clone();
+            if given.is_relative() && !from_env {
+                *slot = base.join(&given);
             }
+            if let Err(err) = std::fs::metadata(&*slot) {
+                let how = match (given.is_relative(), from_env) {
+                    (false, _) => String::new(),
+                    (true, true) => " (relative to the working directory)".to_owned(),
+                    (true, false) => format!(
+                        " ({} relative to the configuration file's directory)",
+                        given.display()
+                    ),
+                };
+                let reason = format!("cannot read {}{how}: {err}", slot.display());
+                problems.push(problem_line(&file, key, &sources, &reason));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
         }
         // A certificate that does not load must stop the start-up (exit 64),
         // not the first TLS handshake.
@@ -390,40 +435,73 @@ impl Config {
         {
             return Err(ConfigError::one(&file, err.config_key(), &err));
         }
-        if let Some(rego) = &config.policy.rego {
-            let rego = crate::policy_set::resolve(rego, path);
-            if let Err(err) = std::fs::metadata(&rego) {
-                let reason = format!("cannot read {}: {err}", rego.display());
-                return Err(ConfigError::one(&file, "policy.rego", reason));
-            }
-            config.policy.rego = Some(rego);
-        }
         Ok(config)
     }
 
-    /// Parses configuration text; `file` names it in errors.
+    /// Every key that names a file, with its value when set. [`Config::load`]
+    /// resolves relative values and checks that each exists; a new file key
+    /// is one more line here.
+    pub fn file_paths(&mut self) -> Vec<(&'static str, Option<&mut PathBuf>)> {
+        vec![
+            ("server.tls_cert", self.server.tls_cert.as_mut()),
+            ("server.tls_key", self.server.tls_key.as_mut()),
+            ("server.client_ca", self.server.client_ca.as_mut()),
+            ("policy.file", Some(&mut self.policy.file)),
+            ("policy.rego", self.policy.rego.as_mut()),
+        ]
+    }
+
+    /// Parses configuration text; `file` names it in errors. Paths are left
+    /// as written.
     pub fn parse(
         text: &str,
         file: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|err| {
-            ConfigError::one(file, "-", format!("not valid TOML: {}", err.message()))
-        })?;
-        apply_env_overrides(&mut table, env, file)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
-                let key = err.path().to_string();
-                ConfigError::one(file, &key, err.into_inner().message())
-            })?;
-        config.validate(file)?;
-        Ok(config)
+        Self::parse_with_sources(text, file, env).map(|(config, _)| config)
     }
 
-    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+    /// [`Config::parse`], also returning which keys the environment set.
+    fn parse_with_sources(
+        text: &str,
+        file: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(Self, EnvSources), ConfigError> {
+        // A syntax error stops here: nothing after it can be read reliably.
+        let mut table: toml::Table = toml::from_str(text).map_err(|err| {
+            let place = err
+                .span()
+                .map(|span| line_column(text, span.start))
+                .map_or(String::new(), |(line, column)| {
+                    format!("line {line}, column {column}: ")
+                });
+            ConfigError::whole_file(file, format!("{place}not valid TOML: {}", err.message()))
+        })?;
+        let (mut problems, sources) = apply_env_overrides(&mut table, env, file);
+        let config =
+            match collect::deserialize_all::<Config>(table) {
+                Ok(config) => Some(config),
+                Err(found) => {
+                    problems.extend(found.iter().map(|problem| {
+                        problem_line(file, &problem.key, &sources, &problem.reason)
+                    }));
+                    None
+                }
+            };
+        match config {
+            Some(config) if problems.is_empty() => {
+                config.validate(file, &sources)?;
+                Ok((config, sources))
+            }
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    fn validate(&self, file: &str, sources: &EnvSources) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let mut problem =
-            |key: String, reason: String| problems.push(format!("{file}: key `{key}`: {reason}"));
+        let mut problem = |key: String, reason: String| {
+            problems.push(problem_line(file, &key, sources, &reason));
+        };
         if self.issuers.is_empty() {
             problem(
                 "issuers".into(),
@@ -687,13 +765,15 @@ fn is_loopback_host(url: &Url) -> bool {
 
 /// Applies `BROKER_SECTION__KEY=value` overrides. Values are read as TOML
 /// (numbers, booleans, arrays) and fall back to a plain string. Array-of-table
-/// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`.
+/// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`. Returns the
+/// overrides that could not be applied and the keys that were.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
     file: &str,
-) -> Result<(), ConfigError> {
+) -> (Vec<String>, EnvSources) {
     let mut problems = Vec::new();
+    let mut sources = EnvSources::new();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -706,18 +786,30 @@ fn apply_env_overrides(
             .map(str::to_ascii_lowercase)
             .collect();
         let value = parse_env_value(raw);
-        if let Err(reason) = set_path(table, &parts, value) {
-            problems.push(format!(
+        let mut key = String::new();
+        match set_path(table, &parts, value, &mut key) {
+            Ok(()) => {
+                sources.insert(key, name.clone());
+            }
+            Err(reason) => problems.push(format!(
                 "{file}: key `{}` (from environment {name}): {reason}",
                 parts.join(".")
-            ));
+            )),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { problems })
-    }
+    (problems, sources)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |current| current.chars().count())
+        + 1;
+    (line, column)
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -730,13 +822,24 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
-fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Result<(), String> {
+/// Sets the value at `parts`; `key` receives its dotted name
+/// (`issuers[0].audiences`), as type errors name it.
+fn set_path(
+    table: &mut toml::Table,
+    parts: &[String],
+    value: toml::Value,
+    key: &mut String,
+) -> Result<(), String> {
     let Some((first, rest)) = parts.split_first() else {
         return Err("empty key".into());
     };
     if first.is_empty() {
         return Err("empty key".into());
     }
+    if !key.is_empty() {
+        key.push('.');
+    }
+    key.push_str(first);
     if rest.is_empty() {
         table.insert(first.clone(), value);
         return Ok(());
@@ -745,7 +848,7 @@ fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Re
         .entry(first.clone())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     match entry {
-        toml::Value::Table(inner) => set_path(inner, rest, value),
+        toml::Value::Table(inner) => set_path(inner, rest, value, key),
         toml::Value::Array(items) => {
             let Some((index, rest)) = rest.split_first() else {
                 return Err("an array section needs an index".into());
@@ -753,8 +856,11 @@ fn set_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Re
             let index: usize = index
                 .parse()
                 .map_err(|_| format!("`{index}` is not an array index"))?;
+            key.push_str(&format!("[{index}]"));
             match items.get_mut(index) {
-                Some(toml::Value::Table(inner)) if !rest.is_empty() => set_path(inner, rest, value),
+                Some(toml::Value::Table(inner)) if !rest.is_empty() => {
+                    set_path(inner, rest, value, key)
+                }
                 Some(_) => Err(format!("cannot set entry {index} of this array")),
                 None => Err(format!("entry {index} does not exist in the file")),
             }

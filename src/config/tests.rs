@@ -238,3 +238,222 @@ fn tls_files_that_do_not_load_stop_the_start_with_file_key_and_reason() {
     let config = Config::load(&config_path, &env(&[])).unwrap();
     assert_eq!(config.server.tls_cert, Some(dir.path().join("tls.crt")));
 }
+
+#[test]
+fn type_errors_in_different_sections_are_all_reported() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nlisten = 5\n[verify]\nleway_seconds = 5\n[replay]\nstore = \"mongo\"\n"
+    );
+    let message = problems(&text, &[]);
+    for line in [
+        "broker.toml: key `replay.store`: unknown variant `mongo`",
+        "broker.toml: key `server.listen`: invalid type: integer `5`",
+        "broker.toml: key `verify.leway_seconds`: unknown field `leway_seconds`",
+    ] {
+        assert!(
+            message.lines().any(|found| found.starts_with(line)),
+            "{line}\nnot in:\n{message}"
+        );
+    }
+    assert_eq!(message.lines().count(), 3, "{message}");
+}
+
+#[test]
+fn several_errors_in_one_section_are_all_reported() {
+    let text = format!(
+        "{MINIMAL}\n[jwks]\nrefresh_seconds = \"soon\"\nmax_body_bytes = -1\ncooldown = 1\n"
+    );
+    let message = problems(&text, &[]);
+    for key in [
+        "jwks.cooldown",
+        "jwks.max_body_bytes",
+        "jwks.refresh_seconds",
+    ] {
+        assert!(
+            message.contains(&format!("broker.toml: key `{key}`: ")),
+            "{key}: {message}"
+        );
+    }
+    assert_eq!(message.lines().count(), 3, "{message}");
+}
+
+#[test]
+fn errors_in_array_sections_keep_the_file_indices() {
+    // issuers[0] lacks `issuer` (it is dropped to carry on), so what is then
+    // the first element is still reported as issuers[1].
+    let text = r#"
+[[issuers]]
+audiences = ["a"]
+
+[[issuers]]
+issuer = "https://b.example.com"
+audiences = [1, "b", 2]
+
+[[issuers]]
+issuer = "https://c.example.com"
+audiences = ["c"]
+jwks = "https://c.example.com/keys"
+
+[policy]
+file = "p.toml"
+"#;
+    let message = problems(text, &[]);
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "one line per problem, and no second line for a dropped entry:\n{message}"
+    );
+    for key in [
+        "issuers[0].issuer",
+        "issuers[1].audiences[0]",
+        "issuers[1].audiences[2]",
+        "issuers[2].jwks",
+    ] {
+        assert!(
+            message.contains(&format!("broker.toml: key `{key}`: ")),
+            "{key}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_section_is_reported_with_the_type_errors() {
+    let text =
+        "[[issuers]]\nissuer = \"https://a\"\naudiences = [\"x\"]\n[server]\nlisten = true\n";
+    let message = problems(text, &[]);
+    assert!(
+        message.contains("broker.toml: key `policy`: missing field `policy`"),
+        "{message}"
+    );
+    assert!(message.contains("key `server.listen`"), "{message}");
+    assert_eq!(message.lines().count(), 2, "{message}");
+    // A section without its required key: one line, at the key.
+    let message = problems(
+        &format!("{MINIMAL}\n[log]\nlevel = 3\n")
+            .replace("file = \"config/policy.toml\"", "reload_seconds = 1"),
+        &[],
+    );
+    assert!(
+        message.contains("broker.toml: key `policy.file`: missing field `file`"),
+        "{message}"
+    );
+    assert!(message.contains("key `log.level`"), "{message}");
+    assert_eq!(message.lines().count(), 2, "{message}");
+}
+
+#[test]
+fn type_errors_name_the_variable_they_came_from() {
+    let message = problems(
+        &format!("{MINIMAL}\n[server]\nlisten = 5\n"),
+        &[
+            ("BROKER_SERVER__ADMIN_LISTEN", "nowhere"),
+            ("BROKER_ISSUERS__0__AUDIENCES", "7"),
+        ],
+    );
+    assert!(
+        message.contains(
+            "broker.toml: key `server.admin_listen` (from environment BROKER_SERVER__ADMIN_LISTEN): invalid socket address"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "broker.toml: key `issuers[0].audiences` (from environment BROKER_ISSUERS__0__AUDIENCES): invalid type"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("broker.toml: key `server.listen`: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_syntax_error_names_line_and_column_and_no_key() {
+    let message = problems("[server]\nlisten = \"127.0.0.1:1\"\nadmin_listen = \n", &[]);
+    assert!(
+        message.starts_with("broker.toml: line 3, column 16: not valid TOML: "),
+        "{message}"
+    );
+    assert!(!message.contains("key `-`"), "{message}");
+}
+
+#[test]
+fn a_missing_configuration_file_is_named_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let message = Config::load(&path, &env(&[])).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}: cannot read the configuration file: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+/// A configuration in its own directory, with a policy file next to it.
+fn config_dir(policy_key: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/policy.toml"), "").unwrap();
+    let path = dir.path().join("broker.toml");
+    std::fs::write(
+        &path,
+        MINIMAL.replace("file = \"config/policy.toml\"", policy_key),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+#[test]
+fn relative_paths_in_the_file_are_taken_from_its_directory() {
+    // `config/policy.toml` also exists relative to the working directory
+    // (the crate root, where the tests run): the file's directory must win.
+    let (dir, path) = config_dir("file = \"config/policy.toml\"");
+    let config = Config::load(&path, &env(&[])).unwrap();
+    assert_eq!(config.policy.file, dir.path().join("config/policy.toml"));
+}
+
+#[test]
+fn relative_paths_from_the_environment_are_taken_from_the_working_directory() {
+    let (_dir, path) = config_dir("file = \"config/policy.toml\"");
+    let config = Config::load(
+        &path,
+        &env(&[("BROKER_POLICY__FILE", "config/policy.toml")]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.policy.file,
+        std::path::Path::new("config/policy.toml")
+    );
+}
+
+#[test]
+fn missing_files_are_all_named_with_the_path_tried() {
+    let (dir, path) = config_dir(
+        "file = \"nope.toml\"\n[server]\ntls_cert = \"/absent/tls.crt\"\ntls_key = \"tls.key\"",
+    );
+    let message = Config::load(&path, &env(&[("BROKER_POLICY__REGO", "absent.rego")]))
+        .unwrap_err()
+        .to_string();
+    let file = path.display();
+    for line in [
+        format!(
+            "{file}: key `policy.file`: cannot read {} (nope.toml relative to the configuration file's directory): No such file",
+            dir.path().join("nope.toml").display()
+        ),
+        format!(
+            "{file}: key `policy.rego` (from environment BROKER_POLICY__REGO): cannot read absent.rego (relative to the working directory): No such file"
+        ),
+        format!("{file}: key `server.tls_cert`: cannot read /absent/tls.crt: No such file"),
+        format!(
+            "{file}: key `server.tls_key`: cannot read {} (tls.key relative to the configuration file's directory): No such file",
+            dir.path().join("tls.key").display()
+        ),
+    ] {
+        assert!(message.contains(&line), "{line}\nnot in:\n{message}");
+    }
+    assert_eq!(message.lines().count(), 4, "{message}");
+}

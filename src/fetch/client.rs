@@ -66,7 +66,7 @@ impl Client {
             let Some(pause) = self.policy.pause_before(attempt + 1, retry_after, deadline) else {
                 return Err(self.give_up(failure, attempt));
             };
-            eprintln!(
+            crate::cli::output::report!(
                 "attestation-broker fetch: attempt {attempt} of {} failed ({}); retrying in {:.1} s",
                 self.policy.max_attempts,
                 describe_failure(&failure),

@@ -149,15 +149,15 @@ pub async fn run(args: FetchArgs, env: &BTreeMap<String, String>) -> ExitCode {
             let in_actions = delivery != Delivery::CredentialProcess
                 && env.get("GITHUB_ACTIONS").map(String::as_str) == Some("true");
             if in_actions {
-                eprintln!(
+                crate::cli::output::report!(
                     "::error title=attestation-broker fetch::{}",
                     escape_command_data(&err.to_string())
                 );
             } else {
-                eprintln!("attestation-broker fetch: error: {err}");
+                crate::cli::output::report!("attestation-broker fetch: error: {err}");
             }
             if let Some(hint) = err.hint() {
-                eprintln!("hint: {hint}");
+                crate::cli::output::report!("hint: {hint}");
             }
             ExitCode::from(err.exit_code())
         }

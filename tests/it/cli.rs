@@ -220,3 +220,102 @@ async fn dev_refuses_non_loopback_addresses() {
         );
     }
 }
+
+/// Runs `check-config --config CONFIG` from `cwd`, with no inherited environment.
+fn check_config_from(cwd: &std::path::Path, config: &std::path::Path) -> RunOutput {
+    let output = std::process::Command::new(crate::support::broker::binary())
+        .args(["check-config", "--config"])
+        .arg(config)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    RunOutput {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn the_shipped_configurations_load_from_any_working_directory() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    for config in ["config/broker.toml", "deploy/base/config/broker.toml"] {
+        let config = root.join(config);
+        let out = check_config_from(elsewhere.path(), &config);
+        assert_eq!(out.code, Some(0), "{}: {}", config.display(), out.all());
+        let policy = config.with_file_name("policy.toml");
+        assert!(
+            out.stdout
+                .contains(&format!("policy: {} (version", policy.display())),
+            "{}",
+            out.all()
+        );
+    }
+}
+
+#[test]
+fn check_config_lists_every_type_error_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), DEFAULT_POLICY).unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = 8443
+
+[[issuers]]
+issuer = "https://token.actions.githubusercontent.com"
+audiences = ["https://github.com/ourorg"]
+
+[jwks]
+refresh_secs = 60
+
+[replay]
+store = "mongodb"
+
+[policy]
+file = "policy.toml"
+"#,
+    )
+    .unwrap();
+    let out = check_config_from(dir.path(), &config);
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    let file = config.display();
+    let problems: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with(&format!("{file}: ")))
+        .collect();
+    assert_eq!(problems.len(), 3, "{}", out.all());
+    for key in ["server.listen", "jwks.refresh_secs", "replay.store"] {
+        assert!(
+            problems
+                .iter()
+                .any(|line| line.starts_with(&format!("{file}: key `{key}`: "))),
+            "{key}: {}",
+            out.all()
+        );
+    }
+}
+
+#[test]
+fn a_missing_configuration_file_is_named_with_the_os_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nope.toml");
+    let out = check_config_from(dir.path(), &config);
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: cannot read the configuration file: No such file or directory (os error 2)",
+            config.display()
+        )),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stderr.contains("key `-`"), "{}", out.all());
+}

@@ -299,6 +299,38 @@ impl Job {
     }
 }
 
+impl Job {
+    /// [`Job::fetch`] with stdout a pipe whose reading end is already closed
+    /// (the reader went away before the credentials came).
+    async fn fetch_into_closed_stdout(&self, args: &[&str]) -> Outcome {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .arg("fetch")
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let started = tokio::time::Instant::now();
+        // Not `output()`: it would replace stdout with a pipe of its own.
+        let child = command.spawn().unwrap();
+        let output = tokio::time::timeout(DEADLINE * 2, child.wait_with_output())
+            .await
+            .expect("fetch did not finish in time")
+            .unwrap();
+        Outcome {
+            code: output.status.code(),
+            stdout: String::new(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Outcome {
     code: Option<i32>,
@@ -846,4 +878,19 @@ async fn a_503_from_the_broker_is_retried() {
     );
     assert_eq!(runtime.minted(), 2);
     assert!(read(&job.env_file()).contains("AWS_SESSION_TOKEN="));
+}
+
+#[tokio::test]
+async fn a_closed_stdout_is_an_output_error_and_nothing_is_delivered() {
+    let (harness, runtime) = setup().await;
+    let job = Job::new(&runtime);
+    for mode in ["--github-env", "--credential-process"] {
+        let outcome = job
+            .fetch_into_closed_stdout(&args(&harness.broker.base_url, mode))
+            .await;
+        outcome.assert_code(EXIT_OUTPUT);
+        assert!(!outcome.stderr.contains("panicked"), "{mode}: {outcome:?}");
+    }
+    // The masks could not be printed, so the secrets went nowhere.
+    assert_eq!(read(&job.env_file()), "EARLIER_STEP=kept\n");
 }

@@ -1,10 +1,12 @@
 //! `policy check POLICY`: load like the server, then lint for risk.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::cli::output::emit;
 use crate::policy::lint::{Finding, LintOptions, Severity, lint};
 
 use super::{
@@ -88,42 +90,43 @@ pub(super) fn run(args: &CheckArgs) -> ExitCode {
                 findings,
                 errors,
             };
-            if let Err(code) = print_json(&report) {
-                return code;
-            }
+            print_json(&report, ExitCode::from(code))
         }
         Format::Text => {
             print_load_errors(&errors);
-            if let Some(version) = &version {
-                println!("policy: {file} (version {})", short(version));
-            }
-            for finding in &findings {
-                print_finding(finding);
-            }
-            let count = |severity| {
-                findings
-                    .iter()
-                    .filter(|finding| finding.severity == severity)
-                    .count()
-            };
-            if version.is_some() && errors.is_empty() {
-                let strict = if args.strict && !findings.is_empty() {
-                    " (--strict: warnings fail)"
-                } else {
-                    ""
+            emit(ExitCode::from(code), |out| {
+                if let Some(version) = &version {
+                    writeln!(out, "policy: {file} (version {})", short(version))?;
+                }
+                for finding in &findings {
+                    print_finding(out, finding)?;
+                }
+                let count = |severity| {
+                    findings
+                        .iter()
+                        .filter(|finding| finding.severity == severity)
+                        .count()
                 };
-                println!(
-                    "result: {} warning(s), {} error(s){strict}",
-                    count(Severity::Warning),
-                    count(Severity::Error)
-                );
-            }
+                if version.is_some() && errors.is_empty() {
+                    let strict = if args.strict && !findings.is_empty() {
+                        " (--strict: warnings fail)"
+                    } else {
+                        ""
+                    };
+                    writeln!(
+                        out,
+                        "result: {} warning(s), {} error(s){strict}",
+                        count(Severity::Warning),
+                        count(Severity::Error)
+                    )?;
+                }
+                Ok(())
+            })
         }
     }
-    ExitCode::from(code)
 }
 
-fn print_finding(finding: &Finding) {
+fn print_finding(out: &mut dyn Write, finding: &Finding) -> std::io::Result<()> {
     let severity = match finding.severity {
         Severity::Warning => "warning",
         Severity::Error => "error",
@@ -137,8 +140,13 @@ fn print_finding(finding: &Finding) {
     .flatten()
     .collect::<Vec<_>>()
     .join(".");
-    println!("{severity}[{}]: {place}: {}", finding.code, finding.message);
+    writeln!(
+        out,
+        "{severity}[{}]: {place}: {}",
+        finding.code, finding.message
+    )?;
     if let Some(witness) = &finding.witness {
-        println!("  witness: {}", witness.one_line());
+        writeln!(out, "  witness: {}", witness.one_line())?;
     }
+    Ok(())
 }

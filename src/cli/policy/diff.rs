@@ -1,10 +1,12 @@
 //! `policy diff OLD NEW`: the review gate for a pull request that changes the policy.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::cli::output::emit;
 use crate::policy::diff::{GrantChange, PolicyDiff, Presence, RoleDiff, Witness, diff};
 
 use super::{
@@ -75,12 +77,9 @@ pub(super) fn run(args: &DiffArgs) -> ExitCode {
                         .to_owned(),
                     errors,
                 };
-                if let Err(code) = print_json(&report) {
-                    return code;
-                }
-            } else {
-                print_load_errors(&errors);
+                return print_json(&report, ExitCode::from(EXIT_ERROR));
             }
+            print_load_errors(&errors);
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -112,18 +111,17 @@ pub(super) fn run(args: &DiffArgs) -> ExitCode {
                 allow_broadening: args.allow_broadening,
                 errors: Vec::new(),
             };
-            if let Err(code) = print_json(&report) {
-                return code;
-            }
+            print_json(&report, ExitCode::from(code))
         }
-        Format::Text => {
-            println!(
+        Format::Text => emit(ExitCode::from(code), |out| {
+            writeln!(
+                out,
                 "policy diff: {old_file} (version {}) -> {new_file} (version {})",
                 short(old.policy.version()),
                 short(new.policy.version())
-            );
+            )?;
             for role in &result.roles {
-                print_role(role);
+                print_role(out, role)?;
             }
             let verdict = if undecided {
                 "undecided: the analysis did not finish (exit 2)"
@@ -134,10 +132,9 @@ pub(super) fn run(args: &DiffArgs) -> ExitCode {
             } else {
                 "no broadening"
             };
-            println!("result: {verdict}");
-        }
+            writeln!(out, "result: {verdict}")
+        }),
     }
-    ExitCode::from(code)
 }
 
 /// The grant verdict of a role, in words.
@@ -155,24 +152,34 @@ fn verdict(role: &RoleDiff) -> &'static str {
     }
 }
 
-fn print_role(role: &RoleDiff) {
-    println!("role {}: {}", role.role, verdict(role));
+fn print_role(out: &mut dyn Write, role: &RoleDiff) -> std::io::Result<()> {
+    writeln!(out, "role {}: {}", role.role, verdict(role))?;
     if let Some(witness) = &role.larger_witness {
-        println!("  granted by NEW, refused by OLD: {}", witness.one_line());
+        writeln!(
+            out,
+            "  granted by NEW, refused by OLD: {}",
+            witness.one_line()
+        )?;
     }
     if let Some(witness) = &role.smaller_witness {
-        println!("  granted by OLD, refused by NEW: {}", witness.one_line());
+        writeln!(
+            out,
+            "  granted by OLD, refused by NEW: {}",
+            witness.one_line()
+        )?;
     }
     if let Some(why) = &role.undecided {
-        println!("  undecided: {why}");
+        writeln!(out, "  undecided: {why}")?;
     }
     for change in &role.changes {
         let review = if change.review { "REVIEW: " } else { "" };
-        println!(
+        writeln!(
+            out,
             "  {}: {:?} -> {:?} ({review}{})",
             change.field, change.old, change.new, change.note
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// A short Markdown summary for a pull-request comment.

@@ -16,6 +16,7 @@ use clap::{ArgGroup, Args};
 use serde_json::Value;
 
 use crate::claims::ClaimSet;
+use crate::cli::output::{emit, report};
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
 use crate::policy::{
     ConditionTrace, Denial, Explanation, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace,
@@ -141,7 +142,7 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
     let (claims, source) = match read_claims(args) {
         Ok(found) => found,
         Err(message) => {
-            eprintln!("error: {message}");
+            report!("error: {message}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -158,7 +159,7 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
     match args.format {
         Format::Json => {
             if !source.verified && source.kind == "token" {
-                eprintln!("warning: the token was NOT verified (no --jwks)");
+                report!("warning: the token was NOT verified (no --jwks)");
             }
             let report = Report {
                 policy: args.policy.display().to_string(),
@@ -171,36 +172,36 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
                 decision: decision(&explanation),
                 roles: explanation.roles.iter().map(role_view).collect(),
             };
-            if let Err(code) = print_json(&report) {
-                return code;
-            }
+            print_json(&report, code)
         }
-        Format::Text => {
+        Format::Text => emit(code, |out| {
             if source.kind == "token" {
                 if source.verified {
-                    println!(
+                    writeln!(
+                        out,
                         "token: {} verified against the JWKS at {} (signature, exp/nbf/iat; issuer and audience not checked)",
                         source.file,
                         source.verified_at.unwrap_or_default()
-                    );
+                    )?;
                 } else {
-                    println!(
+                    writeln!(
+                        out,
                         "token: {} was NOT verified (no --jwks): the decision below uses its claims as written",
                         source.file
-                    );
+                    )?;
                 }
             } else {
-                println!("claims: {}", source.file);
+                writeln!(out, "claims: {}", source.file)?;
             }
-            println!(
+            writeln!(
+                out,
                 "policy: {} (version {})",
                 args.policy.display(),
                 short(loaded.policy.version())
-            );
-            println!("{explanation}");
-        }
+            )?;
+            writeln!(out, "{explanation}")
+        }),
     }
-    code
 }
 
 fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 
+use crate::cli::output::{emit, report};
 use crate::policy::{LoadedPolicy, Policy, PolicyError};
 
 pub use check::CheckArgs;
@@ -104,23 +105,21 @@ fn load(path: &Path) -> Result<LoadedPolicy, Vec<LoadError>> {
 fn print_load_errors(errors: &[LoadError]) {
     for error in errors {
         match &error.key {
-            Some(key) => eprintln!("error: {}: key `{key}`: {}", error.file, error.message),
-            None => eprintln!("error: {}", error.message),
+            Some(key) => report!("error: {}: key `{key}`: {}", error.file, error.message),
+            None => report!("error: {}", error.message),
         }
     }
 }
 
-/// Prints a JSON document; serialising our own plain structs cannot fail, but
-/// if it did the caller must not see a half document and a success code.
-fn print_json(value: &impl serde::Serialize) -> Result<(), ExitCode> {
+/// Prints a JSON document and returns `code`; serialising our own plain
+/// structs cannot fail, but if it did the caller must not see a half document
+/// and a success code.
+fn print_json(value: &impl serde::Serialize, code: ExitCode) -> ExitCode {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            Ok(())
-        }
+        Ok(text) => emit(code, |out| writeln!(out, "{text}")),
         Err(err) => {
-            eprintln!("error: cannot render JSON: {err}");
-            Err(ExitCode::from(EXIT_ERROR))
+            report!("error: cannot render JSON: {err}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

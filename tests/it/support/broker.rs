@@ -17,7 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_attestation-broker");
 /// share one `CARGO_TARGET_DIR` also share `target/debug/attestation-broker`,
 /// and another tree's build can replace it mid-run; pointing this at a private
 /// copy pins the binary under test.
-fn binary() -> std::ffi::OsString {
+pub fn binary() -> std::ffi::OsString {
     std::env::var_os("IT_BROKER_BIN").unwrap_or_else(|| BIN.into())
 }
 /// The static AWS key id the broker signs STS requests with.
