@@ -206,7 +206,9 @@ fn announce_fetch(public: SocketAddr, job: &TryIt) {
     ] {
         println!("  export {name}={}", shell_quote(value));
     }
-    println!("  export RUNNER_TEMP=\"$(mktemp -d)\" GITHUB_ENV=\"$RUNNER_TEMP/github_env\"");
+    // Two commands: `export A=… B="$A…"` expands `$A` before assigning it.
+    println!("  export RUNNER_TEMP=\"$(mktemp -d)\"");
+    println!("  export GITHUB_ENV=\"$RUNNER_TEMP/github_env\"");
     println!("  {fetch} --github-env");
     println!();
     println!(

@@ -268,7 +268,7 @@ async fn dev_prints_an_environment_in_which_the_real_fetch_gets_credentials() {
         .unwrap_or_else(|| unreachable!("no fetch command in:\n{}", lines.join("\n")));
     let process = profile.trim().trim_start_matches("credential_process = ");
     let script = format!(
-        "{exports}\n{fetch} || exit $?\necho '--- GITHUB_ENV'\ncat \"$GITHUB_ENV\"\necho '--- credential_process'\n{process}\n",
+        "{exports}\n[ -d \"$RUNNER_TEMP\" ] || exit 98\ncase \"$GITHUB_ENV\" in \"$RUNNER_TEMP\"/*) ;; *) exit 99 ;; esac\n{fetch} || exit $?\necho '--- GITHUB_ENV'\ncat \"$GITHUB_ENV\"\necho '--- credential_process'\n{process}\n",
         exports = exports.join("\n"),
     );
     let bin_dir = std::path::Path::new(BIN).parent().unwrap().to_owned();
