@@ -129,12 +129,96 @@ async fn start(args: DevArgs) -> anyhow::Result<()> {
         aws_credentials: Some(dev_credentials()),
         policy: Some(policy),
     };
+    let job = TryIt {
+        actions_token_url: issuer.actions_token_url(),
+        request_token: issuer.issuer().request_token().to_owned(),
+        repository: args.repository.clone(),
+        audience: args.audience.clone(),
+        sha: random_hex(20),
+        check_run_id: rand::random_range(10_000_000_000u64..100_000_000_000).to_string(),
+    };
     let token_url = issuer.token_url();
     let repository = args.repository.clone();
     super::run(config, options, move |public, admin| {
         announce(public, admin, &token_url, &repository);
+        announce_fetch(public, &job);
     })
     .await
+}
+
+/// The made-up job that the printed `fetch` environment describes.
+struct TryIt {
+    actions_token_url: String,
+    request_token: String,
+    repository: String,
+    audience: String,
+    sha: String,
+    check_run_id: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::fill(buffer.as_mut_slice());
+    hex::encode(buffer)
+}
+
+/// `text` as one POSIX shell word.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@=,".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Prints the environment of a made-up Actions job whose ID token comes from
+/// the development issuer, and the `fetch` commands that use it, so a CI
+/// author can run the real client locally.
+fn announce_fetch(public: SocketAddr, job: &TryIt) {
+    let mut id_token_url = url::Url::parse(&job.actions_token_url).ok();
+    if let Some(url) = id_token_url.as_mut() {
+        url.query_pairs_mut()
+            .append_pair("api-version", "2.0")
+            .append_pair("repository", &job.repository)
+            .append_pair("sha", &job.sha)
+            .append_pair("check_run_id", &job.check_run_id);
+    }
+    let id_token_url = id_token_url.map(String::from).unwrap_or_default();
+    let broker = format!("http://{public}");
+    let fetch = format!(
+        "attestation-broker fetch --audience {} --job-id {}",
+        shell_quote(&job.audience),
+        job.check_run_id
+    );
+    println!(
+        "Try the real CI client (paste into a shell; this job's ID tokens come from the development issuer):"
+    );
+    for (name, value) in [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_REPOSITORY", job.repository.as_str()),
+        ("GITHUB_SHA", job.sha.as_str()),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", id_token_url.as_str()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", job.request_token.as_str()),
+        ("BROKER_URL", broker.as_str()),
+    ] {
+        println!("  export {name}={}", shell_quote(value));
+    }
+    // Two commands: `export A=… B="$A…"` expands `$A` before assigning it.
+    println!("  export RUNNER_TEMP=\"$(mktemp -d)\"");
+    println!("  export GITHUB_ENV=\"$RUNNER_TEMP/github_env\"");
+    println!("  {fetch} --github-env");
+    println!();
+    println!(
+        "An AWS CLI profile for the same shell (the AWS CLI passes these variables on to the process):"
+    );
+    println!("  [profile broker-dev]");
+    println!("  credential_process = {fetch} --broker-url {broker} --credential-process");
+    println!("  (then: aws configure export-credentials --profile broker-dev)");
+    println!();
 }
 
 fn announce(public: SocketAddr, admin: SocketAddr, token_url: &str, repository: &str) {

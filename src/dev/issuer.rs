@@ -3,9 +3,14 @@
 //! It makes its own RSA 2048 key at start and serves, on a loopback listener:
 //! `GET /.well-known/openid-configuration` (issuer and `jwks_uri`),
 //! `GET /.well-known/jwks` (the public key as a JWK) and
-//! `GET /token?repository=owner/name[&ref=…&event_name=…&audience=…&environment=…]`,
-//! which answers `{"value": "<jwt>"}` like `ACTIONS_ID_TOKEN_REQUEST_URL` with a
-//! GitHub-shaped ID token. Nobody but the local user should trust that key.
+//! `GET /token?repository=owner/name[&ref=…&event_name=…&audience=…&environment=…&sha=…&check_run_id=…]`,
+//! which answers `{"value": "<jwt>"}` with a GitHub-shaped ID token, and
+//! `GET /actions/id-token?…` (the same query, plus `api-version`), which does
+//! the same only for `Authorization: Bearer <request token>`, the way the
+//! Actions runtime's `ACTIONS_ID_TOKEN_REQUEST_URL` and
+//! `ACTIONS_ID_TOKEN_REQUEST_TOKEN` work, so the real `fetch` client can run
+//! against it. The request token is random per start. Nobody but the local
+//! user should trust that key.
 //!
 //! Tokens are signed here with aws-lc-rs directly rather than through
 //! `jsonwebtoken::EncodingKey`: aws-lc-rs exports a generated RSA key only as
@@ -14,6 +19,7 @@
 //! signature, so signing it directly avoids hand-written ASN.1 surgery; the tests
 //! check the result with `jsonwebtoken` and the JWKS.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +28,7 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -42,6 +48,8 @@ const TOKEN_LIFETIME_SECONDS: u64 = 300;
 const WORKFLOW_PATH: &str = ".github/workflows/dev.yml";
 /// `actor` claim of every dev token.
 pub const DEV_ACTOR: &str = "dev-user";
+/// Path of the Actions-style ID-token endpoint.
+pub const ACTIONS_TOKEN_PATH: &str = "/actions/id-token";
 
 /// The development issuer: its key, key id, issuer URL and default audience.
 pub struct DevIssuer {
@@ -50,6 +58,8 @@ pub struct DevIssuer {
     jwk: Value,
     issuer: String,
     default_audience: String,
+    /// The bearer the Actions-style endpoint wants (ACTIONS_ID_TOKEN_REQUEST_TOKEN).
+    request_token: String,
 }
 
 impl std::fmt::Debug for DevIssuer {
@@ -89,6 +99,7 @@ impl DevIssuer {
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/.well-known/jwks", get(jwks))
             .route("/token", get(token))
+            .route(ACTIONS_TOKEN_PATH, get(actions_token))
             .with_state(issuer.clone());
         let task = spawn_server(listener, router, "dev-issuer");
         Ok(DevIssuerHandle { issuer, task })
@@ -113,7 +124,14 @@ impl DevIssuer {
             jwk,
             issuer,
             default_audience,
+            request_token: format!("dev-request-token-{}", random_hex(16)),
         }
+    }
+
+    /// The bearer token the Actions-style endpoint accepts: what
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN` is on a runner.
+    pub fn request_token(&self) -> &str {
+        &self.request_token
     }
 
     /// The issuer URL, exactly as in the `iss` claim (no trailing slash).
@@ -150,6 +168,8 @@ impl DevIssuer {
             event_name,
             audience,
             environment,
+            sha,
+            check_run_id,
         } = request.check()?;
         let audience = audience.unwrap_or(&self.default_audience);
 
@@ -157,7 +177,7 @@ impl DevIssuer {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| DevError::Signing)?
             .as_secs();
-        let sha = random_hex(20);
+        let sha = sha.map_or_else(|| random_hex(20), str::to_owned);
         let workflow_ref = format!("{repository}/{WORKFLOW_PATH}@{git_ref}");
         // GitHub's default `sub` names the environment when the job has one.
         let sub = match (environment, event_name) {
@@ -199,7 +219,10 @@ impl DevIssuer {
         put("run_attempt", json!("1"));
         put(
             "check_run_id",
-            json!(random_digits(10_000_000_000, 100_000_000_000)),
+            json!(check_run_id.map_or_else(
+                || random_digits(10_000_000_000, 100_000_000_000),
+                str::to_owned
+            )),
         );
         put("actor", json!(DEV_ACTOR));
         put("actor_id", json!("1000001"));
@@ -265,6 +288,12 @@ impl DevIssuerHandle {
         format!("{}/token", self.issuer.issuer())
     }
 
+    /// `<issuer>/actions/id-token`: the Actions-style endpoint (add the
+    /// query; `fetch` appends `&audience=…`).
+    pub fn actions_token_url(&self) -> String {
+        format!("{}{ACTIONS_TOKEN_PATH}", self.issuer.issuer())
+    }
+
     /// Mints a token without going through HTTP.
     pub fn mint(&self, request: &TokenRequest) -> Result<String, DevError> {
         self.issuer.mint(request)
@@ -297,7 +326,7 @@ async fn token(
 ) -> Response {
     let Ok(Query(request)) = query else {
         return bad_request(
-            "query must be repository=owner/name with optional ref, event_name, audience, environment",
+            "query must be repository=owner/name with optional ref, event_name, audience, environment, sha, check_run_id",
         );
     };
     match issuer.mint(&request) {
@@ -313,6 +342,49 @@ async fn token(
         )
             .into_response(),
     }
+}
+
+/// `GET /actions/id-token`: `/token` behind the runtime's bearer check.
+async fn actions_token(
+    State(issuer): State<Arc<DevIssuer>>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let authorised = bearer.is_some_and(|bearer| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            bearer.as_bytes(),
+            issuer.request_token.as_bytes(),
+        )
+        .is_ok()
+    });
+    if !authorised {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({
+                "error": "unauthorized",
+                "message": "send Authorization: Bearer <ACTIONS_ID_TOKEN_REQUEST_TOKEN as printed by dev>",
+            })),
+        )
+            .into_response();
+    }
+    let Ok(Query(mut query)) = query else {
+        return bad_request("the query string is not valid");
+    };
+    // The runtime's own parameter; meaningless here.
+    query.remove("api-version");
+    let request = serde_json::to_value(query)
+        .and_then(serde_json::from_value::<TokenRequest>)
+        .ok();
+    let Some(request) = request else {
+        return bad_request(
+            "query must be repository=owner/name with optional ref, event_name, audience, environment, sha, check_run_id",
+        );
+    };
+    token(State(issuer), Ok(Query(request))).await
 }
 
 fn bad_request(message: &str) -> Response {

@@ -190,6 +190,55 @@ async fn bad_token_requests_are_400() {
     }
 }
 
+#[tokio::test]
+async fn the_actions_endpoint_wants_the_request_token_and_mints_the_job_asked_for() {
+    let issuer = DevIssuer::start(loopback().await, AUDIENCE.to_owned())
+        .await
+        .unwrap();
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    // As `fetch` calls it: ACTIONS_ID_TOKEN_REQUEST_URL plus `&audience=`.
+    let url = format!(
+        "{}?api-version=2.0&repository=octo-org/demo&sha={sha}&check_run_id=4242&audience=aud-x",
+        issuer.actions_token_url()
+    );
+    for bearer in [None, Some("wrong"), Some("")] {
+        let mut request = http().get(&url);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{bearer:?}");
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("value"), "{text}");
+    }
+    let response = http()
+        .get(&url)
+        .bearer_auth(issuer.issuer().request_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let claims = verify(&issuer, body["value"].as_str().unwrap(), "aud-x").await;
+    assert_eq!(claims["repository"], "octo-org/demo");
+    assert_eq!(claims["sha"], sha);
+    assert_eq!(claims["workflow_sha"], sha);
+    assert_eq!(claims["check_run_id"], "4242");
+
+    // The same checks as /token.
+    let bad = format!(
+        "{}?api-version=2.0&repository=octo-org/demo&sha=XYZ",
+        issuer.actions_token_url()
+    );
+    let response = http()
+        .get(&bad)
+        .bearer_auth(issuer.issuer().request_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+}
+
 #[test]
 fn only_loopback_addresses_are_served() {
     let public = SocketAddr::from(([192, 0, 2, 1], 8080));

@@ -1,4 +1,5 @@
-//! The query of the dev issuer's `GET /token`, checked, and the dev repository ids.
+//! The query of the dev issuer's `GET /token` (and of its Actions-style
+//! ID-token endpoint), checked, and the dev repository ids.
 //!
 //! Even a local demo takes its input from a URL anybody on the machine can call,
 //! so every value is checked before it lands in a signed token: the repository
@@ -18,6 +19,8 @@ const MAX_VALUE_LEN: usize = 255;
 const MAX_EVENT_NAME_LEN: usize = 64;
 /// `ref` when the request names none.
 const DEFAULT_REF: &str = "refs/heads/main";
+/// Most digits of a `check_run_id` (GitHub's are 64-bit numbers).
+const MAX_ID_DIGITS: usize = 20;
 /// `event_name` when the request names none.
 const DEFAULT_EVENT_NAME: &str = "push";
 
@@ -36,6 +39,12 @@ pub struct TokenRequest {
     pub audience: Option<String>,
     /// `environment` claim; absent by default (then `sub` names the ref).
     pub environment: Option<String>,
+    /// `sha` claim (40 or 64 hex digits); random by default. `fetch` sends
+    /// `GITHUB_SHA` and the broker checks it against this claim.
+    pub sha: Option<String>,
+    /// `check_run_id` claim (digits); random by default. `fetch --job-id`
+    /// sends it and the broker checks it against this claim.
+    pub check_run_id: Option<String>,
 }
 
 impl TokenRequest {
@@ -63,6 +72,10 @@ pub(super) struct CheckedRequest<'a> {
     pub(super) audience: Option<&'a str>,
     /// `environment`, when the request names one.
     pub(super) environment: Option<&'a str>,
+    /// `sha`, when the request names one.
+    pub(super) sha: Option<&'a str>,
+    /// `check_run_id`, when the request names one.
+    pub(super) check_run_id: Option<&'a str>,
 }
 
 impl TokenRequest {
@@ -85,6 +98,24 @@ impl TokenRequest {
             event_name,
             audience: checked(self.audience.as_deref(), "audience", MAX_VALUE_LEN)?,
             environment: checked(self.environment.as_deref(), "environment", MAX_VALUE_LEN)?,
+            sha: match self.sha.as_deref() {
+                None => None,
+                Some(sha) if is_sha(sha) => Some(sha),
+                Some(_) => {
+                    return Err(DevError::InvalidRequest(
+                        "sha must be 40 or 64 lowercase hex digits".into(),
+                    ));
+                }
+            },
+            check_run_id: match self.check_run_id.as_deref() {
+                None => None,
+                Some(id) if is_digits(id, MAX_ID_DIGITS) => Some(id),
+                Some(_) => {
+                    return Err(DevError::InvalidRequest(format!(
+                        "check_run_id must be 1-{MAX_ID_DIGITS} digits"
+                    )));
+                }
+            },
         })
     }
 }
@@ -132,6 +163,18 @@ fn checked<'a>(
             "{name} must be 1-{max_len} characters without control characters"
         ))),
     }
+}
+
+/// A commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+fn is_sha(text: &str) -> bool {
+    matches!(text.len(), 40 | 64)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_digits(text: &str, max_len: usize) -> bool {
+    !text.is_empty() && text.len() <= max_len && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_event_name(name: &str) -> bool {
@@ -210,11 +253,40 @@ mod tests {
         assert_eq!(checked.event_name, "push");
         assert_eq!(checked.audience, None);
         assert_eq!(checked.environment, None);
+        assert_eq!(checked.sha, None);
+        assert_eq!(checked.check_run_id, None);
         let bad = TokenRequest {
             event_name: Some("push;".into()),
             ..TokenRequest::new("octo/repo")
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn sha_and_check_run_id_are_checked() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let request = TokenRequest {
+            sha: Some(sha.into()),
+            check_run_id: Some("42".into()),
+            ..TokenRequest::new("octo/repo")
+        };
+        let checked = request.check().unwrap();
+        assert_eq!(checked.sha, Some(sha));
+        assert_eq!(checked.check_run_id, Some("42"));
+        for bad in [&sha[..39], "G".repeat(40).as_str(), &sha.to_uppercase()] {
+            let request = TokenRequest {
+                sha: Some(bad.into()),
+                ..TokenRequest::new("octo/repo")
+            };
+            assert!(request.check().is_err(), "{bad}");
+        }
+        for bad in ["", "12a", "-1", &"9".repeat(21)] {
+            let request = TokenRequest {
+                check_run_id: Some(bad.into()),
+                ..TokenRequest::new("octo/repo")
+            };
+            assert!(request.check().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

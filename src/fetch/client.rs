@@ -1,8 +1,6 @@
 //! The exchange itself: an ID token from the Actions runtime, then
-//! `POST /issue`, both retried on transient failures within one budget, with a
-//! fresh ID token for every broker attempt.
-
-use std::time::Duration;
+//! `POST /issue`, both retried on transient failures within one time budget
+//! (`--retry-max-seconds`), with a fresh ID token for every broker attempt.
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -48,7 +46,7 @@ impl Client {
                 .header(CONTENT_TYPE, "application/json")
                 .header(ACCEPT, "application/json")
                 .body(body);
-            let failure = match transport::send(request, attempt_timeout(deadline)).await {
+            let failure = match transport::send(request, transport::ATTEMPT_TIMEOUT).await {
                 Ok(answer) if answer.status == 200 => return parse_credentials(&answer.body),
                 Ok(answer) if transport::is_transient_status(answer.status) => {
                     LastFailure::Answer(answer)
@@ -63,14 +61,15 @@ impl Client {
                 LastFailure::Answer(answer) => transport::retry_after(&answer.headers),
                 LastFailure::Transport(_) => None,
             };
-            let Some(pause) = self.policy.pause_before(attempt + 1, retry_after, deadline) else {
+            let Some(pause) = self.policy.pause_before(attempt, retry_after, deadline) else {
                 return Err(self.give_up(failure, attempt));
             };
             crate::cli::output::report!(
-                "attestation-broker fetch: attempt {attempt} of {} failed ({}); retrying in {:.1} s",
-                self.policy.max_attempts,
+                "attestation-broker fetch: attempt {attempt} failed ({}); retrying in {:.1} s ({} s of the {} s retry budget left)",
                 describe_failure(&failure),
-                pause.as_secs_f64()
+                pause.as_secs_f64(),
+                deadline.saturating_duration_since(Instant::now()).as_secs(),
+                self.policy.total.as_secs(),
             );
             tokio::time::sleep(pause).await;
             attempt += 1;
@@ -85,6 +84,7 @@ impl Client {
             other => FetchError::Unreachable {
                 url: self.issue_url.to_string(),
                 attempts,
+                budget_seconds: self.policy.total.as_secs(),
                 detail: describe_failure(&other),
             },
         }
@@ -108,7 +108,7 @@ impl Client {
                 .get(url.clone())
                 .bearer_auth(runner.id_token_request_token.expose_secret())
                 .header(ACCEPT, "application/json; api-version=2.0");
-            let failure = match transport::send(request, attempt_timeout(deadline)).await {
+            let failure = match transport::send(request, transport::ATTEMPT_TIMEOUT).await {
                 Ok(answer) if answer.status == 200 => return parse_id_token(&answer.body),
                 Ok(answer) if transport::is_transient_status(answer.status) => {
                     LastFailure::Answer(answer)
@@ -130,21 +130,13 @@ impl Client {
                 LastFailure::Answer(answer) => transport::retry_after(&answer.headers),
                 LastFailure::Transport(_) => None,
             };
-            let Some(pause) = self.policy.pause_before(attempt + 1, retry_after, deadline) else {
+            let Some(pause) = self.policy.pause_before(attempt, retry_after, deadline) else {
                 return Err(FetchError::IdToken(describe_failure(&failure)));
             };
             tokio::time::sleep(pause).await;
             attempt += 1;
         }
     }
-}
-
-/// The per-attempt deadline: [`transport::ATTEMPT_TIMEOUT`], cut to what is
-/// left of the budget (at least a moment, so the attempt fails as a timeout).
-fn attempt_timeout(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .clamp(Duration::from_millis(100), transport::ATTEMPT_TIMEOUT)
 }
 
 fn describe_failure(failure: &LastFailure) -> String {

@@ -1,7 +1,9 @@
 //! Handing the credentials over: `$GITHUB_ENV`, `$GITHUB_OUTPUT` or
-//! `credential_process` JSON. In the Actions modes the `::add-mask::` lines
-//! go out (and are flushed) before the values are written anywhere.
+//! `credential_process` JSON, and taking them back (`--cleanup`). In the
+//! Actions modes the `::add-mask::` lines go out (and are flushed) before the
+//! values are written anywhere.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -11,11 +13,34 @@ use serde_json::json;
 use super::answer::Credentials;
 use super::{Delivery, FetchError, RunnerEnv};
 
+/// What is handed over besides the credentials.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// `--region`: exported as AWS_REGION and AWS_DEFAULT_REGION, or the
+    /// output `aws-region` (checked by the argument parser).
+    pub region: Option<String>,
+    /// `--mask-access-key-id`.
+    pub mask_access_key_id: bool,
+}
+
+/// The variables `--github-env` may set, blanked by `--cleanup` (an empty
+/// value: the runner cannot unset a variable, and the AWS CLI and SDKs treat
+/// an empty one as absent).
+const EXPORTED: [&str; 6] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CREDENTIAL_EXPIRATION",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
 /// Writes the credentials where `delivery` says.
 pub fn deliver(
     delivery: Delivery,
     credentials: &Credentials,
     runner: &RunnerEnv,
+    extras: &Extras,
     out: &mut dyn Write,
 ) -> Result<(), FetchError> {
     let stdout_error = |err: std::io::Error| FetchError::Output {
@@ -36,12 +61,17 @@ pub fn deliver(
             writeln!(out, "{document}").map_err(stdout_error)?;
             return out.flush().map_err(stdout_error);
         }
-        Delivery::GithubEnv => ("GITHUB_ENV", env_file_lines(credentials)),
-        Delivery::GithubOutput => ("GITHUB_OUTPUT", output_file_lines(credentials)),
+        // Nothing to hand over; `fetch` runs `cleanup` instead.
+        Delivery::Cleanup => return Ok(()),
+        Delivery::GithubEnv => ("GITHUB_ENV", env_file_lines(credentials, extras)),
+        Delivery::GithubOutput => ("GITHUB_OUTPUT", output_file_lines(credentials, extras)),
     };
     // The runner learns the masks from these lines, so they go first, and are
     // flushed before the values exist anywhere a later step could print them.
     write!(out, "::add-mask::{secret}\n::add-mask::{token}\n").map_err(stdout_error)?;
+    if extras.mask_access_key_id {
+        writeln!(out, "::add-mask::{}", credentials.access_key_id).map_err(stdout_error)?;
+    }
     out.flush().map_err(stdout_error)?;
     let path = runner.file.as_deref().ok_or_else(|| FetchError::Output {
         target: variable.into(),
@@ -51,18 +81,24 @@ pub fn deliver(
         target: format!("{variable} ({})", path.display()),
         detail: err.to_string(),
     })?;
+    let names: Vec<&str> = lines
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
     let names = match delivery {
-        Delivery::GithubEnv => {
-            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_CREDENTIAL_EXPIRATION"
-        }
-        _ => "outputs aws-access-key-id, aws-secret-access-key, aws-session-token, expiration",
+        Delivery::GithubEnv => names.join(", "),
+        _ => format!("outputs {}", names.join(", ")),
+    };
+    let access_key = if extras.mask_access_key_id {
+        "masked"
+    } else {
+        credentials.access_key_id.as_str()
     };
     writeln!(
         out,
-        "attestation-broker fetch: credentials for role {} (session {}, access key {}) expire at {}; written to {variable}: {names}",
+        "attestation-broker fetch: credentials for role {} (session {}, access key {access_key}) expire at {}; written to {variable}: {names}",
         credentials.role.as_deref().unwrap_or("-"),
         credentials.session_name.as_deref().unwrap_or("-"),
-        credentials.access_key_id,
         credentials.expiration,
     )
     .and_then(|()| out.flush())
@@ -70,25 +106,78 @@ pub fn deliver(
 }
 
 /// `NAME=value` lines for `$GITHUB_ENV`.
-fn env_file_lines(credentials: &Credentials) -> String {
-    format!(
+fn env_file_lines(credentials: &Credentials, extras: &Extras) -> String {
+    let mut lines = format!(
         "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nAWS_SESSION_TOKEN={}\nAWS_CREDENTIAL_EXPIRATION={}\n",
         credentials.access_key_id,
         credentials.secret_access_key.expose_secret(),
         credentials.session_token.expose_secret(),
         credentials.expiration,
-    )
+    );
+    if let Some(region) = &extras.region {
+        lines.push_str(&format!(
+            "AWS_REGION={region}\nAWS_DEFAULT_REGION={region}\n"
+        ));
+    }
+    lines
 }
 
 /// `name=value` lines for `$GITHUB_OUTPUT`.
-fn output_file_lines(credentials: &Credentials) -> String {
-    format!(
+fn output_file_lines(credentials: &Credentials, extras: &Extras) -> String {
+    let mut lines = format!(
         "aws-access-key-id={}\naws-secret-access-key={}\naws-session-token={}\nexpiration={}\n",
         credentials.access_key_id,
         credentials.secret_access_key.expose_secret(),
         credentials.session_token.expose_secret(),
         credentials.expiration,
+    );
+    if let Some(region) = &extras.region {
+        lines.push_str(&format!("aws-region={region}\n"));
+    }
+    lines
+}
+
+/// `--cleanup`: blanks the exported variables in `$GITHUB_ENV` (when set)
+/// and removes the cached credentials in `cache_dir` (when there is one).
+/// Nothing to clean is success: the step runs with `if: always()`, also
+/// after a failed fetch.
+pub(super) fn cleanup(
+    cache_dir: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
+    let mut done = Vec::new();
+    if let Some(path) = env.get("GITHUB_ENV").filter(|path| !path.is_empty()) {
+        let blanks: String = EXPORTED.iter().map(|name| format!("{name}=\n")).collect();
+        append(Path::new(path), &blanks).map_err(|err| FetchError::Output {
+            target: format!("GITHUB_ENV ({path})"),
+            detail: err.to_string(),
+        })?;
+        done.push(format!("blanked {} in GITHUB_ENV", EXPORTED.join(", ")));
+    }
+    if let Some(dir) = cache_dir {
+        let removed = super::cache::clear(dir).map_err(|detail| FetchError::Output {
+            target: format!("the credential cache {}", dir.display()),
+            detail,
+        })?;
+        done.push(format!(
+            "removed {removed} cached credential(s) from {}",
+            dir.display()
+        ));
+    }
+    if done.is_empty() {
+        done.push("nothing to clean (no GITHUB_ENV, no credential cache)".into());
+    }
+    writeln!(
+        out,
+        "attestation-broker fetch: cleanup: {}",
+        done.join("; ")
     )
+    .and_then(|()| out.flush())
+    .map_err(|err| FetchError::Output {
+        target: "stdout".into(),
+        detail: err.to_string(),
+    })
 }
 
 /// Appends `text` in one write; a file this creates is private to its owner.

@@ -38,12 +38,16 @@ pub enum FetchError {
     #[error("the Actions runtime did not issue an ID token: {0}")]
     IdToken(String),
     /// No answer from the broker (or only gateway errors).
-    #[error("the broker at {url} could not be reached after {attempts} attempt(s): {detail}")]
+    #[error(
+        "the broker at {url} could not be reached after {attempts} attempt(s) within the {budget_seconds} s retry budget: {detail}"
+    )]
     Unreachable {
         /// The issue URL.
         url: String,
         /// Attempts made.
         attempts: u32,
+        /// `--retry-max-seconds`.
+        budget_seconds: u64,
         /// The last failure.
         detail: String,
     },
@@ -123,10 +127,13 @@ impl FetchError {
                 status: 404 | 405, ..
             } => Some("is --broker-url the broker's base URL (requests go to <URL>/issue)?"),
             Self::Refused {
-                status: 429 | 503, ..
-            } => Some("the broker cannot issue credentials right now; re-run the job later"),
+                status: 429 | 500 | 502 | 503 | 504,
+                ..
+            } => Some(
+                "the broker cannot issue credentials right now; re-run the job later, or allow a longer --retry-max-seconds",
+            ),
             Self::Unreachable { .. } => Some(
-                "check --broker-url, the runner's network path to the broker, and --ca-file when the broker uses a private CA",
+                "check --broker-url, the runner's network path to the broker, and --ca-file when the broker uses a private CA; --retry-max-seconds sets how long to keep trying",
             ),
             _ => None,
         }

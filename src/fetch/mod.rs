@@ -6,7 +6,9 @@
 //! `{oidc_token, repo, sha, job_id, role, duration_seconds}` to the broker's
 //! `POST /issue`, and hands the credentials over in one of three ways:
 //! appended to `$GITHUB_ENV`, written as step outputs to `$GITHUB_OUTPUT`, or
-//! printed as AWS `credential_process` JSON on stdout.
+//! printed as AWS `credential_process` JSON on stdout. A fourth mode,
+//! `--cleanup`, is the job's last step: it removes cached credentials and
+//! blanks the AWS variables in `$GITHUB_ENV`.
 //!
 //! Invariants:
 //! - The environment is read once, from the map the caller passes in.
@@ -17,12 +19,15 @@
 //! - Values written to `$GITHUB_ENV` / `$GITHUB_OUTPUT` are checked to be
 //!   printable ASCII without spaces, so a hostile answer cannot inject extra
 //!   variables or workflow commands.
-//! - Transient failures (no connection, timeouts, 429, 502, 503, 504) are
-//!   retried up to 4 attempts within 30 s, with exponential backoff and jitter,
-//!   honouring `Retry-After` up to 10 s. 400/401/403 are never retried. Every
-//!   attempt uses a fresh ID token: the broker remembers each token's `jti`,
-//!   so resending a token it may already have seen would be refused as a
-//!   replay.
+//! - Transient failures (no connection, timeouts, 429, 500, 502, 503, 504)
+//!   are retried for `--retry-max-seconds` (default 60) from the first
+//!   attempt, with exponential backoff and full jitter, honouring
+//!   `Retry-After` as a minimum pause when it fits in what is left of the
+//!   budget. No other 4xx is ever retried. Every attempt uses a fresh ID
+//!   token: the broker remembers each token's `jti`, so resending a token it
+//!   may already have seen would be refused as a replay.
+//! - `--credential-process` reuses a credential from a private cache (see
+//!   `cache`) while more than `--cache-margin-seconds` of it is left.
 //! - `--broker-url` must be `https://` (`http://` only for loopback hosts); the
 //!   broker is trusted through the system roots or, with `--ca-file`, only
 //!   through the certificates in that PEM bundle.
@@ -40,9 +45,10 @@
 //! | 7 | the broker refused: status, error code and request id are printed |
 //! | 8 | the broker's answer was malformed |
 //! | 9 | the credentials could not be written (`GITHUB_ENV`, `GITHUB_OUTPUT`, stdout) |
-//! | 64 | bad `--broker-url` / `BROKER_URL`, `--ca-file` or proxy setting |
+//! | 64 | bad `--broker-url` / `BROKER_URL`, `--ca-file`, proxy setting or credential cache directory |
 
 mod answer;
+mod cache;
 mod client;
 mod deliver;
 mod error;
@@ -52,14 +58,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use url::{Host, Url};
 
 pub use self::answer::Credentials;
+use self::cache::CredentialCache;
 use self::client::Client;
-pub use self::deliver::deliver;
-use self::deliver::escape_command_data;
+pub use self::deliver::{Extras, deliver};
+use self::deliver::{cleanup, escape_command_data};
 pub use self::error::*;
 use self::transport::RetryPolicy;
 
@@ -91,6 +99,33 @@ pub struct FetchArgs {
     /// certificate; when given, only these are trusted for the broker.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+    /// AWS region to hand over with the credentials: AWS_REGION and
+    /// AWS_DEFAULT_REGION with --github-env, output aws-region with
+    /// --github-output. (A credential_process cannot set a region: put
+    /// `region =` in the profile.)
+    #[arg(long, value_name = "REGION", value_parser = parse_region, conflicts_with = "credential_process")]
+    pub region: Option<String>,
+    /// Mask the access key id in the job's log too (an `::add-mask::` line
+    /// after those of the secret key and session token).
+    #[arg(long, conflicts_with = "credential_process")]
+    pub mask_access_key_id: bool,
+    /// Keep retrying unreachable-broker errors, 429 and 5xx answers for up to
+    /// N seconds from the first attempt (0: a single attempt).
+    #[arg(long, value_name = "N", default_value_t = transport::DEFAULT_RETRY_MAX_SECONDS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub retry_max_seconds: u64,
+    /// Directory of the private credential cache used by --credential-process
+    /// (and emptied by --cleanup). Default: $RUNNER_TEMP/attestation-broker-cache.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not cache: every --credential-process run asks the broker.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// Hand out a cached credential only while more than N seconds of its
+    /// life are left; otherwise ask the broker for a new one.
+    #[arg(long, value_name = "N", default_value_t = cache::DEFAULT_MARGIN_SECONDS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub cache_margin_seconds: u64,
     /// Where the credentials go.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
@@ -109,9 +144,14 @@ pub struct DeliveryArgs {
     /// reference them see them).
     #[arg(long)]
     pub github_output: bool,
-    /// Print AWS `credential_process` JSON on stdout.
+    /// Print AWS `credential_process` JSON on stdout, reusing a cached
+    /// credential while it is comfortably valid.
     #[arg(long)]
     pub credential_process: bool,
+    /// For the job's last step (`if: always()`): remove the cached
+    /// credentials and blank the AWS variables in $GITHUB_ENV.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 /// The chosen delivery mode.
@@ -123,6 +163,8 @@ pub enum Delivery {
     GithubOutput,
     /// `--credential-process`.
     CredentialProcess,
+    /// `--cleanup`.
+    Cleanup,
 }
 
 impl DeliveryArgs {
@@ -132,6 +174,8 @@ impl DeliveryArgs {
             Delivery::GithubEnv
         } else if self.github_output {
             Delivery::GithubOutput
+        } else if self.cleanup {
+            Delivery::Cleanup
         } else {
             Delivery::CredentialProcess
         }
@@ -171,6 +215,9 @@ pub async fn fetch(
     out: &mut dyn Write,
 ) -> Result<(), FetchError> {
     let delivery = args.delivery.delivery();
+    if delivery == Delivery::Cleanup {
+        return cleanup(cache::cache_dir(args, env).as_deref(), env, out);
+    }
     let raw_url = args
         .broker_url
         .as_deref()
@@ -182,16 +229,53 @@ pub async fn fetch(
     let issue_url = issue_url(raw_url)?;
     let roots = args.ca_file.as_deref().map(load_ca_file).transpose()?;
     let runner = RunnerEnv::read(env, delivery)?;
+    let extras = Extras {
+        region: args.region.clone(),
+        mask_access_key_id: args.mask_access_key_id,
+    };
+    let cache = match cache::cache_dir(args, env) {
+        Some(dir) if delivery == Delivery::CredentialProcess => {
+            Some(CredentialCache::open(&dir, args, env, &issue_url, &runner)?)
+        }
+        _ => None,
+    };
+    if let Some(credentials) = cache.as_ref().and_then(CredentialCache::load) {
+        return deliver(delivery, &credentials, &runner, &extras, out);
+    }
     let runtime = transport::build_client(env, None).map_err(FetchError::Usage)?;
     let broker = transport::build_client(env, roots).map_err(FetchError::Usage)?;
     let client = Client {
         runtime,
         broker,
         issue_url,
-        policy: RetryPolicy::default(),
+        policy: RetryPolicy::with_budget(Duration::from_secs(args.retry_max_seconds)),
     };
     let credentials = client.obtain(args, &runner).await?;
-    deliver(delivery, &credentials, &runner, out)
+    if let Some(cache) = &cache
+        && let Err(err) = cache.store(&credentials)
+    {
+        // The credential is still good: deliver it, uncached.
+        eprintln!(
+            "attestation-broker fetch: warning: cannot cache the credential in {}: {err}",
+            cache.path().display()
+        );
+    }
+    deliver(delivery, &credentials, &runner, &extras, out)
+}
+
+/// `--region`: an AWS region name, checked so it cannot inject anything
+/// into `GITHUB_ENV` / `GITHUB_OUTPUT`.
+fn parse_region(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("an AWS region name: lowercase letters, digits and '-' (e.g. eu-west-1)".into())
+    }
 }
 
 /// The broker's issue URL from a base URL (or one already ending in `/issue`).
@@ -269,7 +353,7 @@ impl RunnerEnv {
         let file_var = match delivery {
             Delivery::GithubEnv => Some("GITHUB_ENV"),
             Delivery::GithubOutput => Some("GITHUB_OUTPUT"),
-            Delivery::CredentialProcess => None,
+            Delivery::CredentialProcess | Delivery::Cleanup => None,
         };
         let missing: Vec<&str> = ["GITHUB_REPOSITORY", "GITHUB_SHA"]
             .into_iter()

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use serde_json::{Value, json};
 
 use super::answer::{parse_credentials, parse_id_token, refused};
+use super::cache::CredentialCache;
 use super::deliver::escape_command_data;
 use super::transport::{Answer, RetryPolicy, is_transient_status, retry_after};
 use super::*;
@@ -180,6 +181,7 @@ fn github_env_delivery_masks_first_then_appends() {
         Delivery::GithubEnv,
         &credentials,
         &runner(Some(&path)),
+        &Extras::default(),
         &mut out,
     )
     .unwrap();
@@ -206,6 +208,7 @@ fn github_output_and_credential_process_formats() {
         Delivery::GithubOutput,
         &credentials,
         &runner(Some(&path)),
+        &Extras::default(),
         &mut out,
     )
     .unwrap();
@@ -225,6 +228,7 @@ fn github_output_and_credential_process_formats() {
         Delivery::CredentialProcess,
         &credentials,
         &runner(None),
+        &Extras::default(),
         &mut out,
     )
     .unwrap();
@@ -264,10 +268,10 @@ fn refusals_carry_status_code_and_request_id() {
 
 #[test]
 fn transient_statuses_and_retry_after() {
-    for status in [429, 502, 503, 504] {
+    for status in [429, 500, 502, 503, 504] {
         assert!(is_transient_status(status));
     }
-    for status in [400, 401, 403, 404, 413, 500] {
+    for status in [400, 401, 403, 404, 408, 413, 422, 501] {
         assert!(!is_transient_status(status));
     }
     let mut headers = HeaderMap::new();
@@ -282,43 +286,273 @@ fn transient_statuses_and_retry_after() {
 }
 
 #[tokio::test]
-async fn retry_schedule_is_bounded() {
-    let policy = RetryPolicy::default();
-    for next in 2..=4 {
-        let step = policy.base_delay * (1 << (next - 2));
-        for _ in 0..50 {
-            let pause = policy.backoff(next);
-            assert!(pause >= step / 2 && pause <= step, "{next}: {pause:?}");
-        }
-    }
-    assert!(policy.backoff(40) <= policy.max_delay);
+async fn retry_schedule_is_full_jitter_within_the_budget() {
+    let policy = RetryPolicy::with_budget(Duration::from_secs(60));
+    // Ceilings double from 1 s and stop at 10 s.
+    let ceilings: Vec<u64> = (1..=7).map(|n| policy.ceiling(n).as_secs()).collect();
+    assert_eq!(ceilings, [1, 2, 4, 8, 10, 10, 10]);
+    assert_eq!(policy.ceiling(u32::MAX), Duration::from_secs(10));
+    // Full jitter: anywhere from zero to the ceiling, and not always the same.
+    let draws: Vec<Duration> = (0..200).map(|_| policy.backoff(4)).collect();
+    assert!(draws.iter().all(|pause| *pause <= Duration::from_secs(8)));
+    assert!(draws.iter().any(|pause| *pause < Duration::from_secs(2)));
+    assert!(draws.iter().any(|pause| *pause > Duration::from_secs(6)));
+
     let far = Instant::now() + Duration::from_secs(60);
-    assert!(policy.pause_before(2, None, far).is_some());
     assert!(
-        policy.pause_before(5, None, far).is_none(),
-        "4 attempts at most"
+        policy.pause_before(30, None, far).is_some(),
+        "no attempt cap"
     );
-    assert_eq!(
-        policy.pause_before(2, Some(Duration::from_secs(7)), far),
-        Some(Duration::from_secs(7))
+    // Retry-After is a minimum pause...
+    let pause = policy
+        .pause_before(1, Some(Duration::from_secs(7)), far)
+        .unwrap();
+    assert!(pause >= Duration::from_secs(7), "{pause:?}");
+    // ...but one past the budget ends the retries, as does any pause past it.
+    assert!(
+        policy
+            .pause_before(1, Some(Duration::from_secs(61)), far)
+            .is_none()
     );
     assert!(
         policy
-            .pause_before(2, Some(Duration::from_secs(11)), far)
-            .is_none()
+            .pause_before(1, Some(Duration::from_secs(u64::MAX)), far)
+            .is_none(),
+        "a hostile Retry-After neither panics nor waits"
     );
-    let near = Instant::now() + Duration::from_millis(100);
+    let spent = Instant::now();
+    assert!(policy.pause_before(1, None, spent).is_none());
+    // A budget of zero: one attempt, no retry.
+    let once = RetryPolicy::with_budget(Duration::ZERO);
     assert!(
-        policy
-            .pause_before(2, Some(Duration::from_secs(1)), near)
+        once.pause_before(1, None, Instant::now() + once.total)
             .is_none()
     );
-    // The worst case (three maximal pauses) stays well inside the budget.
-    let worst: Duration = (2..=4).map(|n| policy.base_delay * (1 << (n - 2))).sum();
-    assert!(worst < policy.total / 4);
+}
+
+#[test]
+fn regions_are_checked() {
+    for good in ["eu-west-1", "us-gov-west-1", "cn-north-1"] {
+        assert_eq!(parse_region(good).unwrap(), good);
+    }
+    for bad in [
+        "",
+        "EU-WEST-1",
+        "eu west 1",
+        "eu-west-1\nX=1",
+        &"a".repeat(33),
+    ] {
+        assert!(parse_region(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn region_and_access_key_mask_are_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env");
+    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
+    let extras = Extras {
+        region: Some("eu-west-1".into()),
+        mask_access_key_id: true,
+    };
+    let mut out = Vec::new();
+    deliver(
+        Delivery::GithubEnv,
+        &credentials,
+        &runner(Some(&path)),
+        &extras,
+        &mut out,
+    )
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[2], "::add-mask::ASIAEXAMPLE");
+    assert_eq!(out.matches("ASIAEXAMPLE").count(), 1, "{out}");
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("AWS_REGION=eu-west-1\nAWS_DEFAULT_REGION=eu-west-1\n")
+    );
+
+    let path = dir.path().join("out");
+    deliver(
+        Delivery::GithubOutput,
+        &credentials,
+        &runner(Some(&path)),
+        &extras,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("expiration=2026-11-22T09:15:00Z\naws-region=eu-west-1\n")
+    );
 }
 
 #[test]
 fn workflow_command_data_is_escaped() {
     assert_eq!(escape_command_data("a%b\r\nc"), "a%25b%0D%0Ac");
+}
+
+/// `FetchArgs` as the argument parser makes them.
+fn parse_args(args: &[&str]) -> FetchArgs {
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: FetchArgs,
+    }
+    let argv = std::iter::once("fetch").chain(args.iter().copied());
+    <Wrapper as clap::Parser>::try_parse_from(argv)
+        .unwrap()
+        .args
+}
+
+fn cache_for(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &BTreeMap<String, String>,
+) -> CredentialCache {
+    let args = parse_args(args);
+    let url = issue_url("https://broker.example").unwrap();
+    let runner = RunnerEnv::read(env, Delivery::CredentialProcess).unwrap();
+    CredentialCache::open(dir, &args, env, &url, &runner).unwrap()
+}
+
+/// A broker answer whose credential expires `seconds` from now.
+fn answer_expiring_in(seconds: i64) -> Credentials {
+    let expiration = (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    parse_credentials(
+        ANSWER
+            .replace("2026-11-22T09:15:00Z", &expiration)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn cache_round_trip_respects_the_margin() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("a/cache");
+    let cache = cache_for(&dir, &["--credential-process"], &actions_env());
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "created private");
+    assert!(cache.load().is_none(), "empty");
+
+    cache.store(&answer_expiring_in(900)).unwrap();
+    assert_eq!(mode(cache.path()), 0o600);
+    let loaded = cache.load().unwrap();
+    assert_eq!(loaded.access_key_id, "ASIAEXAMPLE");
+    assert_eq!(
+        loaded.session_token.expose_secret(),
+        "FwoGZXIvYXdzEXAMPLE=="
+    );
+    assert_eq!(loaded.role.as_deref(), Some("deploy"));
+
+    // 30 s left is inside the default 60 s margin: not handed out.
+    cache.store(&answer_expiring_in(30)).unwrap();
+    assert!(cache.load().is_none());
+    let lenient = cache_for(
+        &dir,
+        &["--credential-process", "--cache-margin-seconds", "10"],
+        &actions_env(),
+    );
+    assert!(lenient.load().is_some());
+
+    // No temporary file is left behind.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("credential-"), "{names:?}");
+}
+
+#[test]
+fn different_requests_never_share_a_cache_file() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("cache");
+    let base = cache_for(&dir, &["--credential-process"], &actions_env());
+    let mut other_sha = actions_env();
+    other_sha.insert("GITHUB_SHA".into(), "def".into());
+    let mut other_repo = actions_env();
+    other_repo.insert("GITHUB_REPOSITORY".into(), "ourorg/other".into());
+    let mut other_run = actions_env();
+    other_run.insert("GITHUB_RUN_ID".into(), "7".into());
+    let others = [
+        cache_for(&dir, &["--credential-process"], &other_sha),
+        cache_for(&dir, &["--credential-process"], &other_repo),
+        cache_for(&dir, &["--credential-process"], &other_run),
+        cache_for(
+            &dir,
+            &["--credential-process", "--role", "ci"],
+            &actions_env(),
+        ),
+        cache_for(
+            &dir,
+            &["--credential-process", "--job-id", "9"],
+            &actions_env(),
+        ),
+        cache_for(
+            &dir,
+            &["--credential-process", "--audience", "x"],
+            &actions_env(),
+        ),
+        cache_for(
+            &dir,
+            &["--credential-process", "--duration-seconds", "1800"],
+            &actions_env(),
+        ),
+    ];
+    let mut paths: Vec<&std::path::Path> = others.iter().map(CredentialCache::path).collect();
+    paths.push(base.path());
+    let count = paths.len();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), count, "{paths:?}");
+}
+
+#[test]
+fn unsafe_cache_directories_and_files_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let args = parse_args(&["--credential-process"]);
+    let url = issue_url("https://broker.example").unwrap();
+    let env = actions_env();
+    let runner = RunnerEnv::read(&env, Delivery::CredentialProcess).unwrap();
+    let err = CredentialCache::open(&shared, &args, &env, &url, &runner).unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert!(err.to_string().contains("mode 0750"), "{err}");
+
+    // A symbolic link to a private directory is not followed.
+    let private = temp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = temp.path().join("link");
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    let err = CredentialCache::open(&link, &args, &env, &url, &runner).unwrap_err();
+    assert!(err.to_string().contains("symbolic links"), "{err}");
+
+    // A cache file others can read is ignored.
+    let cache = CredentialCache::open(&private, &args, &env, &url, &runner).unwrap();
+    cache.store(&answer_expiring_in(900)).unwrap();
+    assert!(cache.load().is_some());
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(cache.load().is_none());
+    // And a link in place of the file is not followed.
+    std::fs::remove_file(cache.path()).unwrap();
+    let elsewhere = temp.path().join("elsewhere.json");
+    cache.store(&answer_expiring_in(900)).unwrap();
+    std::fs::rename(cache.path(), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cache.path()).unwrap();
+    assert!(cache.load().is_none());
 }

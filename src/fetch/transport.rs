@@ -23,68 +23,71 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// default, but a healthy issuance takes well under a second).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// When and how often to try again.
+/// When and how often to try again: as often as the budget allows, with
+/// exponentially growing, fully jittered pauses.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
-    /// Attempts in total, the first included.
-    pub max_attempts: u32,
-    /// First backoff; doubles per attempt.
+    /// Upper bound of the first pause; doubles per retry.
     pub base_delay: Duration,
-    /// Largest single backoff.
+    /// Largest upper bound of a single pause.
     pub max_delay: Duration,
-    /// Largest `Retry-After` honoured; a longer one ends the retries.
-    pub max_retry_after: Duration,
-    /// Budget for everything, sleeps included.
+    /// Retries start only while this much time has not passed since the
+    /// first attempt (sleeps included). Each attempt has its own
+    /// [`ATTEMPT_TIMEOUT`] on top.
     pub total: Duration,
 }
 
-impl Default for RetryPolicy {
-    /// 4 attempts, 0.5 s → 1 s → 2 s (with jitter), `Retry-After` up to 10 s,
-    /// 30 s in all: a CI step should fail fast and clearly rather than hang.
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(4),
-            max_retry_after: Duration::from_secs(10),
-            total: Duration::from_secs(30),
-        }
-    }
-}
+/// Default `--retry-max-seconds`: long enough to ride out a rolling restart
+/// of the broker's replicas (a pod's readiness gate plus a load balancer's
+/// health check take tens of seconds), short enough that a broken broker
+/// fails the step within about a minute.
+pub const DEFAULT_RETRY_MAX_SECONDS: u64 = 60;
 
 impl RetryPolicy {
-    /// The pause before attempt `next` (2 = the first retry): half the
-    /// exponential step plus a random part of the other half, so that many
-    /// jobs failing together do not retry in lockstep.
-    pub fn backoff(&self, next: u32) -> Duration {
-        let exponent = next.saturating_sub(2).min(16);
-        let step = self
-            .base_delay
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay);
-        let half = step / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    /// Pauses drawn from [0, 1 s], [0, 2 s], [0, 4 s], [0, 8 s], then [0, 10 s]
+    /// each, for `total`.
+    pub fn with_budget(total: Duration) -> Self {
+        Self {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            total,
+        }
     }
 
-    /// The pause to take before attempt `next`, or `None` when no attempt is
-    /// left, the server asked for more than we honour, or the pause would end
-    /// past `deadline`.
+    /// The upper bound of the pause before retry `retry` (1 = the first):
+    /// `min(max_delay, base_delay * 2^(retry-1))`.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(16);
+        self.base_delay
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay)
+    }
+
+    /// "Full jitter": a uniformly random pause in `[0, ceiling(retry)]`, so
+    /// that many jobs failing together (a broker rollout) spread their
+    /// retries out instead of arriving in waves.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = u64::try_from(self.ceiling(retry).as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(0..=ceiling))
+    }
+
+    /// The pause to take before retry `retry`, or `None` when the pause would
+    /// end at or past `deadline` (including a `Retry-After` that asks for
+    /// longer than the budget has left). A `Retry-After` is honoured as a
+    /// minimum.
     pub fn pause_before(
         &self,
-        next: u32,
+        retry: u32,
         retry_after: Option<Duration>,
         deadline: Instant,
     ) -> Option<Duration> {
-        if next > self.max_attempts {
-            return None;
-        }
-        let pause = match retry_after {
-            Some(asked) if asked > self.max_retry_after => return None,
-            Some(asked) => asked.max(self.backoff(next)),
-            None => self.backoff(next),
-        };
-        (Instant::now() + pause < deadline).then_some(pause)
+        let backoff = self.backoff(retry);
+        let pause = retry_after.map_or(backoff, |asked| asked.max(backoff));
+        // checked: a hostile `Retry-After` of u64::MAX seconds must not panic.
+        Instant::now()
+            .checked_add(pause)
+            .is_some_and(|end| end < deadline)
+            .then_some(pause)
     }
 }
 
@@ -95,10 +98,12 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Statuses worth another attempt: overload and gateway trouble. Never
-/// 400/401/403: the same request would fail the same way.
+/// Statuses worth another attempt: 429 (the broker's per-repository rate
+/// limit, or a gateway's), 500 and gateway trouble (502/503/504, what a
+/// load balancer answers while replicas roll). No other 4xx: the same
+/// request would fail the same way.
 pub fn is_transient_status(status: u16) -> bool {
-    matches!(status, 429 | 502 | 503 | 504)
+    matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// An HTTP answer read to the end (up to [`MAX_BODY_BYTES`]).

@@ -1,7 +1,7 @@
-//! `check-config` and start-up refusals, through the real binary.
+//! `check-config`, start-up refusals and the `dev` demo, through the real binary.
 
 use crate::support::DEFAULT_POLICY;
-use crate::support::broker::{BrokerSpec, Process, RunOutput, run_to_completion};
+use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
 /// A config pointing at loopback addresses nobody needs to answer.
 fn spec() -> BrokerSpec {
@@ -318,4 +318,96 @@ fn a_missing_configuration_file_is_named_with_the_os_reason() {
         out.all()
     );
     assert!(!out.stderr.contains("key `-`"), "{}", out.all());
+}
+
+/// The loop a CI author runs locally: `dev` prints a job's environment and
+/// the `fetch` command; pasted into a shell with the real binary on `PATH`,
+/// it gets (fake) credentials, in the Actions mode and as a credential_process.
+#[tokio::test]
+async fn dev_prints_an_environment_in_which_the_real_fetch_gets_credentials() {
+    let mut dev = Process::spawn(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let profile = dev
+        .wait_for_line("the credential_process line", |line| {
+            line.trim_start().starts_with("credential_process = ")
+        })
+        .await;
+    let lines = dev.lines();
+    let exports: Vec<&str> = lines
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| line.starts_with("export "))
+        .collect();
+    for name in [
+        "GITHUB_REPOSITORY=",
+        "GITHUB_SHA=",
+        "ACTIONS_ID_TOKEN_REQUEST_URL=",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN=",
+        "BROKER_URL=",
+    ] {
+        assert!(
+            exports.iter().any(|line| line.contains(name)),
+            "no {name} in {exports:?}"
+        );
+    }
+    let fetch = lines
+        .iter()
+        .map(|line| line.trim())
+        .find(|line| {
+            line.starts_with("attestation-broker fetch ") && line.ends_with("--github-env")
+        })
+        .unwrap_or_else(|| unreachable!("no fetch command in:\n{}", lines.join("\n")));
+    let process = profile.trim().trim_start_matches("credential_process = ");
+    let script = format!(
+        "{exports}\n[ -d \"$RUNNER_TEMP\" ] || exit 98\ncase \"$GITHUB_ENV\" in \"$RUNNER_TEMP\"/*) ;; *) exit 99 ;; esac\n{fetch} || exit $?\necho '--- GITHUB_ENV'\ncat \"$GITHUB_ENV\"\necho '--- credential_process'\n{process}\n",
+        exports = exports.join("\n"),
+    );
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env_clear()
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the pasted commands failed ({:?}):\n{stdout}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, after) = stdout.split_once("--- GITHUB_ENV\n").unwrap();
+    let (github_env, process_json) = after.split_once("--- credential_process\n").unwrap();
+    let key = github_env
+        .lines()
+        .find_map(|line| line.strip_prefix("AWS_ACCESS_KEY_ID="))
+        .unwrap_or_else(|| unreachable!("no key in GITHUB_ENV:\n{github_env}"));
+    assert!(key.starts_with("ASIADEVFAKE"), "{key}");
+    assert!(github_env.contains("AWS_SECRET_ACCESS_KEY=dev-fake-secret-"));
+    let document: serde_json::Value = serde_json::from_str(process_json.trim()).unwrap();
+    assert_eq!(document["Version"], 1);
+    assert!(
+        document["AccessKeyId"]
+            .as_str()
+            .is_some_and(|key| key.starts_with("ASIADEVFAKE")),
+        "{document}"
+    );
 }

@@ -137,6 +137,7 @@ struct FlakyProxy {
 struct ProxyState {
     upstream: String,
     fail_first: usize,
+    status: StatusCode,
     hits: Arc<Mutex<usize>>,
     client: reqwest::Client,
 }
@@ -145,12 +146,18 @@ impl FlakyProxy {
     /// Answers the first `fail_first` requests with a bare 503 (as a load
     /// balancer with no healthy backend would), then forwards to `upstream`.
     async fn start(upstream: &str, fail_first: usize) -> Self {
+        Self::failing_with(upstream, fail_first, StatusCode::SERVICE_UNAVAILABLE).await
+    }
+
+    /// Like [`FlakyProxy::start`], failing with `status` (and `Retry-After: 1`).
+    async fn failing_with(upstream: &str, fail_first: usize, status: StatusCode) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(Mutex::new(0));
         let state = ProxyState {
             upstream: upstream.to_owned(),
             fail_first,
+            status,
             hits: Arc::clone(&hits),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
@@ -185,7 +192,7 @@ async fn forward(
     };
     if seen <= state.fail_first {
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
+            state.status,
             [(header::RETRY_AFTER, "1")],
             "no healthy upstream",
         )
@@ -277,25 +284,30 @@ impl Job {
 
     /// Runs `attestation-broker fetch ARGS` with exactly this environment.
     async fn fetch(&self, args: &[&str]) -> Outcome {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .arg("fetch")
-            .args(args)
-            .env_clear()
-            .envs(&self.env)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let started = tokio::time::Instant::now();
-        let output = tokio::time::timeout(DEADLINE * 2, command.output())
-            .await
-            .expect("fetch did not finish in time")
-            .unwrap();
-        Outcome {
-            code: output.status.code(),
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-            elapsed: started.elapsed(),
-        }
+        run_fetch(&self.env, args).await
+    }
+}
+
+/// Runs `attestation-broker fetch ARGS` with exactly the environment `env`.
+async fn run_fetch(env: &BTreeMap<String, String>, args: &[&str]) -> Outcome {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .arg("fetch")
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let started = tokio::time::Instant::now();
+    let output = tokio::time::timeout(DEADLINE * 4, command.output())
+        .await
+        .expect("fetch did not finish in time")
+        .unwrap();
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+        elapsed: started.elapsed(),
     }
 }
 
@@ -590,37 +602,167 @@ async fn a_runtime_refusal_is_an_id_token_failure() {
     assert!(!outcome.all().contains("not-the-runtime-token"));
 }
 
+/// A loopback address where nothing listens.
+fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The `N` of "after N attempt(s)" in `fetch`'s final error.
+fn attempts_in(stderr: &str) -> usize {
+    let (_, rest) = stderr
+        .split_once("could not be reached after ")
+        .unwrap_or_else(|| unreachable!("no attempt count in:\n{stderr}"));
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
-async fn an_unreachable_broker_is_retried_then_reported() {
+async fn an_unreachable_broker_is_retried_within_the_budget_then_reported() {
     let (_harness, runtime) = setup().await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let closed = format!("http://{}", closed_port());
     let job = Job::new(&runtime);
-    let outcome = job.fetch(&args(&closed, "--github-env")).await;
+    let mut args = args(&closed, "--github-env");
+    args.extend(["--retry-max-seconds", "2"]);
+    let outcome = job.fetch(&args).await;
     outcome.assert_code(EXIT_UNREACHABLE);
     assert!(
         outcome.stderr.contains(&format!(
-            "the broker at {closed}/issue could not be reached after 4 attempt(s)"
+            "the broker at {closed}/issue could not be reached after "
         )),
         "{}",
         outcome.stderr
     );
+    assert!(
+        outcome.stderr.contains("within the 2 s retry budget"),
+        "{}",
+        outcome.stderr
+    );
+    let attempts = attempts_in(&outcome.stderr);
+    assert!(attempts >= 2, "{}", outcome.stderr);
     assert_eq!(
         outcome.stderr.matches("retrying in").count(),
-        3,
+        attempts - 1,
         "{}",
         outcome.stderr
     );
     // A fresh ID token for every attempt: the broker accepts each token once.
-    assert_eq!(runtime.minted(), 4);
+    assert_eq!(runtime.minted(), attempts);
+    assert!(outcome.stderr.contains("--retry-max-seconds"), "the hint");
+    assert_eq!(read(&job.env_file()), "EARLIER_STEP=kept\n");
+}
+
+#[tokio::test]
+async fn a_zero_retry_budget_makes_one_attempt() {
+    let (_harness, runtime) = setup().await;
+    let closed = format!("http://{}", closed_port());
+    let job = Job::new(&runtime);
+    let mut args = args(&closed, "--github-env");
+    args.extend(["--retry-max-seconds", "0"]);
+    let outcome = job.fetch(&args).await;
+    outcome.assert_code(EXIT_UNREACHABLE);
+    assert_eq!(attempts_in(&outcome.stderr), 1, "{}", outcome.stderr);
     assert!(
-        outcome.elapsed < Duration::from_secs(30),
+        !outcome.stderr.contains("retrying in"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(runtime.minted(), 1);
+}
+
+#[tokio::test]
+async fn a_broker_that_is_down_then_comes_up_is_waited_for() {
+    // The broker's address is known, but nothing listens there yet: a rollout.
+    let jwks =
+        crate::support::jwks::JwksServer::start(vec![crate::support::tokens::KEY_A.jwk()]).await;
+    let runtime = FakeRuntime::start(&jwks.issuer()).await;
+    let addr = closed_port();
+    let job = Job::new(&runtime);
+    let url = format!("http://{addr}");
+    let fetch = {
+        // The default budget, no flag: a CI author's plain command.
+        let args: Vec<String> = args(&url, "--github-env")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let env = job.env.clone();
+        tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_fetch(&env, &args).await
+        })
+    };
+    // The rollout outlasts four failed attempts (the fifth asks for its ID
+    // token only after the fourth was refused).
+    let deadline = tokio::time::Instant::now() + DEADLINE * 3;
+    while runtime.minted() < 5 {
+        assert!(
+            !fetch.is_finished(),
+            "fetch gave up after {} attempt(s): {:?}",
+            runtime.minted(),
+            fetch.await.unwrap()
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no fifth attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let harness = Harness::start_with_issuer(jwks, |spec| {
+        spec.set("server.listen", addr.to_string());
+    })
+    .await;
+    let outcome = fetch.await.unwrap();
+    outcome.assert_code(0);
+    assert!(
+        outcome.stderr.contains("attempt 1 failed ("),
+        "{}",
+        outcome.stderr
+    );
+    let issued = harness.sts.issued();
+    assert_eq!(issued.len(), 1);
+    assert!(
+        read(&job.env_file()).contains(&format!("AWS_ACCESS_KEY_ID={}\n", issued[0].access_key_id))
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after_but_other_4xx_are_not() {
+    let (harness, runtime) = setup().await;
+    let proxy =
+        FlakyProxy::failing_with(&harness.broker.base_url, 1, StatusCode::TOO_MANY_REQUESTS).await;
+    let job = Job::new(&runtime);
+    let outcome = job.fetch(&args(&proxy.url, "--github-output")).await;
+    outcome.assert_code(0);
+    assert_eq!(proxy.hits(), 2);
+    assert!(
+        outcome
+            .stderr
+            .contains("attempt 1 failed (HTTP 429); retrying in"),
+        "{}",
+        outcome.stderr
+    );
+    // Retry-After: 1 was honoured as the least pause.
+    assert!(
+        outcome.elapsed >= Duration::from_secs(1),
         "{:?}",
         outcome.elapsed
     );
-    assert_eq!(read(&job.env_file()), "EARLIER_STEP=kept\n");
+
+    for status in [
+        StatusCode::NOT_FOUND,
+        StatusCode::REQUEST_TIMEOUT,
+        StatusCode::CONFLICT,
+    ] {
+        let proxy = FlakyProxy::failing_with(&harness.broker.base_url, 1, status).await;
+        let job = Job::new(&runtime);
+        let outcome = job.fetch(&args(&proxy.url, "--github-output")).await;
+        outcome.assert_code(EXIT_REFUSED);
+        assert_eq!(proxy.hits(), 1, "{status} is not retried");
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("HTTP {}", status.as_u16())),
+            "{}",
+            outcome.stderr
+        );
+    }
+    assert_eq!(harness.sts.issued().len(), 1);
 }
 
 #[tokio::test]
@@ -825,7 +967,7 @@ async fn a_503_from_a_flaky_proxy_is_retried_with_a_fresh_token() {
     assert!(
         outcome
             .stderr
-            .contains("attempt 1 of 4 failed (HTTP 503); retrying in"),
+            .contains("attempt 1 failed (HTTP 503); retrying in"),
         "{}",
         outcome.stderr
     );
@@ -857,7 +999,7 @@ async fn a_503_from_the_broker_is_retried() {
     assert!(
         outcome
             .stderr
-            .contains("attempt 1 of 4 failed (HTTP 503 unavailable (request_id "),
+            .contains("attempt 1 failed (HTTP 503 unavailable (request_id "),
         "{}",
         outcome.stderr
     );
@@ -893,4 +1035,207 @@ async fn a_closed_stdout_is_an_output_error_and_nothing_is_delivered() {
     }
     // The masks could not be printed, so the secrets went nowhere.
     assert_eq!(read(&job.env_file()), "EARLIER_STEP=kept\n");
+}
+
+// --- credential_process cache ----------------------------------------------------
+
+/// Mode bits of `path` (permission part).
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The files in the job's credential cache under `RUNNER_TEMP`.
+fn cache_files(job: &Job) -> Vec<PathBuf> {
+    let dir = job.dir.path().join("runner_temp/attestation-broker-cache");
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.map(|entry| entry.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A job with `RUNNER_TEMP`, as every hosted and self-hosted runner sets it.
+fn job_with_runner_temp(runtime: &FakeRuntime) -> Job {
+    let job = Job::new(runtime)
+        .without("GITHUB_ENV")
+        .without("GITHUB_OUTPUT");
+    let temp = job.dir.path().join("runner_temp");
+    std::fs::create_dir(&temp).unwrap();
+    let temp = temp.display().to_string();
+    job.with("RUNNER_TEMP", &temp)
+}
+
+#[tokio::test]
+async fn credential_process_reuses_the_cached_credential_while_it_is_comfortably_valid() {
+    let (harness, runtime) = setup().await;
+    let job = job_with_runner_temp(&runtime);
+    let args = args(&harness.broker.base_url, "--credential-process");
+    let first = job.fetch(&args).await;
+    first.assert_code(0);
+    for _ in 0..4 {
+        let again = job.fetch(&args).await;
+        again.assert_code(0);
+        assert_eq!(again.stdout, first.stdout, "the same credential");
+    }
+    assert_eq!(harness.sts.issued().len(), 1, "one issuance for five runs");
+    assert_eq!(runtime.minted(), 1, "one ID token for five runs");
+
+    // Private: directory 0700, one file 0600, nothing of it on stderr.
+    let dir = job.dir.path().join("runner_temp/attestation-broker-cache");
+    assert_eq!(mode(&dir), 0o700);
+    let files = cache_files(&job);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(mode(&files[0]), 0o600);
+    let issued = harness.sts.issued()[0].clone();
+    assert!(!first.stderr.contains(&issued.secret_access_key));
+
+    // A margin longer than what is left of the credential: a new one.
+    let mut strict = args.clone();
+    strict.extend(["--cache-margin-seconds", "900"]);
+    let renewed = job.fetch(&strict).await;
+    renewed.assert_code(0);
+    assert_eq!(harness.sts.issued().len(), 2);
+    assert_ne!(renewed.stdout, first.stdout);
+    // --no-cache always asks.
+    let mut uncached = args.clone();
+    uncached.push("--no-cache");
+    job.fetch(&uncached).await.assert_code(0);
+    assert_eq!(harness.sts.issued().len(), 3);
+    // The renewed credential is the cached one now.
+    let cached = job.fetch(&args).await;
+    assert_eq!(cached.stdout, renewed.stdout);
+    assert_eq!(harness.sts.issued().len(), 3);
+}
+
+#[tokio::test]
+async fn a_cache_file_with_loose_permissions_is_not_read_and_is_replaced() {
+    let (harness, runtime) = setup().await;
+    let job = job_with_runner_temp(&runtime);
+    let args = args(&harness.broker.base_url, "--credential-process");
+    let first = job.fetch(&args).await;
+    first.assert_code(0);
+    let file = cache_files(&job).pop().unwrap();
+    set_mode(&file, 0o644);
+    let second = job.fetch(&args).await;
+    second.assert_code(0);
+    assert_ne!(second.stdout, first.stdout, "the readable file was ignored");
+    assert_eq!(harness.sts.issued().len(), 2);
+    assert_eq!(mode(&file), 0o600, "replaced by a private file");
+}
+
+#[tokio::test]
+async fn a_cache_directory_others_can_enter_is_refused() {
+    let (harness, runtime) = setup().await;
+    let job = job_with_runner_temp(&runtime);
+    let shared = job.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    set_mode(&shared, 0o755);
+    let shared = shared.display().to_string();
+    let mut args = args(&harness.broker.base_url, "--credential-process");
+    args.extend(["--cache-dir", &shared]);
+    let outcome = job.fetch(&args).await;
+    outcome.assert_code(EXIT_USAGE);
+    assert!(
+        outcome.stderr.contains("gives group or other users access"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(outcome.stdout, "");
+    assert_eq!(runtime.minted(), 0);
+}
+
+// --- region, masking, cleanup ----------------------------------------------------
+
+#[tokio::test]
+async fn the_region_is_exported_and_the_access_key_id_can_be_masked() {
+    let (harness, runtime) = setup().await;
+    let job = Job::new(&runtime);
+    let mut env_args = args(&harness.broker.base_url, "--github-env");
+    env_args.extend(["--region", "eu-west-1", "--mask-access-key-id"]);
+    let outcome = job.fetch(&env_args).await;
+    outcome.assert_code(0);
+    let issued = harness.sts.issued()[0].clone();
+    let written = pairs(&read(&job.env_file()));
+    assert_eq!(
+        written[written.len() - 2..],
+        [
+            ("AWS_REGION".to_owned(), "eu-west-1".to_owned()),
+            ("AWS_DEFAULT_REGION".to_owned(), "eu-west-1".to_owned())
+        ]
+    );
+    assert_masked_first(&outcome, &issued.secret_access_key, &issued.session_token);
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(lines[2], format!("::add-mask::{}", issued.access_key_id));
+    assert_eq!(outcome.all().matches(&issued.access_key_id).count(), 1);
+
+    let job = Job::new(&runtime);
+    let mut output_args = args(&harness.broker.base_url, "--github-output");
+    output_args.extend(["--region", "us-gov-west-1"]);
+    job.fetch(&output_args).await.assert_code(0);
+    assert!(
+        read(&job.output_file()).ends_with("\naws-region=us-gov-west-1\n"),
+        "{}",
+        read(&job.output_file())
+    );
+
+    // A credential_process cannot carry a region; a bad region is refused.
+    let mut process_args = args(&harness.broker.base_url, "--credential-process");
+    process_args.extend(["--region", "eu-west-1"]);
+    job.fetch(&process_args).await.assert_code(2);
+    let mut bad = args(&harness.broker.base_url, "--github-env");
+    bad.extend(["--region", "eu-west-1\nX=1"]);
+    job.fetch(&bad).await.assert_code(2);
+    assert_eq!(harness.sts.issued().len(), 2);
+}
+
+#[tokio::test]
+async fn cleanup_blanks_the_variables_and_removes_the_cached_credentials() {
+    let (harness, runtime) = setup().await;
+    let job = job_with_runner_temp(&runtime);
+    job.fetch(&args(&harness.broker.base_url, "--credential-process"))
+        .await
+        .assert_code(0);
+    assert_eq!(cache_files(&job).len(), 1);
+    let env_file = job.env_file();
+    let job = job.with("GITHUB_ENV", &env_file.display().to_string());
+    job.fetch(&args(&harness.broker.base_url, "--github-env"))
+        .await
+        .assert_code(0);
+
+    // The last step: no broker URL, no ID token needed.
+    let outcome = job.fetch(&["--cleanup"]).await;
+    outcome.assert_code(0);
+    assert!(
+        outcome.stdout.contains("removed 1 cached credential(s)"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(cache_files(&job).is_empty());
+    assert!(
+        !job.dir
+            .path()
+            .join("runner_temp/attestation-broker-cache")
+            .exists()
+    );
+    let written = read(&env_file);
+    assert!(
+        written.ends_with(
+            "AWS_ACCESS_KEY_ID=\nAWS_SECRET_ACCESS_KEY=\nAWS_SESSION_TOKEN=\n\
+             AWS_CREDENTIAL_EXPIRATION=\nAWS_REGION=\nAWS_DEFAULT_REGION=\n"
+        ),
+        "{written}"
+    );
+    assert_eq!(runtime.minted(), 2, "cleanup asked for no token");
+
+    // Again, with nothing left: still success (`if: always()`).
+    job.fetch(&["--cleanup"]).await.assert_code(0);
+    // An unwritable GITHUB_ENV is an output error.
+    let directory = job.dir.path().display().to_string();
+    let job = job.with("GITHUB_ENV", &directory);
+    job.fetch(&["--cleanup"]).await.assert_code(EXIT_OUTPUT);
 }

@@ -1,6 +1,7 @@
 //! Independent peers written in Python, from the venv `scripts/test.sh` makes:
-//! `moto` in server mode as a second implementation of the STS Query API, and
-//! the seeds' `fetch_ephemeral_creds.py`, which must keep working unchanged.
+//! `moto` in server mode as a second implementation of the STS Query API,
+//! the seeds' `fetch_ephemeral_creds.py`, which must keep working unchanged,
+//! and botocore running `fetch --credential-process` as AWS SDKs do.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -8,9 +9,9 @@ use std::process::Stdio;
 use serde_json::json;
 
 use crate::fetch::{FakeRuntime, RUNTIME_BEARER};
-use crate::support::broker::{Broker, BrokerSpec, DEADLINE, field};
+use crate::support::broker::{BIN, Broker, BrokerSpec, DEADLINE, field};
 use crate::support::jwks::JwksServer;
-use crate::support::tokens::{CHECK_RUN_ID, KEY_A, REPOSITORY, TokenBuilder};
+use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, KEY_A, REPOSITORY, SHA, TokenBuilder};
 use crate::support::{DEFAULT_POLICY, Harness, assert_issued};
 
 /// The venv with moto, requests and python-dotenv (made by `scripts/test.sh`).
@@ -153,4 +154,83 @@ async fn the_seeds_python_fetcher_works_unchanged() {
         "{written}"
     );
     assert_eq!(runtime.minted(), 1);
+}
+
+/// botocore, the library under the AWS CLI and boto3, with a
+/// `credential_process` profile that runs the real `fetch` against the real
+/// broker: ten reads of frozen credentials run the process every time (a
+/// 15-minute credential is always inside botocore's 15-minute refresh
+/// window), and the cache turns those runs into one issuance.
+#[tokio::test]
+async fn botocore_reading_credentials_ten_times_costs_one_issuance() {
+    let h = Harness::start().await;
+    let runtime = FakeRuntime::start(&h.jwks.issuer()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let runner_temp = dir.path().join("runner_temp");
+    std::fs::create_dir(&runner_temp).unwrap();
+    let runs = dir.path().join("runs.log");
+    let config = dir.path().join("aws_config");
+    // A shell in front of the binary counts how often botocore runs it.
+    std::fs::write(
+        &config,
+        format!(
+            "[profile broker]\ncredential_process = sh -c 'echo run >> {runs}; exec \"$0\" \"$@\"' {bin} fetch --broker-url {url} --audience {AUDIENCE} --role deploy --job-id {CHECK_RUN_ID} --credential-process\n",
+            runs = runs.display(),
+            bin = BIN,
+            url = h.broker.base_url,
+        ),
+    )
+    .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/botocore_credential_process.py");
+    let output = tokio::process::Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .arg("10")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", REPOSITORY)
+        .env("GITHUB_SHA", SHA)
+        .env("RUNNER_TEMP", &runner_temp)
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &runtime.url)
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", RUNTIME_BEARER)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "botocore failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["method"], "custom-process");
+    let issued = h.sts.issued();
+    let process_runs = std::fs::read_to_string(&runs).unwrap().lines().count();
+    eprintln!(
+        "botocore: {process_runs} runs of the process, {} issuance(s)",
+        issued.len()
+    );
+    assert!(
+        process_runs >= 10,
+        "botocore ran the process {process_runs} times"
+    );
+    assert!(
+        issued.len() <= 2 && runtime.minted() <= 2,
+        "{process_runs} runs of the process cost {} issuances and {} ID tokens",
+        issued.len(),
+        runtime.minted()
+    );
+    let keys = answer["access_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 10);
+    assert!(
+        keys.iter()
+            .all(|key| key == issued[0].access_key_id.as_str()),
+        "{answer}"
+    );
 }
