@@ -429,6 +429,11 @@ async fn unsupported_header_parameters_are_refused() {
             Some("token_malformed"),
             "{what}: {event}"
         );
+        let parameter = what.split(' ').next().unwrap_or_default();
+        assert!(
+            field(&event, "detail").is_some_and(|detail| detail.contains(parameter)),
+            "the audit detail does not name {parameter}: {event}"
+        );
     }
     assert_eq!(h.sts.calls(), 0, "STS was called for a refused token");
     let metrics = h.broker.metrics().await;
@@ -440,6 +445,23 @@ async fn unsupported_header_parameters_are_refused() {
     );
     // The same token without them is fine.
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+}
+
+#[tokio::test]
+async fn a_refused_header_never_fetches_the_jwks() {
+    let h = Harness::start().await;
+    let fetched = h.jwks.hits(JWKS_PATH);
+    let token = h
+        .token()
+        .header("kid", "kid-nobody-published")
+        .header("crit", json!(["exp"]))
+        .build();
+    refused(&h, &token, msg::MALFORMED).await;
+    assert_eq!(
+        h.jwks.hits(JWKS_PATH),
+        fetched,
+        "an unknown kid behind a refused header fetched the JWKS"
+    );
 }
 
 #[tokio::test]
