@@ -13,6 +13,11 @@
 //!   share that one fetch: random `kid`s cannot turn the broker into a flood
 //!   against the issuer.
 //! - Every fetch is time-limited, size-capped, and never follows redirects.
+//! - A discovery document is used only when its `issuer` is exactly the
+//!   configured issuer and its `jwks_uri` is on the issuer's own origin
+//!   (scheme, host, port); a configured `jwks_url` skips discovery and may
+//!   point anywhere. A key set listing one `kid` twice is refused whole. A
+//!   refused document counts as a failed fetch: the last good keys stay.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -196,7 +201,7 @@ impl JwksCache {
         if !cooling {
             *last_fetch = Some(Instant::now());
             if let Err(err) = self.fetch_issuer(issuer).await {
-                tracing::warn!(oidc.issuer = %keys.issuer, error = %err, "JWKS fetch for an unknown key id failed; keeping the last good keys");
+                self.log_failure(issuer, "JWKS fetch for an unknown key id failed", &err);
             }
         }
         drop(last_fetch);
@@ -231,17 +236,35 @@ impl JwksCache {
         for index in 0..self.0.issuers.len() {
             match self.fetch_issuer(index).await {
                 Ok(()) => ok += 1,
-                Err(err) => {
-                    let issuer = self
-                        .0
-                        .issuers
-                        .get(index)
-                        .map_or("-", |keys| keys.issuer.as_str());
-                    tracing::warn!(oidc.issuer = %issuer, error = %err, "JWKS refresh failed; keeping the last good keys");
-                }
+                Err(err) => self.log_failure(index, "JWKS refresh failed", &err),
             }
         }
         ok
+    }
+
+    /// Logs a failed fetch with the error's whole cause chain and what the
+    /// broker does meanwhile: keep serving the last good keys, or answer 503
+    /// for this issuer's tokens because it has none (yet, or any more).
+    fn log_failure(&self, index: usize, what: &str, err: &FetchError) {
+        let issuer = self
+            .0
+            .issuers
+            .get(index)
+            .map_or("-", |keys| keys.issuer.as_str());
+        let ever_loaded = self
+            .0
+            .issuers
+            .get(index)
+            .and_then(|keys| keys.state.lock().ok().map(|state| state.last_success))
+            .flatten()
+            .is_some();
+        if self.usable(index) {
+            tracing::warn!(oidc.issuer = %issuer, error = %err, "{what}; keeping the last good keys");
+        } else if ever_loaded {
+            tracing::warn!(oidc.issuer = %issuer, error = %err, "{what}; the last good keys are older than jwks.max_stale_seconds: this issuer's tokens are answered 503 until a fetch succeeds");
+        } else {
+            tracing::warn!(oidc.issuer = %issuer, error = %err, "{what}; no keys yet: this issuer's tokens are answered 503 until a fetch succeeds");
+        }
     }
 
     /// Runs the background refresh loop forever (spawn it after a first
@@ -370,6 +393,10 @@ impl JwksCache {
         Ok((jwks_url, body, parsed))
     }
 
+    /// Fetches the issuer's discovery document and returns its `jwks_uri`,
+    /// after checking that the document speaks for this issuer (OpenID
+    /// Connect Discovery 1.0 §4.3: `issuer` identical to the configured one)
+    /// and that the key set lives on the issuer's own origin.
     async fn discover(&self, issuer: &str) -> Result<Url, FetchError> {
         let url_text = format!(
             "{}/.well-known/openid-configuration",
@@ -382,6 +409,7 @@ impl JwksCache {
         let body = self.get_capped(&url).await?;
         #[derive(serde::Deserialize)]
         struct Discovery {
+            issuer: String,
             jwks_uri: String,
         }
         let discovery: Discovery =
@@ -389,14 +417,36 @@ impl JwksCache {
                 url: url_text.clone(),
                 reason: err.to_string(),
             })?;
+        if discovery.issuer != issuer {
+            return Err(FetchError::Invalid {
+                url: url_text,
+                reason: format!(
+                    "its issuer {} is not the configured issuer",
+                    shown(&discovery.issuer)
+                ),
+            });
+        }
         let jwks_url = Url::parse(&discovery.jwks_uri).map_err(|err| FetchError::Invalid {
             url: url_text.clone(),
             reason: format!("jwks_uri: {err}"),
         })?;
         check_scheme(&jwks_url).map_err(|reason| FetchError::Invalid {
-            url: url_text,
+            url: url_text.clone(),
             reason: format!("jwks_uri: {reason}"),
         })?;
+        let issuer_url = Url::parse(issuer).map_err(|err| FetchError::Invalid {
+            url: url_text.clone(),
+            reason: format!("issuer: {err}"),
+        })?;
+        if jwks_url.origin() != issuer_url.origin() {
+            return Err(FetchError::Invalid {
+                url: url_text,
+                reason: format!(
+                    "jwks_uri {} is not on the issuer's origin (set jwks_url in the issuer's configuration to use it)",
+                    shown(jwks_url.as_str())
+                ),
+            });
+        }
         Ok(jwks_url)
     }
 
@@ -404,7 +454,7 @@ impl JwksCache {
         let limit = self.0.config.max_body_bytes;
         let http_error = |err: reqwest::Error| FetchError::Http {
             url: url.to_string(),
-            reason: err.to_string(),
+            reason: with_causes(&err.without_url()),
         };
         let mut response = self
             .0
@@ -442,9 +492,38 @@ impl JwksCache {
     }
 }
 
+/// An error and its whole `source()` chain, `outer: inner: root`, so a log
+/// line tells a DNS failure from a refused connection from a TLS error.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A string from a fetched document, quoted and cut short, for an error message.
+fn shown(text: &str) -> String {
+    const MAX_SHOWN_CHARS: usize = 120;
+    let cut: String = text.chars().take(MAX_SHOWN_CHARS).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 /// Parses a JWKS document into (kid, key) pairs. Keys without a `kid`, with a
 /// `use` other than `sig`, or of a type the broker cannot verify with are
-/// skipped; a document with no usable key is an error.
+/// skipped; a document with no usable key is an error, and so is one that
+/// lists a `kid` twice (which of the two keys it means is not knowable).
 pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
     #[derive(serde::Deserialize)]
     struct RawSet {
@@ -453,6 +532,16 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
     let raw: RawSet = serde_json::from_slice(body).map_err(|err| format!("not a JWKS: {err}"))?;
     if raw.keys.len() > MAX_KEYS_PER_JWKS {
         return Err(format!("more than {MAX_KEYS_PER_JWKS} keys"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for kid in raw
+        .keys
+        .iter()
+        .filter_map(|value| value.get("kid").and_then(serde_json::Value::as_str))
+    {
+        if !seen.insert(kid) {
+            return Err(format!("kid {} is listed more than once", shown(kid)));
+        }
     }
     let mut out: Vec<(String, VerifyingKey)> = Vec::new();
     for value in raw.keys {
@@ -484,9 +573,6 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
             .common
             .key_algorithm
             .and_then(|alg| alg.to_string().parse::<Algorithm>().ok());
-        if out.iter().any(|(existing, _)| *existing == kid) {
-            continue;
-        }
         out.push((
             kid,
             VerifyingKey {
@@ -545,6 +631,28 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].0, "k1");
         assert_eq!(keys[0].1.algorithm, Some(Algorithm::RS256));
+    }
+
+    #[test]
+    fn a_kid_listed_twice_refuses_the_set() {
+        let body = br#"{"keys": [
+            {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": "sXch", "e": "AQAB"},
+            {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": "sXci", "e": "AQAB"}
+        ]}"#;
+        let err = parse_jwks(body).unwrap_err();
+        assert!(err.contains("\"k1\" is listed more than once"), "{err}");
+    }
+
+    #[test]
+    fn error_messages_carry_the_cause_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(with_causes(&err), "connect failed: connection refused");
     }
 
     #[test]

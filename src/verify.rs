@@ -3,10 +3,13 @@
 //! Before the signature checks out, everything in the token is
 //! attacker-controlled. The header's `alg` is checked against the allow-list
 //! (never `none` or HMAC), its `kid` only chooses a key; `jku`, `x5u`, `jwk` and
-//! `x5c` are ignored. The unverified `iss` only chooses which issuer's key set
-//! to look in; after the signature verifies, `iss` is compared exactly again.
-//! All time checks take `now` as an argument, so `token inspect --at` and
-//! tests use the same code as the server.
+//! `x5c` are ignored; `crit`, `b64` and `zip` are refused. The unverified `iss`
+//! only chooses which issuer's key set to look in; after the signature
+//! verifies, `iss` is compared exactly again.
+//!
+//! There is one pipeline of checks ([`CHECKS`]), run by the server, by the
+//! fuzzer and by `token inspect`; all time checks take `now` as an argument,
+//! so `token inspect --at` and tests run the server's code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -128,11 +131,26 @@ impl VerifiedClaims {
     }
 }
 
-/// What the header says, parsed without trusting it.
+/// What the header says, parsed without trusting it. A member named twice is
+/// refused (serde), so no later reader can see another `alg` or `kid`.
 #[derive(Debug, serde::Deserialize)]
 struct RawHeader {
     alg: String,
     kid: Option<String>,
+    /// `crit` is present (any value, `null` and `[]` included).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    /// `b64` (RFC 7797 unencoded payload) is present, whatever its value.
+    #[serde(default, deserialize_with = "present")]
+    b64: bool,
+    /// `zip` (compressed payload) is present, whatever its value.
+    #[serde(default, deserialize_with = "present")]
+    zip: bool,
+}
+
+/// Marks a header member as present without looking at its value.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(deserializer).map(|_| true)
 }
 
 struct IssuerRules {
@@ -198,58 +216,382 @@ impl Verifier {
         &self.0.jwks
     }
 
-    /// Verifies `token` as of `now` (unix seconds).
+    /// Verifies `token` as of `now` (unix seconds): [`pipeline`], stopping
+    /// at the first failed check.
     pub async fn verify(
         &self,
         token: &SecretString,
         now: u64,
     ) -> Result<VerifiedClaims, VerifyError> {
-        let raw = token.expose_secret();
-        let (header, payload) = split_unverified(raw)?;
-        let algorithm = self.accepted_algorithm(&header.alg)?;
-        let kid = header
-            .kid
-            .filter(|kid| !kid.is_empty())
-            .ok_or(VerifyError::MissingKeyId)?;
-        if kid.len() > MAX_KID_LEN {
-            return Err(VerifyError::Malformed("kid too long"));
-        }
-        let issuer = payload
-            .get("iss")
-            .and_then(Value::as_str)
-            .ok_or(VerifyError::MissingClaim("iss"))?;
-        let rules = self
-            .0
+        let rules = Rules {
+            algorithms: &self.0.algorithms,
+            leeway: self.0.leeway,
+            now,
+        };
+        pipeline(
+            token.expose_secret(),
+            self.0.as_ref(),
+            &rules,
+            &mut Run::fail_fast(),
+        )
+        .await
+    }
+}
+
+/// The configured issuers and the JWKS cache, as the server trusts them.
+impl Trust for VerifierInner {
+    fn issuer(&self, claimed: &str) -> Result<TrustedIssuer<'_>, VerifyError> {
+        let (issuer, rules) = self
             .issuers
-            .get(issuer)
+            .get_key_value(claimed)
             .ok_or(VerifyError::UntrustedIssuer)?;
-        let key = self
-            .0
-            .jwks
-            .key(rules.index, &kid)
+        Ok(TrustedIssuer {
+            index: rules.index,
+            issuer: Some(issuer),
+            audiences: Some(&rules.audiences),
+        })
+    }
+
+    async fn key(
+        &self,
+        issuer: &TrustedIssuer<'_>,
+        kid: &str,
+    ) -> Result<Arc<VerifyingKey>, VerifyError> {
+        self.jwks
+            .key(issuer.index, kid)
             .await
             .map_err(|err| match err {
                 JwksError::UnknownKeyId => VerifyError::UnknownKeyId,
                 JwksError::KeysUnavailable => VerifyError::KeysUnavailable,
-            })?;
-        let verified = verify_signature(raw, &key, algorithm)?;
-        check_claims(verified, issuer, &rules.audiences, self.0.leeway, now, raw)
+            })
+    }
+}
+
+/// An issuer a token names, as the trust source knows it.
+struct TrustedIssuer<'a> {
+    /// Position in the key cache.
+    index: usize,
+    /// The exact `iss` to require; `None` only offline, when none was given.
+    issuer: Option<&'a str>,
+    /// Audiences of which `aud` must hold one; `None` only offline.
+    audiences: Option<&'a [String]>,
+}
+
+/// Where [`pipeline`] finds issuers and their keys: the server's
+/// configuration and JWKS cache, or keys given offline.
+trait Trust {
+    /// The rules for the token's unverified `iss` (which only selects them).
+    fn issuer(&self, claimed: &str) -> Result<TrustedIssuer<'_>, VerifyError>;
+    /// The key `kid` of `issuer`.
+    async fn key(
+        &self,
+        issuer: &TrustedIssuer<'_>,
+        kid: &str,
+    ) -> Result<Arc<VerifyingKey>, VerifyError>;
+}
+
+/// Keys given offline (a JWKS file, a fetch, the fuzzer's fixture), for
+/// `token inspect` and `policy explain`. Never waits.
+struct OfflineTrust<'a> {
+    keys: &'a [(String, VerifyingKey)],
+    issuer: Option<&'a str>,
+    audiences: Option<&'a [String]>,
+}
+
+impl Trust for OfflineTrust<'_> {
+    fn issuer(&self, claimed: &str) -> Result<TrustedIssuer<'_>, VerifyError> {
+        if self.issuer.is_some_and(|want| want != claimed) {
+            return Err(VerifyError::UntrustedIssuer);
+        }
+        Ok(TrustedIssuer {
+            index: 0,
+            issuer: self.issuer,
+            audiences: self.audiences,
+        })
     }
 
-    fn accepted_algorithm(&self, name: &str) -> Result<Algorithm, VerifyError> {
-        // Exact spelling only: `none`, `None`, `HS256` and friends never parse here.
-        let algorithm = parse_algorithm(name).map_err(|_| VerifyError::AlgorithmNotAccepted)?;
-        if self.0.algorithms.contains(&algorithm) {
-            Ok(algorithm)
-        } else {
-            Err(VerifyError::AlgorithmNotAccepted)
+    async fn key(
+        &self,
+        _issuer: &TrustedIssuer<'_>,
+        kid: &str,
+    ) -> Result<Arc<VerifyingKey>, VerifyError> {
+        self.keys
+            .iter()
+            .find(|(known, _)| known == kid)
+            .map(|(_, key)| Arc::new(key.clone()))
+            .ok_or(VerifyError::UnknownKeyId)
+    }
+}
+
+/// The time and algorithm rules of one verification.
+struct Rules<'a> {
+    algorithms: &'a [Algorithm],
+    leeway: u64,
+    now: u64,
+}
+
+/// Every check of [`pipeline`], in the order it runs them. The server stops
+/// at the first failure; `token inspect` reports every one.
+pub const CHECKS: [&str; 19] = [
+    "structure",
+    "algorithm",
+    "kid",
+    "kid_length",
+    "crit",
+    "b64",
+    "zip",
+    "issuer_trusted",
+    "key",
+    "signature",
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "lifetime",
+    "jti",
+    "sub",
+    "jti_length",
+];
+
+/// The checks of signature-verified claims, a suffix of [`CHECKS`].
+const CLAIM_CHECKS: [&str; 9] = [
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "lifetime",
+    "jti",
+    "sub",
+    "jti_length",
+];
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It ran and passed.
+    Passed,
+    /// It ran and failed.
+    Failed,
+    /// It could not run because a step it needs failed.
+    Skipped,
+    /// Nothing was given to check against (`token inspect` without
+    /// `--issuer` or `--audience`); the server always checks it.
+    NotChecked,
+}
+
+/// What one check yields inside the pipeline.
+enum Step {
+    Passed,
+    Failed(VerifyError),
+    Skipped,
+    /// Not checked offline; `strict` is what a fail-fast run answers instead,
+    /// since the server never accepts a token with a check left out.
+    NotChecked {
+        why: &'static str,
+        strict: VerifyError,
+    },
+}
+
+impl<T> From<&Result<T, VerifyError>> for Step {
+    fn from(result: &Result<T, VerifyError>) -> Self {
+        match result {
+            Ok(_) => Step::Passed,
+            Err(err) => Step::Failed(err.clone()),
         }
     }
 }
 
-/// Fuzzing entry point, not API: the checks of [`Verifier::verify`] in the
-/// same order, with the key looked up in `keys` (one issuer) instead of the
-/// JWKS cache, so `fuzz/` can drive the whole verification path offline.
+/// Records the pipeline's checks. A fail-fast run (the server's) ends at the
+/// first check that does not pass; a reporting run (`token inspect`) records
+/// each one and goes on wherever a later check can still run.
+struct Run {
+    report: Option<Vec<Check>>,
+}
+
+impl Run {
+    fn fail_fast() -> Self {
+        Self { report: None }
+    }
+
+    fn reporting() -> Self {
+        Self {
+            report: Some(Vec::new()),
+        }
+    }
+
+    fn record(&mut self, name: &'static str, step: Step) -> Result<(), VerifyError> {
+        let Some(report) = &mut self.report else {
+            return match step {
+                Step::Passed => Ok(()),
+                Step::Failed(err) | Step::NotChecked { strict: err, .. } => Err(err),
+                // Unreachable in a fail-fast run (the step it depends on
+                // already ended it); refused all the same.
+                Step::Skipped => Err(VerifyError::Malformed("check skipped")),
+            };
+        };
+        let (outcome, detail) = match step {
+            Step::Passed => (Outcome::Passed, String::new()),
+            Step::Failed(err) => (Outcome::Failed, err.to_string()),
+            Step::Skipped => (
+                Outcome::Skipped,
+                "not checked: an earlier step failed".to_owned(),
+            ),
+            Step::NotChecked { why, .. } => (Outcome::NotChecked, format!("not checked: {why}")),
+        };
+        report.push(Check {
+            name,
+            passed: match outcome {
+                Outcome::Passed => Some(true),
+                Outcome::Failed => Some(false),
+                Outcome::Skipped | Outcome::NotChecked => None,
+            },
+            outcome,
+            detail,
+        });
+        Ok(())
+    }
+
+    /// Marks every check not yet recorded as skipped (after `structure` failed).
+    fn skip_rest(&mut self) {
+        let done = self.report.as_ref().map_or(CHECKS.len(), Vec::len);
+        for name in CHECKS.into_iter().skip(done) {
+            let _ = self.record(name, Step::Skipped);
+        }
+    }
+}
+
+fn unsupported(present: bool, what: &'static str) -> Step {
+    if present {
+        Step::Failed(VerifyError::Malformed(what))
+    } else {
+        Step::Passed
+    }
+}
+
+/// The one verification pipeline: the server ([`Verifier::verify`]), the
+/// fuzzer ([`fuzz_verify_offline`]) and `token inspect` ([`inspect`]) all
+/// run it, so the offline tools cannot disagree with the server.
+///
+/// Order: structure; header (`alg` on the allow-list, `kid` present and
+/// bounded, no `crit`, `b64` or `zip`: the verifier implements no extension,
+/// no unencoded payload and no compression, so a token asking for one is
+/// refused rather than read differently from how it was signed); the issuer
+/// the unverified `iss` names; its key; the signature; then the claims of
+/// the verified payload. No key is looked up (no JWKS fetch) for a token
+/// whose header is refused.
+async fn pipeline<T: Trust>(
+    raw: &str,
+    trust: &T,
+    rules: &Rules<'_>,
+    run: &mut Run,
+) -> Result<VerifiedClaims, VerifyError> {
+    let (header, payload) = match split_unverified(raw) {
+        Ok(parts) => {
+            run.record("structure", Step::Passed)?;
+            parts
+        }
+        Err(err) => {
+            run.record("structure", Step::Failed(err.clone()))?;
+            run.skip_rest();
+            return Err(err);
+        }
+    };
+    // Exact spelling only: `none`, `None`, `HS256` and friends never pass.
+    let algorithm = parse_algorithm(&header.alg)
+        .ok()
+        .filter(|algorithm| rules.algorithms.contains(algorithm))
+        .ok_or(VerifyError::AlgorithmNotAccepted);
+    run.record("algorithm", Step::from(&algorithm))?;
+    let kid = header
+        .kid
+        .as_deref()
+        .filter(|kid| !kid.is_empty())
+        .ok_or(VerifyError::MissingKeyId);
+    run.record("kid", Step::from(&kid))?;
+    let kid = match kid {
+        Ok(kid) if kid.len() > MAX_KID_LEN => {
+            run.record(
+                "kid_length",
+                Step::Failed(VerifyError::Malformed("kid too long")),
+            )?;
+            None
+        }
+        Ok(kid) => {
+            run.record("kid_length", Step::Passed)?;
+            Some(kid)
+        }
+        Err(_) => {
+            run.record("kid_length", Step::Skipped)?;
+            None
+        }
+    };
+    run.record(
+        "crit",
+        unsupported(header.crit, "crit header parameter is not supported"),
+    )?;
+    run.record(
+        "b64",
+        unsupported(header.b64, "b64 header parameter is not supported"),
+    )?;
+    run.record(
+        "zip",
+        unsupported(header.zip, "zip header parameter is not supported"),
+    )?;
+    let issuer = match payload.get("iss").and_then(Value::as_str) {
+        Some(claimed) => trust.issuer(claimed),
+        None => Err(VerifyError::MissingClaim("iss")),
+    };
+    let issuer_step = match &issuer {
+        Ok(TrustedIssuer { issuer: None, .. }) => Step::NotChecked {
+            why: "no issuer given",
+            strict: VerifyError::UntrustedIssuer,
+        },
+        other => Step::from(other),
+    };
+    run.record("issuer_trusted", issuer_step)?;
+    let key = match (&issuer, kid) {
+        (Ok(issuer), Some(kid)) => Some(trust.key(issuer, kid).await),
+        _ => None,
+    };
+    run.record("key", key.as_ref().map_or(Step::Skipped, Step::from))?;
+    let signature = match (&algorithm, &key) {
+        (Ok(algorithm), Some(Ok(key))) => Some(verify_signature(raw, key, *algorithm)),
+        _ => None,
+    };
+    run.record(
+        "signature",
+        signature.as_ref().map_or(Step::Skipped, Step::from),
+    )?;
+    // A fail-fast run only gets here with a verified payload; a reporting run
+    // goes on with the unverified one to show the rest.
+    let claims = match signature {
+        Some(Ok(verified)) => verified,
+        _ => payload,
+    };
+    let outcomes = claim_checks(&claims, issuer.as_ref().ok(), rules.leeway, rules.now);
+    for (name, step) in CLAIM_CHECKS.into_iter().zip(outcomes) {
+        run.record(name, step)?;
+    }
+    accept(&claims, raw)
+}
+
+/// Drives a pipeline over [`OfflineTrust`] (which never waits) to its end
+/// without an executor; `None` if it ever waited, which it cannot.
+fn run_offline<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Fuzzing entry point, not API: [`pipeline`] as the server runs it
+/// (stopping at the first failure), with one issuer whose keys are `keys`
+/// instead of the JWKS cache, so `fuzz/` can drive it offline.
 #[doc(hidden)]
 pub fn fuzz_verify_offline(
     raw: &str,
@@ -260,32 +602,18 @@ pub fn fuzz_verify_offline(
     leeway: u64,
     now: u64,
 ) -> Result<VerifiedClaims, VerifyError> {
-    let (header, payload) = split_unverified(raw)?;
-    let algorithm = parse_algorithm(&header.alg)
-        .ok()
-        .filter(|algorithm| algorithms.contains(algorithm))
-        .ok_or(VerifyError::AlgorithmNotAccepted)?;
-    let kid = header
-        .kid
-        .filter(|kid| !kid.is_empty())
-        .ok_or(VerifyError::MissingKeyId)?;
-    if kid.len() > MAX_KID_LEN {
-        return Err(VerifyError::Malformed("kid too long"));
-    }
-    let claimed = payload
-        .get("iss")
-        .and_then(Value::as_str)
-        .ok_or(VerifyError::MissingClaim("iss"))?;
-    if claimed != issuer {
-        return Err(VerifyError::UntrustedIssuer);
-    }
-    let key = keys
-        .iter()
-        .find(|(known, _)| *known == kid)
-        .map(|(_, key)| key)
-        .ok_or(VerifyError::UnknownKeyId)?;
-    let verified = verify_signature(raw, key, algorithm)?;
-    check_claims(verified, issuer, audiences, leeway, now, raw)
+    let trust = OfflineTrust {
+        keys,
+        issuer: Some(issuer),
+        audiences: Some(audiences),
+    };
+    let rules = Rules {
+        algorithms,
+        leeway,
+        now,
+    };
+    run_offline(pipeline(raw, &trust, &rules, &mut Run::fail_fast()))
+        .unwrap_or(Err(VerifyError::KeysUnavailable))
 }
 
 /// Splits a compact JWS and decodes header and payload without verifying.
@@ -320,7 +648,7 @@ fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), Verify
     Ok((header, payload))
 }
 
-/// Checks the signature only; claims are checked by `check_claims`.
+/// Checks the signature only; the claims are checked by `claim_checks`.
 fn verify_signature(
     raw: &str,
     key: &VerifyingKey,
@@ -383,46 +711,50 @@ fn string_claim<'a>(
         .ok_or(VerifyError::MissingClaim(name))
 }
 
-/// Names of the claim checks, in the order they run.
-pub const CLAIM_CHECKS: [&str; 9] = [
-    "iss",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "lifetime",
-    "jti",
-    "sub",
-    "jti_length",
-];
-
 /// Every claim check of signature-verified claims, each with its outcome, in
-/// `CLAIM_CHECKS` order. The server stops at the first failure; `token
-/// inspect` shows them all.
+/// `CLAIM_CHECKS` order. `expected` is the issuer the token named (`None`
+/// when it is not trusted: `iss` and `aud` are then skipped).
 fn claim_checks(
     payload: &Map<String, Value>,
-    issuer: &str,
-    audiences: &[String],
+    expected: Option<&TrustedIssuer<'_>>,
     leeway: u64,
     now: u64,
-) -> [Result<(), VerifyError>; CLAIM_CHECKS.len()] {
-    let iss = match string_claim(payload, "iss") {
-        Ok(found) if found == issuer => Ok(()),
-        Ok(_) => Err(VerifyError::UntrustedIssuer),
-        Err(err) => Err(err),
+) -> [Step; CLAIM_CHECKS.len()] {
+    let iss = match (expected, string_claim(payload, "iss")) {
+        (_, Err(err)) => Step::Failed(err),
+        (None, Ok(_)) => Step::Skipped,
+        (Some(TrustedIssuer { issuer: None, .. }), Ok(_)) => Step::NotChecked {
+            why: "no issuer given",
+            strict: VerifyError::UntrustedIssuer,
+        },
+        (
+            Some(TrustedIssuer {
+                issuer: Some(want), ..
+            }),
+            Ok(found),
+        ) if found == *want => Step::Passed,
+        (Some(_), Ok(_)) => Step::Failed(VerifyError::UntrustedIssuer),
     };
-    let aud = match payload.get("aud") {
-        Some(Value::String(aud)) if audiences.iter().any(|want| want == aud) => Ok(()),
-        Some(Value::Array(items))
-            if items
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|aud| audiences.iter().any(|want| want == aud)) =>
-        {
-            Ok(())
+    let aud = match (payload.get("aud"), expected.map(|issuer| issuer.audiences)) {
+        (None, _) => Step::Failed(VerifyError::MissingClaim("aud")),
+        (Some(_), None) => Step::Skipped,
+        (Some(_), Some(None)) => Step::NotChecked {
+            why: "no audience given",
+            strict: VerifyError::AudienceMismatch,
+        },
+        (Some(aud), Some(Some(audiences))) => {
+            let accepted = |aud: &str| audiences.iter().any(|want| want == aud);
+            let ok = match aud {
+                Value::String(aud) => accepted(aud),
+                Value::Array(items) => items.iter().filter_map(Value::as_str).any(accepted),
+                _ => false,
+            };
+            if ok {
+                Step::Passed
+            } else {
+                Step::Failed(VerifyError::AudienceMismatch)
+            }
         }
-        None => Err(VerifyError::MissingClaim("aud")),
-        Some(_) => Err(VerifyError::AudienceMismatch),
     };
     let exp =
         numeric_claim(payload, "exp").and_then(|exp| exp.ok_or(VerifyError::MissingClaim("exp")));
@@ -458,42 +790,57 @@ fn claim_checks(
         _ => Ok(()),
     };
     [
-        iss, aud, exp_check, nbf_check, iat_check, lifetime, jti, sub, jti_length,
+        iss,
+        aud,
+        Step::from(&exp_check),
+        Step::from(&nbf_check),
+        Step::from(&iat_check),
+        Step::from(&lifetime),
+        Step::from(&jti),
+        Step::from(&sub),
+        Step::from(&jti_length),
     ]
 }
 
-/// Checks iss, aud, exp, nbf, iat, jti and sub of signature-verified claims.
-fn check_claims(
-    payload: Map<String, Value>,
-    issuer: &str,
-    audiences: &[String],
-    leeway: u64,
-    now: u64,
-    raw: &str,
-) -> Result<VerifiedClaims, VerifyError> {
-    for outcome in claim_checks(&payload, issuer, audiences, leeway, now) {
-        outcome?;
-    }
-    let exp = numeric_claim(&payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
-    let jti = string_claim(&payload, "jti")?;
+/// The trusted form of claims that passed every check.
+fn accept(payload: &Map<String, Value>, raw: &str) -> Result<VerifiedClaims, VerifyError> {
+    let issuer = string_claim(payload, "iss")?;
+    let exp = numeric_claim(payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
+    let jti = string_claim(payload, "jti")?;
     Ok(VerifiedClaims {
         jti: jti.to_owned(),
         issuer: issuer.to_owned(),
         exp,
         token_sha256: token_sha256(raw),
-        claims: ClaimSet::from_json_object(&payload),
+        claims: ClaimSet::from_json_object(payload),
     })
 }
 
-/// One step of an offline inspection.
+/// One check of an offline inspection.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
-    /// What was checked (`structure`, `algorithm`, `kid`, `key`, `signature`, then `CLAIM_CHECKS`).
+    /// What was checked: one of [`CHECKS`].
     pub name: &'static str,
-    /// Whether it passed; `None` when it could not run because an earlier step failed.
+    /// How it came out.
+    pub outcome: Outcome,
+    /// `Some(true)` passed, `Some(false)` failed, `None` skipped or not checked.
     pub passed: Option<bool>,
-    /// Why it failed.
+    /// Why it failed or was not checked.
     pub detail: String,
+}
+
+/// The verdict of an offline inspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check ran and passed: the server would accept this token
+    /// (policy aside).
+    Verified,
+    /// No check failed, but some were not checked (no issuer or audience
+    /// given): the server's verdict is not known.
+    Incomplete,
+    /// A check failed: the server would refuse this token.
+    Refused,
 }
 
 /// What `token inspect` shows: the decoded parts and every check.
@@ -503,10 +850,23 @@ pub struct Inspection {
     pub header: Value,
     /// Decoded claims (unverified unless `verified`).
     pub claims: Value,
-    /// Every check in order.
+    /// Every check of [`CHECKS`], in order.
     pub checks: Vec<Check>,
-    /// True when every check passed: the server would accept this token (policy aside).
+    /// The verdict.
+    pub result: Verdict,
+    /// `result == Verified`.
     pub verified: bool,
+}
+
+impl Inspection {
+    /// Names of the checks that were not checked for want of an issuer or audience.
+    pub fn not_checked(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|check| check.outcome == Outcome::NotChecked)
+            .map(|check| check.name)
+            .collect()
+    }
 }
 
 /// What an offline inspection checks against.
@@ -514,9 +874,9 @@ pub struct Inspection {
 pub struct InspectRules<'a> {
     /// Keys of the issuer (from a JWKS file or a fetch).
     pub keys: &'a [(String, VerifyingKey)],
-    /// The issuer to require; `None` accepts the token's own `iss` (reported).
+    /// The issuer to require; `None` leaves `iss` not checked (reported).
     pub issuer: Option<&'a str>,
-    /// Audiences to require; `None` skips the audience check (reported).
+    /// Audiences to require; `None` leaves `aud` not checked (reported).
     pub audiences: Option<&'a [String]>,
     /// Accepted algorithms.
     pub algorithms: &'a [Algorithm],
@@ -526,22 +886,9 @@ pub struct InspectRules<'a> {
     pub now: u64,
 }
 
-/// Runs every check the server runs, offline, and reports each one. Used by
-/// `token inspect`; makes no network call.
+/// Runs [`pipeline`], the server's checks, offline and reports each one.
+/// Used by `token inspect` and `policy explain`; makes no network call.
 pub fn inspect(raw: &str, rules: &InspectRules<'_>) -> Inspection {
-    let mut checks = Vec::new();
-    let mut push = |name: &'static str, outcome: Option<Result<(), VerifyError>>| {
-        let (passed, detail) = match outcome {
-            Some(Ok(())) => (Some(true), String::new()),
-            Some(Err(err)) => (Some(false), err.to_string()),
-            None => (None, "not checked: an earlier step failed".to_owned()),
-        };
-        checks.push(Check {
-            name,
-            passed,
-            detail,
-        });
-    };
     let decode_part = |index: usize| -> Value {
         raw.split('.')
             .nth(index)
@@ -549,81 +896,40 @@ pub fn inspect(raw: &str, rules: &InspectRules<'_>) -> Inspection {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or(Value::Null)
     };
-    let header_json = decode_part(0);
-    let claims_json = decode_part(1);
-    let parsed = split_unverified(raw);
-    let (header, payload) = match parsed {
-        Ok(parts) => {
-            push("structure", Some(Ok(())));
-            parts
-        }
-        Err(err) => {
-            push("structure", Some(Err(err)));
-            return Inspection {
-                header: header_json,
-                claims: claims_json,
-                checks,
-                verified: false,
-            };
-        }
+    let trust = OfflineTrust {
+        keys: rules.keys,
+        issuer: rules.issuer,
+        audiences: rules.audiences,
     };
-    let algorithm = parse_algorithm(&header.alg)
-        .ok()
-        .filter(|alg| rules.algorithms.contains(alg))
-        .ok_or(VerifyError::AlgorithmNotAccepted);
-    push(
-        "algorithm",
-        Some(algorithm.as_ref().map(|_| ()).map_err(Clone::clone)),
-    );
-    let kid = header
-        .kid
-        .filter(|kid| !kid.is_empty())
-        .ok_or(VerifyError::MissingKeyId);
-    push("kid", Some(kid.as_ref().map(|_| ()).map_err(Clone::clone)));
-    let key = kid.as_ref().ok().map(|kid| {
-        rules
-            .keys
+    let pipeline_rules = Rules {
+        algorithms: rules.algorithms,
+        leeway: rules.leeway,
+        now: rules.now,
+    };
+    let mut run = Run::reporting();
+    let finished = run_offline(pipeline(raw, &trust, &pipeline_rules, &mut run));
+    let checks = run.report.unwrap_or_default();
+    let result = if finished.is_none()
+        || checks.len() != CHECKS.len()
+        || checks
             .iter()
-            .find(|(known, _)| known == kid)
-            .map(|(_, key)| key)
-            .ok_or(VerifyError::UnknownKeyId)
-    });
-    push(
-        "key",
-        key.as_ref()
-            .map(|found| found.as_ref().map(|_| ()).map_err(Clone::clone)),
-    );
-    let signature = match (&algorithm, &key) {
-        (Ok(algorithm), Some(Ok(key))) => Some(verify_signature(raw, key, *algorithm).map(|_| ())),
-        _ => None,
+            .any(|check| matches!(check.outcome, Outcome::Failed | Outcome::Skipped))
+    {
+        Verdict::Refused
+    } else if checks
+        .iter()
+        .any(|check| check.outcome == Outcome::NotChecked)
+    {
+        Verdict::Incomplete
+    } else {
+        Verdict::Verified
     };
-    push("signature", signature.clone());
-    let issuer = rules
-        .issuer
-        .or_else(|| payload.get("iss").and_then(Value::as_str))
-        .unwrap_or_default();
-    let audiences: Vec<String> = match rules.audiences {
-        Some(audiences) => audiences.to_vec(),
-        None => match payload.get("aud") {
-            Some(Value::String(aud)) => vec![aud.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
-        },
-    };
-    let outcomes = claim_checks(&payload, issuer, &audiences, rules.leeway, rules.now);
-    for (name, outcome) in CLAIM_CHECKS.into_iter().zip(outcomes) {
-        push(name, Some(outcome));
-    }
-    let verified = checks.iter().all(|check| check.passed == Some(true)) && signature.is_some();
     Inspection {
-        header: header_json,
-        claims: claims_json,
+        header: decode_part(0),
+        claims: decode_part(1),
         checks,
-        verified,
+        verified: result == Verdict::Verified,
+        result,
     }
 }
 
@@ -640,14 +946,22 @@ mod tests {
     }
 
     fn check(json: serde_json::Value, now: u64) -> Result<VerifiedClaims, VerifyError> {
-        check_claims(
-            payload(json),
-            "https://issuer",
-            &["aud1".to_owned()],
-            10,
-            now,
-            "raw",
-        )
+        let audiences = ["aud1".to_owned()];
+        let expected = TrustedIssuer {
+            index: 0,
+            issuer: Some("https://issuer"),
+            audiences: Some(&audiences),
+        };
+        let claims = payload(json);
+        let mut run = Run::fail_fast();
+        for (name, step) in
+            CLAIM_CHECKS
+                .into_iter()
+                .zip(claim_checks(&claims, Some(&expected), 10, now))
+        {
+            run.record(name, step)?;
+        }
+        accept(&claims, "raw")
     }
 
     #[test]
@@ -708,6 +1022,153 @@ mod tests {
         let mut json = good();
         json["exp"] = serde_json::json!(1000 + MAX_LIFETIME_SECONDS + 1);
         assert_eq!(check(json, 1100).unwrap_err(), VerifyError::LifetimeTooLong);
+    }
+
+    const ISSUER: &str = "https://issuer";
+
+    fn keys() -> Vec<(String, VerifyingKey)> {
+        let jwk: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/test_key_a.jwk.json")).unwrap();
+        let set = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "a", "alg": "RS256", "use": "sig", "n": jwk["n"], "e": jwk["e"]}
+        ]});
+        crate::jwks::parse_jwks(set.to_string().as_bytes()).unwrap()
+    }
+
+    /// `header` and `claims`, signed by test key A.
+    fn signed(header: Value, claims: Value) -> String {
+        let body: String = include_str!("../tests/fixtures/test_key_a.pem")
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_rsa_der(&der),
+            Algorithm::RS256,
+        )
+        .unwrap();
+        format!("{input}.{signature}")
+    }
+
+    fn header_with(name: &str, value: Value) -> Value {
+        let mut header = serde_json::json!({"alg": "RS256", "kid": "a", "typ": "JWT"});
+        header[name] = value;
+        header
+    }
+
+    fn claims() -> Value {
+        let mut claims = good();
+        claims["iss"] = serde_json::json!(ISSUER);
+        claims
+    }
+
+    fn server(raw: &str) -> Result<VerifiedClaims, VerifyError> {
+        fuzz_verify_offline(
+            raw,
+            &keys(),
+            ISSUER,
+            &["aud1".to_owned()],
+            &[Algorithm::RS256],
+            10,
+            1100,
+        )
+    }
+
+    fn inspected(raw: &str, issuer: Option<&str>, audiences: Option<&[String]>) -> Inspection {
+        let keys = keys();
+        inspect(
+            raw,
+            &InspectRules {
+                keys: &keys,
+                issuer,
+                audiences,
+                algorithms: &[Algorithm::RS256],
+                leeway: 10,
+                now: 1100,
+            },
+        )
+    }
+
+    #[test]
+    fn crit_b64_and_zip_are_refused_behind_a_valid_signature() {
+        assert!(server(&signed(header_with("typ", "JWT".into()), claims())).is_ok());
+        for (name, value) in [
+            ("crit", serde_json::json!(["exp"])),
+            ("crit", serde_json::json!([])),
+            ("crit", Value::Null),
+            ("b64", serde_json::json!(false)),
+            ("b64", serde_json::json!(true)),
+            ("zip", serde_json::json!("DEF")),
+        ] {
+            let raw = signed(header_with(name, value.clone()), claims());
+            let err = server(&raw).unwrap_err();
+            assert_eq!(err.reason_code(), "malformed", "{name}: {value}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn inspect_reports_the_servers_checks_and_first_failure() {
+        let audiences = ["aud1".to_owned()];
+        let long_kid = "k".repeat(MAX_KID_LEN + 1);
+        let mut wrong_issuer = claims();
+        wrong_issuer["iss"] = serde_json::json!("https://elsewhere");
+        let tokens = [
+            signed(header_with("typ", "JWT".into()), claims()),
+            signed(header_with("crit", serde_json::json!(["exp"])), claims()),
+            signed(header_with("b64", false.into()), claims()),
+            signed(header_with("zip", "DEF".into()), claims()),
+            signed(header_with("kid", long_kid.into()), claims()),
+            signed(header_with("alg", "none".into()), claims()),
+            signed(header_with("kid", "unknown".into()), claims()),
+            signed(header_with("typ", "JWT".into()), wrong_issuer),
+            "not.a.token!".to_owned(),
+        ];
+        for raw in &tokens {
+            let report = inspected(raw, Some(ISSUER), Some(&audiences));
+            let names: Vec<&str> = report.checks.iter().map(|check| check.name).collect();
+            assert_eq!(names, CHECKS, "{raw}");
+            let first_failure = report
+                .checks
+                .iter()
+                .find(|check| check.outcome == Outcome::Failed)
+                .map(|check| check.detail.clone());
+            match server(raw) {
+                Ok(_) => {
+                    assert_eq!(report.result, Verdict::Verified, "{raw}");
+                    assert!(report.verified);
+                }
+                Err(err) => {
+                    assert_eq!(report.result, Verdict::Refused, "{raw}");
+                    assert_eq!(first_failure, Some(err.to_string()), "{raw}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unchecked_issuer_and_audience_are_never_called_verified() {
+        let raw = signed(header_with("typ", "JWT".into()), claims());
+        let report = inspected(&raw, None, None);
+        assert_eq!(report.result, Verdict::Incomplete);
+        assert!(!report.verified);
+        assert_eq!(report.not_checked(), ["issuer_trusted", "iss", "aud"]);
+        let audiences = ["aud1".to_owned()];
+        let report = inspected(&raw, Some(ISSUER), None);
+        assert_eq!(report.not_checked(), ["aud"]);
+        let report = inspected(&raw, Some(ISSUER), Some(&audiences));
+        assert_eq!(report.result, Verdict::Verified);
+        // A failure still wins over a missing check.
+        let raw = signed(header_with("zip", "DEF".into()), claims());
+        assert_eq!(inspected(&raw, None, None).result, Verdict::Refused);
     }
 
     #[test]

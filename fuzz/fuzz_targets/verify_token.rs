@@ -2,17 +2,19 @@
 //!
 //! The first byte picks a mode (its value modulo 3; seeds use the ASCII digits):
 //! - `0`: the rest is the raw token text (lossy UTF-8), fed to the server's
-//!   verification path (`fuzz_verify_offline`: the checks of `Verifier::verify`
-//!   in order, keys from an in-memory JWKS holding a test EC key, test RSA key
-//!   A and GitHub's real keys, so real tokens pass their signature check) and
-//!   to `token inspect`.
+//!   verification path (`fuzz_verify_offline`: the one pipeline that
+//!   `Verifier::verify` runs, stopping at the first failure, keys from an
+//!   in-memory JWKS holding a test EC key, test RSA key A and GitHub's real
+//!   keys, so real tokens pass their signature check) and to `token inspect`
+//!   (the same pipeline, reporting every check).
 //! - `1`: the rest is a JWT payload, signed here with a valid ES256 key under
 //!   a fixed header, so the claim checks behind the signature get exercised.
 //! - `2`: `header NUL payload`, both signed here: header confusion (alg, kid,
 //!   typ, crit…) behind a valid signature.
 //!
 //! Invariants checked: nothing panics; a token accepted by the server path is
-//! also accepted by `inspect`, and the other way round.
+//! also accepted by `inspect`, and the other way round; no token whose header
+//! carries `crit`, `b64` or `zip` is ever accepted.
 
 #![no_main]
 
@@ -115,6 +117,19 @@ fuzz_target!(|data: &[u8]| {
         NOW,
     );
     if let Ok(verified) = &server {
+        let header: Option<serde_json::Value> = token
+            .split('.')
+            .next()
+            .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(serde_json::Value::Object(header)) = header {
+            for refused in ["crit", "b64", "zip"] {
+                assert!(
+                    !header.contains_key(refused),
+                    "accepted a token with {refused}"
+                );
+            }
+        }
         // What the handler reads next.
         assert_eq!(verified.issuer(), ISSUER);
         assert!(!verified.jti().is_empty());

@@ -2,8 +2,11 @@
 //!
 //! Shows the header, the claims and every check the server runs, each with
 //! pass or fail, as of `--at` (so a captured, expired token can be checked as
-//! of its issue time). With `--jwks FILE` it makes no network call. It never
-//! prints the token itself, only its SHA-256.
+//! of its issue time). The checks are the server's own pipeline
+//! (`verify::inspect`). Without `--issuer` or `--audience` those checks are
+//! reported as not checked and the result is not "verified". With
+//! `--jwks FILE` it makes no network call. It never prints the token itself,
+//! only its SHA-256.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use crate::cli::output::{emit, report};
 use crate::config::{IssuerConfig, JwksConfig, parse_algorithm};
 use crate::jwks::{JwksCache, VerifyingKey, parse_jwks};
 use crate::metrics::Metrics;
-use crate::verify::{InspectRules, Inspection, inspect, token_sha256};
+use crate::verify::{InspectRules, Inspection, Outcome, Verdict, inspect, token_sha256};
 
 /// Largest token file read (a token is a few KiB; anything larger is not one).
 const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
@@ -45,7 +48,7 @@ pub struct InspectArgs {
     /// Issuer to require; without `--jwks` its keys are fetched through OIDC discovery.
     #[arg(long)]
     pub issuer: Option<String>,
-    /// Audience to require (repeatable); without it the audience check is reported but not enforced.
+    /// Audience to require (repeatable); without it the audience is reported as not checked.
     #[arg(long)]
     pub audience: Vec<String>,
     /// Time to check at: unix seconds or RFC 3339 (default: now).
@@ -62,7 +65,7 @@ pub struct InspectArgs {
     pub format: OutputFormat,
 }
 
-/// Exit code when the token does not verify.
+/// Exit code when the token does not verify (or was not fully checked).
 const EXIT_REFUSED: u8 = 1;
 /// Exit code for unusable input.
 const EXIT_INPUT: u8 = 2;
@@ -188,10 +191,11 @@ fn print(
             )?;
             writeln!(out, "checks:")?;
             for check in &inspection.checks {
-                let mark = match check.passed {
-                    Some(true) => "ok  ",
-                    Some(false) => "FAIL",
-                    None => "skip",
+                let mark = match check.outcome {
+                    Outcome::Passed => "ok  ",
+                    Outcome::Failed => "FAIL",
+                    Outcome::Skipped => "skip",
+                    Outcome::NotChecked => "--  ",
                 };
                 if check.detail.is_empty() {
                     writeln!(out, "  {mark}  {}", check.name)?;
@@ -199,15 +203,15 @@ fn print(
                     writeln!(out, "  {mark}  {}: {}", check.name, check.detail)?;
                 }
             }
-            writeln!(
-                out,
-                "result: {}",
-                if inspection.verified {
-                    "verified"
-                } else {
-                    "NOT verified"
-                }
-            )
+            match inspection.result {
+                Verdict::Verified => writeln!(out, "result: verified"),
+                Verdict::Refused => writeln!(out, "result: NOT verified"),
+                Verdict::Incomplete => writeln!(
+                    out,
+                    "result: NOT fully verified: {} not checked (give --issuer and --audience); every other check passed",
+                    inspection.not_checked().join(", ")
+                ),
+            }
         }
     }
 }

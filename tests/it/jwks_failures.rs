@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::broker::{Broker, eventually};
+use crate::support::broker::{Broker, BrokerSpec, eventually};
 use crate::support::jwks::{
     DISCOVERY_PATH, JWKS_PATH, JwksServer, Mode, REDIRECTED_DISCOVERY_PATH, REDIRECTED_JWKS_PATH,
 };
 use crate::support::{
-    Harness, KEY_A, KEY_B, assert_invalid_token, assert_issued, assert_unavailable, msg,
+    DEFAULT_POLICY, Harness, KEY_A, KEY_B, StsServer, assert_invalid_token, assert_issued,
+    assert_unavailable, msg,
 };
 
 /// Starts a broker whose issuer misbehaves from the start.
@@ -247,4 +248,191 @@ async fn jwks_metrics() {
         "{}",
         metrics.0
     );
+}
+
+/// The broker's log line for a refused discovery document or key set.
+async fn refusal_logged(broker: &Broker, reason: &str) -> String {
+    broker
+        .wait_for_line(
+            &format!("a JWKS failure log line saying {reason:?}"),
+            |line| line.contains("JWKS") && line.contains(reason),
+        )
+        .await
+}
+
+/// Keys were refused at start: not ready, 503 without STS, the error counted.
+async fn closed_after_refusal(h: &Harness) {
+    not_ready(&h.broker).await;
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    assert_unavailable(&resp);
+    assert_eq!(h.sts.calls(), 0);
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 1.0,
+        "{}",
+        metrics.0
+    );
+    assert_eq!(
+        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "ok")]),
+        0.0,
+        "{}",
+        metrics.0
+    );
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_refused_at_start() {
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let mut document = server.default_discovery_document();
+    document["issuer"] = json!("https://token.actions.githubusercontent.com");
+    server.set_discovery_document(Some(document));
+    let h = Harness::start_with_issuer(server, |spec| spec.wait_ready = false).await;
+    let line = refusal_logged(&h.broker, "is not the configured issuer").await;
+    assert!(line.contains("no keys yet"), "{line}");
+    closed_after_refusal(&h).await;
+    assert_eq!(
+        h.jwks.hits(JWKS_PATH),
+        0,
+        "the broker fetched the jwks_uri of a discovery document it should have refused"
+    );
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_on_refresh_keeps_the_old_keys() {
+    let h = Harness::start_with(|spec| {
+        spec.set("jwks.refresh_seconds", 1);
+    })
+    .await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    // The JWKS location is remembered until a JWKS fetch fails; make one
+    // fail so the next refresh reads the discovery document again.
+    let mut document = h.jwks.default_discovery_document();
+    document["issuer"] = json!(format!("{}/other", h.jwks.issuer()));
+    h.jwks.set_discovery_document(Some(document));
+    let discovered = h.jwks.hits(DISCOVERY_PATH);
+    h.jwks.set_jwks_mode(Mode::Fail500);
+    let jwks = &h.jwks;
+    eventually("a discovery after the failed JWKS fetch", || {
+        (jwks.hits(DISCOVERY_PATH) > discovered).then_some(())
+    })
+    .await;
+    h.jwks.set_jwks_mode(Mode::Normal);
+    let fetched = h.jwks.hits(JWKS_PATH);
+    let discovered = h.jwks.hits(DISCOVERY_PATH);
+    eventually("two more refreshes reading the discovery document", || {
+        (jwks.hits(DISCOVERY_PATH) >= discovered + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.jwks.hits(JWKS_PATH),
+        fetched,
+        "the broker followed a discovery document naming another issuer"
+    );
+    let line = refusal_logged(&h.broker, "is not the configured issuer").await;
+    assert!(line.contains("keeping the last good keys"), "{line}");
+    assert_eq!(
+        h.broker.admin_get("/readyz").await.status,
+        200,
+        "the last good keys are usable"
+    );
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    let metrics = h.broker.metrics().await;
+    assert!(
+        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 3.0,
+        "{}",
+        metrics.0
+    );
+}
+
+#[tokio::test]
+async fn a_jwks_uri_on_another_origin_is_refused() {
+    // Same host, another port: another origin.
+    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let mut document = server.default_discovery_document();
+    document["jwks_uri"] = json!(elsewhere.jwks_url());
+    server.set_discovery_document(Some(document));
+    let h = Harness::start_with_issuer(server, |spec| spec.wait_ready = false).await;
+    refusal_logged(&h.broker, "is not on the issuer's origin").await;
+    closed_after_refusal(&h).await;
+    assert_eq!(
+        elsewhere.total_hits(),
+        0,
+        "the broker fetched a jwks_uri on another origin"
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_jwks_url_on_another_origin_is_used() {
+    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let url = elsewhere.jwks_url();
+    let h = Harness::start_with(|spec| {
+        spec.set_issuer_key(0, "jwks_url", url.as_str());
+    })
+    .await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    assert!(elsewhere.hits(JWKS_PATH) >= 1);
+    assert_eq!(
+        h.jwks.hits(DISCOVERY_PATH),
+        0,
+        "discovery ran although jwks_url is configured"
+    );
+}
+
+#[tokio::test]
+async fn a_key_set_listing_a_kid_twice_is_refused_at_start() {
+    let server = JwksServer::start(vec![KEY_A.jwk(), KEY_B.jwk_with_kid(KEY_A.kid)]).await;
+    let h = Harness::start_with_issuer(server, |spec| spec.wait_ready = false).await;
+    refusal_logged(&h.broker, "is listed more than once").await;
+    closed_after_refusal(&h).await;
+}
+
+#[tokio::test]
+async fn a_key_set_listing_a_kid_twice_on_refresh_keeps_the_old_keys() {
+    let h = Harness::start_with(|spec| {
+        spec.set("jwks.refresh_seconds", 1);
+    })
+    .await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    // Before the fix the first entry won: KEY_B under KEY_A's kid.
+    h.jwks
+        .set_keys(vec![KEY_B.jwk_with_kid(KEY_A.kid), KEY_A.jwk()]);
+    let fetched = h.jwks.hits(JWKS_PATH);
+    let jwks = &h.jwks;
+    // Refreshes run one after the other: the first of two is done.
+    eventually("two refreshes of the doubled key set", || {
+        (jwks.hits(JWKS_PATH) >= fetched + 2).then_some(())
+    })
+    .await;
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+    refusal_logged(&h.broker, "is listed more than once").await;
+    assert_eq!(h.broker.admin_get("/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_logged_with_the_cause_and_no_keys_yet() {
+    // A loopback port nobody listens on: the connection is refused.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let sts = StsServer::start().await;
+    let mut spec = BrokerSpec::new(&format!("http://{closed}"), &sts.url(), DEFAULT_POLICY);
+    spec.wait_ready = false;
+    let broker = Broker::start(&spec).await;
+    let line = broker
+        .wait_for_line("the start-up JWKS failure", |line| {
+            line.contains("JWKS refresh failed")
+        })
+        .await;
+    assert!(
+        !line.contains("keeping the last good keys"),
+        "claims keys it never had: {line}"
+    );
+    assert!(line.contains("no keys yet"), "{line}");
+    assert!(
+        line.to_ascii_lowercase().contains("connection refused"),
+        "the cause (connection refused) is missing: {line}"
+    );
+    not_ready(&broker).await;
 }

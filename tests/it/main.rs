@@ -52,3 +52,5 @@ mod shutdown;
 mod sts_failures;
 #[cfg(test)]
 mod tls;
+#[cfg(test)]
+mod token_inspect;

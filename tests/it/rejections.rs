@@ -399,6 +399,71 @@ async fn key_location_headers_are_never_followed() {
     );
 }
 
+/// Header parameters the verifier does not implement, each behind a valid
+/// signature of the trusted key: an extension the token says must be
+/// understood (`crit`, whatever it lists), an unencoded payload (`b64`), a
+/// compressed one (`zip`).
+fn tokens_with_unsupported_header_parameters(h: &Harness) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "crit [\"exp\"]",
+            h.token().header("crit", json!(["exp"])).build(),
+        ),
+        ("crit []", h.token().header("crit", json!([])).build()),
+        ("b64 false", h.token().header("b64", false).build()),
+        ("zip DEF", h.token().header("zip", "DEF").build()),
+    ]
+}
+
+#[tokio::test]
+async fn unsupported_header_parameters_are_refused() {
+    let h = Harness::start().await;
+    let cases = tokens_with_unsupported_header_parameters(&h);
+    for (what, token) in &cases {
+        let resp = h.issue_token(token, json!({})).await;
+        assert_eq!(resp.status, 401, "{what}: {}", resp.text());
+        assert_invalid_token(&resp, msg::MALFORMED);
+        let event = h.broker.wait_for_audit(&resp.request_id()).await;
+        assert_eq!(
+            field(&event, "reason").as_deref(),
+            Some("token_malformed"),
+            "{what}: {event}"
+        );
+        let parameter = what.split(' ').next().unwrap_or_default();
+        assert!(
+            field(&event, "detail").is_some_and(|detail| detail.contains(parameter)),
+            "the audit detail does not name {parameter}: {event}"
+        );
+    }
+    assert_eq!(h.sts.calls(), 0, "STS was called for a refused token");
+    let metrics = h.broker.metrics().await;
+    assert_eq!(
+        metrics.value("ci_token_rejections_total", &[("reason", "malformed")]),
+        Some(cases.len() as f64),
+        "{}",
+        metrics.0
+    );
+    // The same token without them is fine.
+    assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
+}
+
+#[tokio::test]
+async fn a_refused_header_never_fetches_the_jwks() {
+    let h = Harness::start().await;
+    let fetched = h.jwks.hits(JWKS_PATH);
+    let token = h
+        .token()
+        .header("kid", "kid-nobody-published")
+        .header("crit", json!(["exp"]))
+        .build();
+    refused(&h, &token, msg::MALFORMED).await;
+    assert_eq!(
+        h.jwks.hits(JWKS_PATH),
+        fetched,
+        "an unknown kid behind a refused header fetched the JWKS"
+    );
+}
+
 #[tokio::test]
 async fn rejections_are_counted_and_audited() {
     let h = Harness::start().await;

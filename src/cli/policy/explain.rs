@@ -4,8 +4,8 @@
 //! `Policy::explain`. A token is trusted only when `--jwks` is given and it
 //! passes every offline check of `verify::inspect` (the server's checks:
 //! algorithm, kid, key, signature, exp/nbf/iat and lifetime at `--at`, jti,
-//! sub) against those keys; issuer and audience are taken from the token
-//! itself, as there is no configuration here. Without `--jwks` the token's
+//! sub) against those keys; issuer and audience are not checked, as there
+//! is no configuration here. Without `--jwks` the token's
 //! claims are used as written and the output says, first, that they were NOT
 //! verified.
 
@@ -278,7 +278,7 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
     let Value::Object(payload) = &inspection.claims else {
         return Err(format!("{file}: the payload is not a JSON object"));
     };
-    if args.jwks.is_some() && !inspection.verified {
+    if args.jwks.is_some() && inspection.result == crate::verify::Verdict::Refused {
         let reasons: Vec<String> = inspection
             .checks
             .iter()

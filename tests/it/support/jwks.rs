@@ -31,6 +31,7 @@ struct Inner {
     base_url: String,
     issuer: Mutex<String>,
     keys: Mutex<Vec<Value>>,
+    discovery_document: Mutex<Option<Value>>,
     discovery_mode: Mutex<Mode>,
     jwks_mode: Mutex<Mode>,
     hits: Mutex<HashMap<String, usize>>,
@@ -60,6 +61,7 @@ impl JwksServer {
             issuer: Mutex::new(base_url.clone()),
             base_url,
             keys: Mutex::new(keys),
+            discovery_document: Mutex::new(None),
             discovery_mode: Mutex::new(Mode::Normal),
             jwks_mode: Mutex::new(Mode::Normal),
             hits: Mutex::new(HashMap::new()),
@@ -81,6 +83,19 @@ impl JwksServer {
     /// Announces another issuer string in the discovery document.
     pub fn set_issuer(&self, issuer: &str) {
         *self.inner.issuer.lock().unwrap() = issuer.to_owned();
+    }
+
+    /// The discovery document as served by default: `issuer` as announced,
+    /// `jwks_uri` = [`JwksServer::jwks_url`]. Edit it and pass it to
+    /// [`JwksServer::set_discovery_document`].
+    pub fn default_discovery_document(&self) -> Value {
+        default_discovery(&self.inner)
+    }
+
+    /// Serves `document` as the discovery document from now on (`None`: the
+    /// default one again).
+    pub fn set_discovery_document(&self, document: Option<Value>) {
+        *self.inner.discovery_document.lock().unwrap() = document;
     }
 
     /// `<base>/jwks`.
@@ -167,6 +182,13 @@ fn json_response(body: String) -> Response {
 }
 
 fn discovery(inner: &Inner) -> Value {
+    match &*inner.discovery_document.lock().unwrap() {
+        Some(document) => document.clone(),
+        None => default_discovery(inner),
+    }
+}
+
+fn default_discovery(inner: &Inner) -> Value {
     json!({
         "issuer": *inner.issuer.lock().unwrap(),
         "jwks_uri": format!("{}{JWKS_PATH}", inner.base_url),
