@@ -194,31 +194,44 @@ fn announce_fetch(public: SocketAddr, job: &TryIt) {
         shell_quote(&job.audience),
         job.check_run_id
     );
-    println!(
-        "Try the real CI client (paste into a shell; this job's ID tokens come from the development issuer):"
-    );
-    for (name, value) in [
-        ("GITHUB_ACTIONS", "true"),
-        ("GITHUB_REPOSITORY", job.repository.as_str()),
-        ("GITHUB_SHA", job.sha.as_str()),
-        ("ACTIONS_ID_TOKEN_REQUEST_URL", id_token_url.as_str()),
-        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", job.request_token.as_str()),
-        ("BROKER_URL", broker.as_str()),
-    ] {
-        println!("  export {name}={}", shell_quote(value));
+    let written = write_stdout(|out| {
+        writeln!(
+            out,
+            "Try the real CI client (paste into a shell; this job's ID tokens come from the development issuer):"
+        )?;
+        for (name, value) in [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", job.repository.as_str()),
+            ("GITHUB_SHA", job.sha.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", id_token_url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", job.request_token.as_str()),
+            ("BROKER_URL", broker.as_str()),
+        ] {
+            writeln!(out, "  export {name}={}", shell_quote(value))?;
+        }
+        // Two commands: `export A=… B="$A…"` expands `$A` before assigning it.
+        writeln!(out, "  export RUNNER_TEMP=\"$(mktemp -d)\"")?;
+        writeln!(out, "  export GITHUB_ENV=\"$RUNNER_TEMP/github_env\"")?;
+        writeln!(out, "  {fetch} --github-env")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "An AWS CLI profile for the same shell (the AWS CLI passes these variables on to the process):"
+        )?;
+        writeln!(out, "  [profile broker-dev]")?;
+        writeln!(
+            out,
+            "  credential_process = {fetch} --broker-url {broker} --credential-process"
+        )?;
+        writeln!(
+            out,
+            "  (then: aws configure export-credentials --profile broker-dev)"
+        )?;
+        writeln!(out)
+    });
+    if let Err(err) = written {
+        report!("warning: cannot print the job environment: {err}");
     }
-    // Two commands: `export A=… B="$A…"` expands `$A` before assigning it.
-    println!("  export RUNNER_TEMP=\"$(mktemp -d)\"");
-    println!("  export GITHUB_ENV=\"$RUNNER_TEMP/github_env\"");
-    println!("  {fetch} --github-env");
-    println!();
-    println!(
-        "An AWS CLI profile for the same shell (the AWS CLI passes these variables on to the process):"
-    );
-    println!("  [profile broker-dev]");
-    println!("  credential_process = {fetch} --broker-url {broker} --credential-process");
-    println!("  (then: aws configure export-credentials --profile broker-dev)");
-    println!();
 }
 
 fn announce(public: SocketAddr, admin: SocketAddr, token_url: &str, repository: &str) {

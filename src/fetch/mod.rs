@@ -255,7 +255,7 @@ pub async fn fetch(
         && let Err(err) = cache.store(&credentials)
     {
         // The credential is still good: deliver it, uncached.
-        eprintln!(
+        crate::cli::output::report!(
             "attestation-broker fetch: warning: cannot cache the credential in {}: {err}",
             cache.path().display()
         );
