@@ -44,6 +44,7 @@ REQUIRED_ALERTS = {
     "AttestationBrokerJwksStale": "ci_jwks_last_success_age_seconds",
     "AttestationBrokerJwksRefreshErrors": "ci_jwks_refresh_total",
     "AttestationBrokerReplayStoreErrors": "ci_replay_store_errors_total",
+    "AttestationBrokerReplayStoreFull": "ci_replay_store_full_total",
 }
 CONFIG_DIR = "/etc/attestation-broker"
 ENTRYPOINT = '["/usr/local/bin/attestation-broker", "serve", "--config", "/etc/attestation-broker/broker.toml"]'
