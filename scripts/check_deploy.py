@@ -58,6 +58,7 @@ REQUIRED_ALERTS = {
     "AttestationBrokerIssueErrorRatioHigh": "ci_http_requests_total",
     "AttestationBrokerRateLimited": "ci_rate_limited_total",
     "AttestationBrokerTlsReloadFailed": "ci_tls_reloads_total",
+    "AttestationBrokerReplayStoreFull": "ci_replay_store_full_total",
 }
 #: Seconds the preStop sleep must at least last (endpoint removal propagates
 #: to kube-proxy, ingress controllers and meshes asynchronously).

@@ -92,6 +92,7 @@ struct Inner {
     policy_info: IntGaugeVec,
     policy_reloads: IntCounterVec,
     replay_store_errors: IntCounter,
+    replay_store_full: IntCounter,
     rate_limited: IntCounterVec,
     tls_reloads: IntCounterVec,
     /// Issued credentials still active, counted per expiration second and
@@ -162,6 +163,11 @@ impl Metrics {
             "Replay store operations that failed",
         )?;
         registry.register(Box::new(replay_store_errors.clone()))?;
+        let replay_store_full = IntCounter::new(
+            "ci_replay_store_full_total",
+            "Requests refused because the in-memory replay marks were full of unexpired tokens",
+        )?;
+        registry.register(Box::new(replay_store_full.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
         registry.register(Box::new(jwks_keys.clone()))?;
         let ready = IntGauge::new(
@@ -264,6 +270,7 @@ impl Metrics {
             http_duration,
             replay_rejections,
             replay_store_errors,
+            replay_store_full,
             jwks_keys,
             ready,
             registry,
@@ -375,6 +382,11 @@ impl Metrics {
     /// A replay-store operation failed.
     pub fn replay_store_error(&self) {
         self.0.replay_store_errors.inc();
+    }
+
+    /// A request refused because the replay marks were full.
+    pub fn replay_store_full(&self) {
+        self.0.replay_store_full.inc();
     }
 
     /// A JWKS fetch: `ok`, `error` or `unchanged`.

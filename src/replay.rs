@@ -1,29 +1,49 @@
 //! Replay protection: a token's `(iss, jti)` is accepted once until `exp + leeway`.
 //!
 //! The store is keyed by a SHA-256 of issuer and jti, so an entry has a fixed
-//! size whatever the token carries. Marking is atomic: of two concurrent
-//! requests with the same token, exactly one sees `Fresh` — in process via
-//! moka's entry API, across replicas via Redis `SET key 1 NX PX ttl`.
+//! size whatever the token carries. Marking is atomic: of any number of
+//! concurrent requests with the same token, exactly one sees `Fresh` — in
+//! process through [`local::LocalMarks`] (insert-if-absent under a lock),
+//! across replicas through Redis `SET key 1 NX PX ttl`.
+//!
+//! The in-process marks are bounded (`replay.max_entries`) and never forget a
+//! mark before it expires: when they hold that many unexpired marks a new
+//! token is refused with [`ReplayError::Full`] (the caller answers 503, and
+//! never fails open on it). Evicting an older mark to make room would let
+//! that token be used again.
 //!
 //! With Redis, every replica also keeps its own in-process marks in front of
-//! it (the same bounded moka cache as the memory store). A token this replica
-//! has already admitted is refused without asking Redis, so replay protection
-//! on one replica survives what Redis alone would not: with `fail_open` during
-//! an outage (otherwise every retry of one token would be issued), and a Redis
-//! that lost its data (a restart without persistence, a failover to a lagging
-//! replica). Across replicas Redis still decides. When Redis cannot answer and
-//! the broker fails closed, the local mark is dropped again: nothing was
-//! issued, and the caller's retry must not be taken for a replay.
+//! it (the same bounded store as the memory store). A token this replica has
+//! already admitted is refused without asking Redis, so replay protection on
+//! one replica survives what Redis alone would not: with `fail_open` during
+//! an outage the local marks are the fallback (concurrent copies of a token
+//! on one replica are still issued once), and a Redis that lost its data (a
+//! restart without persistence, a failover to a lagging replica) does not
+//! re-admit a token on the replica that used it. Across replicas Redis still
+//! decides. When Redis cannot answer and the broker fails closed, the local
+//! mark is dropped again: nothing was issued, and the caller's retry must not
+//! be taken for a replay.
 //!
-//! Every Redis operation runs under one deadline (pool wait, connect and
-//! command together); an error or timeout is reported as `ReplayError` and the
-//! caller fails closed unless configured otherwise.
+//! `rediss://` URLs connect with rustls on the aws-lc-rs provider, verifying
+//! the server certificate and host name against the system roots, or only
+//! against `replay.redis_ca_file` when it is set (a private CA).
+//!
+//! Every Redis operation runs under one deadline (pool wait, connect, TLS
+//! handshake and command together); an error or timeout is reported as
+//! [`ReplayError::Unavailable`] and the caller fails closed unless configured
+//! otherwise.
 
+mod local;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
 use crate::config::{ReplayConfig, ReplayStoreKind};
+use local::{LocalMark, LocalMarks};
 
 /// Outcome of marking a token as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +54,41 @@ pub enum Mark {
     Replayed,
 }
 
-/// The store could not answer.
+/// Why the store gave no answer.
 #[derive(Debug, thiserror::Error)]
-#[error("replay store unavailable: {0}")]
-pub struct ReplayError(pub String);
+pub enum ReplayError {
+    /// Redis could not answer in time. The caller fails closed unless
+    /// `replay.fail_open` says otherwise.
+    #[error("replay store unavailable: {0}")]
+    Unavailable(String),
+    /// The in-process marks hold `replay.max_entries` unexpired marks. The
+    /// caller refuses, whatever `fail_open` says.
+    #[error("replay store full: {0} unexpired token marks (replay.max_entries)")]
+    Full(u64),
+    /// `[replay]` asks for something this build cannot do.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The configuration key at fault.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
 
-/// In-process marks: key → time to live.
-type LocalMarks = moka::sync::Cache<[u8; 32], Duration>;
+impl ReplayError {
+    fn config(key: &'static str, reason: impl Into<String>) -> Self {
+        ReplayError::Config {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Where used token ids live.
 #[derive(Clone)]
 pub enum ReplayStore {
     /// In process (one replica).
-    Memory(LocalMarks),
+    Memory(std::sync::Arc<LocalMarks>),
     /// Shared Redis (several replicas), behind this replica's own marks.
     Redis(RedisStore),
 }
@@ -57,7 +99,7 @@ pub enum ReplayStore {
 pub struct RedisStore {
     pool: deadpool_redis::Pool,
     timeout: Duration,
-    local: LocalMarks,
+    local: std::sync::Arc<LocalMarks>,
     /// The caller issues when Redis cannot answer: keep the local mark then.
     fail_open: bool,
 }
@@ -72,6 +114,9 @@ const DEFAULT_LOCAL_ENTRIES: u64 = 1_000_000;
 /// still gets a mark that outlives the request.
 const MIN_TTL_MILLIS: u64 = 1000;
 const MIN_TTL: Duration = Duration::from_millis(MIN_TTL_MILLIS);
+
+/// Largest accepted `replay.redis_ca_file`: a CA bundle, not a data dump.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
 impl std::fmt::Debug for ReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,15 +134,20 @@ impl RedisStore {
                 .pool
                 .get()
                 .await
-                .map_err(|err| ReplayError(format!("no connection: {err}")))?;
+                .map_err(|err| ReplayError::Unavailable(format!("no connection: {err}")))?;
             command
                 .query_async::<T>(&mut connection)
                 .await
-                .map_err(|err| ReplayError(format!("command failed: {err}")))
+                .map_err(|err| ReplayError::Unavailable(format!("command failed: {err}")))
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| ReplayError(format!("no answer within {} ms", self.timeout.as_millis())))?
+            .map_err(|_| {
+                ReplayError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })?
     }
 
     /// `SET key 1 NX PX ttl`: whether this call set the key.
@@ -122,20 +172,6 @@ fn redis_key(key: &[u8; 32]) -> String {
     format!("{REDIS_KEY_PREFIX}{}", hex::encode(key))
 }
 
-/// Each entry expires after the time-to-live it was inserted with.
-struct PerEntryTtl;
-
-impl moka::Expiry<[u8; 32], Duration> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        ttl: &Duration,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(*ttl)
-    }
-}
-
 fn entry_key(issuer: &str, jti: &str) -> [u8; 32] {
     let mut hasher = sha2::Sha256::new();
     hasher.update(issuer.as_bytes());
@@ -144,16 +180,91 @@ fn entry_key(issuer: &str, jti: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn local_marks(max_entries: u64) -> LocalMarks {
-    moka::sync::Cache::builder()
-        .max_capacity(max_entries)
-        .expire_after(PerEntryTtl)
-        .build()
+/// Marks `key` in `local` for `ttl` (at least [`MIN_TTL`]).
+fn mark_local(local: &LocalMarks, key: [u8; 32], ttl: Duration) -> Result<Mark, ReplayError> {
+    match local.mark(key, ttl.max(MIN_TTL), Instant::now()) {
+        LocalMark::Fresh => Ok(Mark::Fresh),
+        LocalMark::Replayed => Ok(Mark::Replayed),
+        LocalMark::Full => Err(ReplayError::Full(local.capacity())),
+    }
 }
 
-/// Marks `key` in `local`; true when this call made the mark.
-fn mark_local(local: &LocalMarks, key: [u8; 32], ttl: Duration) -> bool {
-    local.entry(key).or_insert(ttl.max(MIN_TTL)).is_fresh()
+/// The Redis connection `url` (and `ca_file`, for `rediss://`) describe, as
+/// the pool will use it: checked by the redis crate itself, so that
+/// `check-config` refuses exactly what `serve` could not connect with. Reads
+/// `ca_file` and requires at least one usable CA certificate in it; the CA
+/// then replaces the system roots for this connection.
+pub fn redis_connection(
+    url: &str,
+    ca_file: Option<&Path>,
+) -> Result<redis::ConnectionInfo, ReplayError> {
+    const URL: &str = "replay.redis_url";
+    const CA: &str = "replay.redis_ca_file";
+    // The redis crate's messages are fixed texts: they never echo the URL,
+    // which may carry a password.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|err| ReplayError::config(URL, format!("not a usable Redis URL: {err}")))?;
+    let tls = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(ReplayError::config(
+                URL,
+                "`#insecure` would turn off certificate verification and is not supported",
+            ));
+        }
+        redis::ConnectionAddr::TcpTls { .. } => true,
+        redis::ConnectionAddr::Tcp(..) => false,
+        _ => {
+            return Err(ReplayError::config(
+                URL,
+                "scheme must be redis:// or rediss://",
+            ));
+        }
+    };
+    let Some(path) = ca_file else {
+        return Ok(info);
+    };
+    if !tls {
+        return Err(ReplayError::config(
+            CA,
+            "a CA file needs TLS: use a rediss:// URL",
+        ));
+    }
+    let pem = read_ca_file(path).map_err(|reason| ReplayError::config(CA, reason))?;
+    let client = redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .map_err(|err| ReplayError::config(CA, format!("not usable as a CA: {err}")))?;
+    Ok(client.get_connection_info().clone())
+}
+
+/// Reads a PEM CA file and checks that every certificate in it is a usable
+/// trust anchor; at least one is required.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|err| format!("cannot read {shown}: {err}"))?
+        .len();
+    if size > MAX_CA_FILE_BYTES {
+        return Err(format!("{shown} is larger than {MAX_CA_FILE_BYTES} bytes"));
+    }
+    let pem = std::fs::read(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|err| format!("{shown} is not valid PEM: {err}"))?;
+        roots
+            .add(cert)
+            .map_err(|err| format!("{shown}: not a usable CA certificate: {err}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{shown} holds no CERTIFICATE block"));
+    }
+    Ok(pem)
 }
 
 impl ReplayStore {
@@ -162,7 +273,10 @@ impl ReplayStore {
         match config.store {
             ReplayStoreKind::Memory => Ok(Self::memory(config.max_entries)),
             ReplayStoreKind::Redis => Self::redis_with(
-                config.redis_url.as_deref().unwrap_or_default(),
+                redis_connection(
+                    config.redis_url.as_deref().unwrap_or_default(),
+                    config.redis_ca_file.as_deref(),
+                )?,
                 config.redis_pool_size,
                 Duration::from_millis(config.redis_timeout_ms),
                 config.max_entries,
@@ -171,9 +285,9 @@ impl ReplayStore {
         }
     }
 
-    /// An in-process store remembering at most `max_entries` tokens.
+    /// An in-process store remembering at most `max_entries` unexpired tokens.
     pub fn memory(max_entries: u64) -> Self {
-        ReplayStore::Memory(local_marks(max_entries))
+        ReplayStore::Memory(std::sync::Arc::new(LocalMarks::new(max_entries)))
     }
 
     /// A Redis store at `url` with at most `pool_size` connections, failing
@@ -181,31 +295,44 @@ impl ReplayStore {
     /// within `timeout`. Connections are made lazily: an unreachable Redis
     /// shows in readiness.
     pub fn redis(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, ReplayError> {
-        Self::redis_with(url, pool_size, timeout, DEFAULT_LOCAL_ENTRIES, false)
+        Self::redis_with(
+            redis_connection(url, None)?,
+            pool_size,
+            timeout,
+            DEFAULT_LOCAL_ENTRIES,
+            false,
+        )
     }
 
     fn redis_with(
-        url: &str,
+        connection: redis::ConnectionInfo,
         pool_size: usize,
         timeout: Duration,
         local_entries: u64,
         fail_open: bool,
     ) -> Result<Self, ReplayError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        let mut pool = deadpool_redis::PoolConfig::new(pool_size);
-        pool.timeouts = deadpool_redis::Timeouts {
-            wait: Some(timeout),
-            create: Some(timeout),
-            recycle: Some(timeout),
-        };
-        config.pool = Some(pool);
-        let pool = config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|err| ReplayError(format!("invalid Redis configuration: {err}")))?;
+        if matches!(connection.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            // The redis crate builds its rustls config on the process-wide
+            // provider: make it aws-lc-rs, the one crypto stack of this
+            // binary. An error only means a provider is installed already.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let manager = deadpool_redis::Manager::new(connection)
+            .map_err(|err| ReplayError::config("replay.redis_url", err.to_string()))?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(pool_size)
+            .timeouts(deadpool_redis::Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            })
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|err| ReplayError::config("replay.redis_url", err.to_string()))?;
         Ok(ReplayStore::Redis(RedisStore {
             pool,
             timeout,
-            local: local_marks(local_entries),
+            local: std::sync::Arc::new(LocalMarks::new(local_entries)),
             fail_open,
         }))
     }
@@ -214,13 +341,9 @@ impl ReplayStore {
     pub async fn mark(&self, issuer: &str, jti: &str, ttl: Duration) -> Result<Mark, ReplayError> {
         let key = entry_key(issuer, jti);
         match self {
-            ReplayStore::Memory(cache) => Ok(if mark_local(cache, key, ttl) {
-                Mark::Fresh
-            } else {
-                Mark::Replayed
-            }),
+            ReplayStore::Memory(local) => mark_local(local, key, ttl),
             ReplayStore::Redis(store) => {
-                if !mark_local(&store.local, key, ttl) {
+                if mark_local(&store.local, key, ttl)? == Mark::Replayed {
                     return Ok(Mark::Replayed);
                 }
                 match store.set_once(&key, ttl).await {
@@ -228,14 +351,16 @@ impl ReplayStore {
                     Ok(false) => {
                         // Admitted by another replica: Redis stays the authority for
                         // it, so that replica's release frees it here too.
-                        store.local.invalidate(&key);
+                        store.local.release(&key);
                         Ok(Mark::Replayed)
                     }
                     Err(err) => {
                         if !store.fail_open {
                             // The caller answers 503 and issues nothing.
-                            store.local.invalidate(&key);
+                            store.local.release(&key);
                         }
+                        // Failing open, the local mark stays: it is the
+                        // fallback that still admits this token once here.
                         Err(err)
                     }
                 }
@@ -248,12 +373,12 @@ impl ReplayStore {
     pub async fn release(&self, issuer: &str, jti: &str) -> Result<(), ReplayError> {
         let key = entry_key(issuer, jti);
         match self {
-            ReplayStore::Memory(cache) => {
-                cache.invalidate(&key);
+            ReplayStore::Memory(local) => {
+                local.release(&key);
                 Ok(())
             }
             ReplayStore::Redis(store) => {
-                store.local.invalidate(&key);
+                store.local.release(&key);
                 let mut command = redis::cmd("DEL");
                 command.arg(redis_key(&key));
                 let _removed: i64 = store.run(command).await?;
@@ -268,217 +393,5 @@ impl ReplayStore {
             ReplayStore::Memory(_) => true,
             ReplayStore::Redis(store) => store.run::<String>(redis::cmd("PING")).await.is_ok(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn second_use_is_a_replay_until_released() {
-        let store = ReplayStore::memory(100);
-        let ttl = Duration::from_secs(60);
-        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Fresh);
-        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Replayed);
-        assert_eq!(
-            store.mark("other-iss", "a", ttl).await.unwrap(),
-            Mark::Fresh
-        );
-        store.release("iss", "a").await.unwrap();
-        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Fresh);
-    }
-
-    #[tokio::test]
-    async fn concurrent_marks_admit_exactly_one() {
-        let store = ReplayStore::memory(100);
-        let mut tasks = Vec::new();
-        for _ in 0..32 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .mark("iss", "same", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-            }));
-        }
-        let mut fresh = 0;
-        for task in tasks {
-            if task.await.unwrap() == Mark::Fresh {
-                fresh += 1;
-            }
-        }
-        assert_eq!(fresh, 1);
-    }
-
-    /// A real `redis-server` on a free loopback port, stopped on drop.
-    struct RedisServer {
-        child: std::process::Child,
-        url: String,
-    }
-
-    impl RedisServer {
-        fn start() -> Self {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (scripts/test.sh installs it)");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not start"
-                );
-                std::thread::yield_now();
-            }
-            Self {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    #[tokio::test]
-    async fn redis_marks_once_across_clients_and_fails_closed_when_down() {
-        let mut server = RedisServer::start();
-        let first = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
-        let second = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
-        assert!(first.healthy().await);
-        let mut tasks = Vec::new();
-        for index in 0..16 {
-            let store = if index % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                let mark = store
-                    .mark("iss", "shared", Duration::from_secs(60))
-                    .await
-                    .unwrap();
-                (store, mark)
-            }));
-        }
-        let mut winners = Vec::new();
-        for task in tasks {
-            let (store, mark) = task.await.unwrap();
-            if mark == Mark::Fresh {
-                winners.push(store);
-            }
-        }
-        assert_eq!(winners.len(), 1, "exactly one client may see a fresh token");
-        // The replica that admitted the token releases it (its STS call failed):
-        // then any replica may admit it again.
-        winners[0].release("iss", "shared").await.unwrap();
-        for store in [&second, &first] {
-            assert_eq!(
-                store
-                    .mark("iss", "shared", Duration::from_secs(60))
-                    .await
-                    .unwrap(),
-                Mark::Fresh
-            );
-            store.release("iss", "shared").await.unwrap();
-        }
-
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
-        assert!(
-            first
-                .mark("iss", "other", Duration::from_secs(60))
-                .await
-                .is_err()
-        );
-        assert!(!first.healthy().await);
-    }
-
-    /// A Redis URL nothing listens on.
-    fn unreachable_redis_url() -> String {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        format!("redis://127.0.0.1:{port}")
-    }
-
-    #[tokio::test]
-    async fn fail_open_keeps_the_local_mark_so_a_replica_still_refuses_replays() {
-        let store = ReplayStore::redis_with(
-            &unreachable_redis_url(),
-            2,
-            Duration::from_millis(200),
-            100,
-            true,
-        )
-        .unwrap();
-        let ttl = Duration::from_secs(60);
-        assert!(store.mark("iss", "a", ttl).await.is_err(), "Redis is down");
-        assert_eq!(
-            store.mark("iss", "a", ttl).await.unwrap(),
-            Mark::Replayed,
-            "issued once while failing open: a second use on this replica is a replay"
-        );
-        store.release("iss", "a").await.unwrap_err();
-        assert!(
-            store.mark("iss", "a", ttl).await.is_err(),
-            "released locally even though Redis could not be told"
-        );
-    }
-
-    #[tokio::test]
-    async fn failing_closed_drops_the_local_mark_so_a_retry_is_not_a_replay() {
-        let store =
-            ReplayStore::redis(&unreachable_redis_url(), 2, Duration::from_millis(200)).unwrap();
-        let ttl = Duration::from_secs(60);
-        assert!(store.mark("iss", "a", ttl).await.is_err());
-        assert!(
-            store.mark("iss", "a", ttl).await.is_err(),
-            "nothing was issued: the retry must reach Redis again"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_replica_remembers_its_marks_when_redis_loses_its_data() {
-        let mut server = RedisServer::start();
-        let store = ReplayStore::redis(&server.url, 4, Duration::from_millis(500)).unwrap();
-        let ttl = Duration::from_secs(60);
-        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Fresh);
-        let mut flush = redis::cmd("FLUSHALL");
-        flush.arg("SYNC");
-        let _: String = match &store {
-            ReplayStore::Redis(redis) => redis.run(flush).await.unwrap(),
-            ReplayStore::Memory(_) => unreachable!(),
-        };
-        assert_eq!(store.mark("iss", "a", ttl).await.unwrap(), Mark::Replayed);
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
-    }
-
-    #[test]
-    fn issuer_and_jti_are_separated() {
-        assert_ne!(entry_key("ab", "c"), entry_key("a", "bc"));
     }
 }

@@ -273,11 +273,17 @@ pub enum ReplayStoreKind {
 pub struct ReplayConfig {
     /// `memory` (default) or `redis`.
     pub store: ReplayStoreKind,
-    /// Redis URL when `store = "redis"`.
+    /// Redis URL when `store = "redis"`: `redis://` or `rediss://` (TLS).
     pub redis_url: Option<String>,
+    /// PEM CA certificate(s) that alone are trusted for a `rediss://` server
+    /// (a private CA); default none: the system roots. Relative paths are
+    /// resolved against the config file's directory.
+    pub redis_ca_file: Option<PathBuf>,
     /// Issue even when the store cannot be reached. Default false (fail closed).
     pub fail_open: bool,
-    /// Most token ids remembered in memory. Default 1,000,000.
+    /// Most unexpired token ids remembered in memory (with Redis: this
+    /// replica's own marks). When that many are held, new tokens are refused
+    /// with 503 rather than forgetting a mark early. Default 1,000,000.
     pub max_entries: u64,
     /// Deadline of one Redis operation including pool wait and connect, ms. Default 500.
     pub redis_timeout_ms: u64,
@@ -290,6 +296,7 @@ impl Default for ReplayConfig {
         Self {
             store: ReplayStoreKind::Memory,
             redis_url: None,
+            redis_ca_file: None,
             fail_open: false,
             max_entries: 1_000_000,
             redis_timeout_ms: 500,
@@ -435,6 +442,19 @@ impl Config {
         {
             return Err(ConfigError::one(&file, err.config_key(), &err));
         }
+        // A Redis CA that does not load must stop the start-up too.
+        if let Some(ca_file) = &config.replay.redis_ca_file
+            && let Err(err) = crate::replay::redis_connection(
+                config.replay.redis_url.as_deref().unwrap_or_default(),
+                Some(ca_file.as_path()),
+            )
+        {
+            let (key, reason) = match err {
+                crate::replay::ReplayError::Config { key, reason } => (key, reason),
+                other => ("replay.redis_ca_file", other.to_string()),
+            };
+            return Err(ConfigError::one(&file, key, reason));
+        }
         Ok(config)
     }
 
@@ -448,6 +468,7 @@ impl Config {
             ("server.client_ca", self.server.client_ca.as_mut()),
             ("policy.file", Some(&mut self.policy.file)),
             ("policy.rego", self.policy.rego.as_mut()),
+            ("replay.redis_ca_file", self.replay.redis_ca_file.as_mut()),
         ]
     }
 
@@ -594,8 +615,29 @@ impl Config {
                         "scheme must be redis:// or rediss://".into(),
                     );
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => {
+                    let url = self.replay.redis_url.as_deref().unwrap_or_default();
+                    if let Err(crate::replay::ReplayError::Config { key, reason }) =
+                        crate::replay::redis_connection(url, None)
+                    {
+                        problem(key.into(), reason);
+                    }
+                }
             }
+        }
+        let rediss = self
+            .replay
+            .redis_url
+            .as_deref()
+            .and_then(|url| Url::parse(url).ok())
+            .is_some_and(|url| url.scheme() == "rediss");
+        if self.replay.redis_ca_file.is_some()
+            && (self.replay.store != ReplayStoreKind::Redis || !rediss)
+        {
+            problem(
+                "replay.redis_ca_file".into(),
+                "used only with replay.store = \"redis\" and a rediss:// URL".into(),
+            );
         }
         if self.replay.redis_timeout_ms == 0 || self.replay.redis_timeout_ms > 10_000 {
             problem(

@@ -18,7 +18,7 @@ use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
 use crate::policy::{Denial, RoleRequest};
 use crate::policy_set::{PolicySet, RequestFacts};
-use crate::replay::Mark;
+use crate::replay::{Mark, ReplayError};
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
 use crate::verify::token_sha256;
@@ -241,6 +241,16 @@ async fn handle(
                 ApiError::Forbidden,
                 "replayed",
                 "token id already used",
+            ));
+        }
+        Err(err @ ReplayError::Full(_)) => {
+            // Never failed open: issuing without a mark is a replay window.
+            state.metrics.replay_store_full();
+            return Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_full",
+                err.to_string(),
             ));
         }
         Err(err) if state.config.replay.fail_open => {

@@ -47,6 +47,8 @@ mod replay;
 #[cfg(test)]
 mod replay_redis;
 #[cfg(test)]
+mod replay_redis_tls;
+#[cfg(test)]
 mod shutdown;
 #[cfg(test)]
 mod sts_failures;

@@ -300,3 +300,33 @@ async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
     assert_issued(&broker.issue(&body(&token)).await);
     assert_forbidden(&broker.issue(&body(&token)).await);
 }
+
+/// Redis down, `fail_open`: the replica's own marks are the fallback. Copies
+/// of one token sent at once are still issued exactly once, trial after trial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_open_with_redis_down_issues_concurrent_copies_once() {
+    let mut redis = RedisServer::start();
+    let up = Upstreams::start().await;
+    let mut spec = BrokerSpec::new(&up.jwks.issuer(), &up.sts.url(), DEFAULT_POLICY);
+    spec.set("replay.store", "redis")
+        .set("replay.redis_url", redis.url())
+        .set("replay.redis_timeout_ms", 300)
+        .set("replay.fail_open", true)
+        .set("server.rate_limit_per_repository_per_minute", 0);
+    let broker = Arc::new(Broker::start(&spec).await);
+    redis.stop();
+    for trial in 0..10 {
+        let token = up.token().build();
+        let calls_before = up.sts.calls();
+        let requests = (0..50)
+            .map(|_| (Arc::clone(&broker), token.clone()))
+            .collect();
+        let answers = issue_concurrently(requests).await;
+        let issued = answers.iter().filter(|resp| resp.status == 200).count();
+        for resp in answers.iter().filter(|resp| resp.status != 200) {
+            assert_forbidden(resp);
+        }
+        assert_eq!(issued, 1, "trial {trial}: exactly one issuance");
+        assert_eq!(up.sts.calls() - calls_before, 1, "trial {trial}");
+    }
+}
