@@ -6,17 +6,35 @@
 //! `false`, undefined, any other value and any evaluation error deny, and an
 //! evaluation that runs past its time limit is an error. The module is
 //! compiled once at start-up and on every reload.
+//!
+//! The time limit is enforced twice. regorus checks its own clock between
+//! steps of the interpreter and stops there; but one built-in call (say
+//! `numbers.range` over millions of numbers) runs to its end without a check,
+//! and regorus offers no way to interrupt it. So a request never waits for
+//! more than the limit: the evaluation runs on a blocking thread
+//! ([`RegoPolicy::evaluate_within_limit`]), the request stops waiting at the
+//! limit and is refused, and an evaluation still running then is abandoned to
+//! finish on its own. At most [`MAX_EVALUATIONS_IN_FLIGHT`] evaluations run at
+//! once, counting abandoned ones, so runaway rules can hold only that many
+//! threads; when all are busy, a request waits for a free one within the same
+//! limit and is refused if none frees up.
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
 /// The default query.
 pub const DEFAULT_QUERY: &str = "data.broker.allow";
-/// Wall-clock limit of one evaluation.
-const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+/// Wall-clock limit of one evaluation, including the wait for a free thread.
+pub const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+/// Most evaluations running at once in the process, abandoned ones included.
+pub const MAX_EVALUATIONS_IN_FLIGHT: usize = 8;
+/// The places of [`MAX_EVALUATIONS_IN_FLIGHT`]; one is held until the evaluation
+/// itself ends, not until its request stops waiting.
+static EVALUATION_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_EVALUATIONS_IN_FLIGHT);
 /// Largest Rego file read.
 const MAX_REGO_BYTES: u64 = 1024 * 1024;
 
@@ -141,7 +159,55 @@ impl RegoPolicy {
         &self.hash
     }
 
-    /// Evaluates the query on `input` (`{claims, request, role}`).
+    /// Evaluations running now, abandoned ones included.
+    pub fn evaluations_running() -> usize {
+        MAX_EVALUATIONS_IN_FLIGHT.saturating_sub(EVALUATION_SLOTS.available_permits())
+    }
+
+    /// Evaluates the query on `input` off the async workers, waiting at most
+    /// [`EVALUATION_LIMIT`] (for a free thread and the evaluation together).
+    /// Past it the answer is an error, and an evaluation still running is
+    /// left to finish on its thread, still holding its place.
+    pub async fn evaluate_within_limit(&self, input: serde_json::Value) -> RegoDecision {
+        let deadline = tokio::time::Instant::now() + EVALUATION_LIMIT;
+        let limit_ms = EVALUATION_LIMIT.as_millis();
+        let slot = match tokio::time::timeout_at(deadline, EVALUATION_SLOTS.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return RegoDecision::Error("evaluation slots closed".to_owned()),
+            Err(_) => {
+                return RegoDecision::Error(format!(
+                    "no evaluation thread free within {limit_ms} ms: {MAX_EVALUATIONS_IN_FLIGHT} evaluations are running"
+                ));
+            }
+        };
+        let policy = self.clone();
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abandoned_by_caller = abandoned.clone();
+        let evaluation = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let decision = policy.evaluate(&input);
+            drop(slot);
+            if abandoned.load(std::sync::atomic::Ordering::Acquire) {
+                tracing::warn!(
+                    rego.elapsed_ms = started.elapsed().as_millis() as u64,
+                    rego.limit_ms = limit_ms as u64,
+                    "an abandoned Rego evaluation has ended; its request was refused at the time limit (a built-in call in the module runs too long)"
+                );
+            }
+            decision
+        });
+        match tokio::time::timeout_at(deadline, evaluation).await {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(_)) => RegoDecision::Error("the evaluation failed".to_owned()),
+            Err(_) => {
+                abandoned_by_caller.store(true, std::sync::atomic::Ordering::Release);
+                RegoDecision::Error(format!("evaluation ran past its {limit_ms} ms limit"))
+            }
+        }
+    }
+
+    /// Evaluates the query on `input` (`{claims, request, role}`) on this
+    /// thread; regorus's own clock stops it between interpreter steps only.
     pub fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
         let mut engine = self.engine.clone();
         engine.set_input(regorus::Value::from(input.clone()));
@@ -237,5 +303,70 @@ explode if {
             "{decision:?} after {:?}",
             started.elapsed()
         );
+    }
+
+    /// A module whose `allow` makes one long built-in call for repository
+    /// "slow": regorus's own clock cannot stop it.
+    const RUNAWAY: &str = "package broker\nimport rego.v1\ndefault allow := false\nallow if input.claims.repository == \"ourorg/app\"\nallow if {\n  input.claims.repository == \"slow\"\n  count(numbers.range(1, 3000000)) < 0\n}\n";
+
+    // One test for everything that uses the process-wide evaluation places,
+    // so that no other test holds one meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_limit_holds_even_inside_a_builtin_and_runaways_hold_bounded_threads() {
+        let rego = RegoPolicy::compile(RUNAWAY, "runaway.rego", DEFAULT_QUERY).unwrap();
+        assert_eq!(
+            rego.evaluate_within_limit(input("ourorg/app")).await,
+            RegoDecision::Allow
+        );
+
+        // The request stops waiting at the limit while the evaluation is
+        // still running on its thread.
+        let decision = rego.evaluate_within_limit(input("slow")).await;
+        assert!(
+            matches!(&decision, RegoDecision::Error(why) if why.contains("ran past its 50 ms limit")),
+            "{decision:?}"
+        );
+        assert_eq!(RegoPolicy::evaluations_running(), 1);
+        // Meanwhile other evaluations still get their answer.
+        assert_eq!(
+            rego.evaluate_within_limit(input("ourorg/app")).await,
+            RegoDecision::Allow
+        );
+        wait_until_idle().await;
+
+        // Runaways fill every place; the next evaluation is refused at the
+        // limit instead of starting one more thread.
+        let runaways: Vec<_> = (0..MAX_EVALUATIONS_IN_FLIGHT)
+            .map(|_| {
+                let rego = rego.clone();
+                tokio::spawn(async move { rego.evaluate_within_limit(input("slow")).await })
+            })
+            .collect();
+        for runaway in runaways {
+            assert!(matches!(runaway.await.unwrap(), RegoDecision::Error(_)));
+        }
+        assert_eq!(RegoPolicy::evaluations_running(), MAX_EVALUATIONS_IN_FLIGHT);
+        let decision = rego.evaluate_within_limit(input("ourorg/app")).await;
+        assert!(
+            matches!(&decision, RegoDecision::Error(why) if why.contains("no evaluation thread free")),
+            "{decision:?}"
+        );
+        // Once they end, the places are free again.
+        wait_until_idle().await;
+        assert_eq!(
+            rego.evaluate_within_limit(input("ourorg/app")).await,
+            RegoDecision::Allow
+        );
+    }
+
+    async fn wait_until_idle() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while RegoPolicy::evaluations_running() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "abandoned evaluations never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
