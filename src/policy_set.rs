@@ -94,10 +94,11 @@ impl PolicySet {
         claims: &ClaimSet,
         request: &RequestFacts,
         grant: &Grant,
+        request_id: &str,
     ) -> Option<RegoDecision> {
         let rego = self.rego.as_ref()?;
         Some(
-            rego.evaluate_within_limit(rego_input(claims, request, grant))
+            rego.evaluate_within_limit(rego_input(claims, request, grant), request_id)
                 .await,
         )
     }

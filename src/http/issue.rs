@@ -105,7 +105,15 @@ pub async fn issue(
     };
     let outcome = tokio::time::timeout_at(
         deadline,
-        handle(&state, &policy, format, &headers, &bytes, &mut audit),
+        handle(
+            &state,
+            &policy,
+            format,
+            &headers,
+            &bytes,
+            &request_id.0,
+            &mut audit,
+        ),
     )
     .await;
     let result = match outcome {
@@ -138,6 +146,7 @@ async fn handle(
     format: Format,
     headers: &HeaderMap,
     bytes: &Bytes,
+    request_id: &str,
     audit: &mut AuditEvent,
 ) -> Result<Response, ApiError> {
     let request = parse_request(headers, bytes)
@@ -215,7 +224,7 @@ async fn handle(
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
     };
-    if let Some(decision) = policy.ask_rego(claims, &facts, &grant).await
+    if let Some(decision) = policy.ask_rego(claims, &facts, &grant, request_id).await
         && !decision.allows()
     {
         // Rego has the last word, but only to refuse; its detail stays in the audit log.
