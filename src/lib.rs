@@ -199,9 +199,11 @@ impl App {
     }
 }
 
-/// HTTP/1 only, with the inbound limits of `[server]`: head size and header
-/// count (431 beyond, before any handler runs) and the slow-client deadline
-/// for each request head. HTTP/2 is not offered: CI clients speak HTTP/1.1,
+/// HTTP/1 only, with the inbound limits of `[server]` that hyper enforces
+/// before any handler runs: the header count (431 beyond), a read buffer of
+/// `max_header_bytes` for the head (hyper may have read up to twice that when
+/// it notices a head does not fit, so the router checks the exact size
+/// again), and the slow-client deadline for each request head. HTTP/2 is not offered: CI clients speak HTTP/1.1,
 /// and one protocol means one set of limits to reason about.
 fn with_limits<A>(
     server: axum_server::Server<std::net::SocketAddr, A>,

@@ -86,16 +86,21 @@ impl PolicySet {
         &self.version
     }
 
-    /// Asks Rego, when configured, about a grant of the built-in rules.
+    /// Asks Rego, when configured, about a grant of the built-in rules, within
+    /// the evaluation time limit and off the async workers.
     /// `None` means no Rego is configured (the rules alone decide).
-    pub fn ask_rego(
+    pub async fn ask_rego(
         &self,
         claims: &ClaimSet,
         request: &RequestFacts,
         grant: &Grant,
+        request_id: &str,
     ) -> Option<RegoDecision> {
         let rego = self.rego.as_ref()?;
-        Some(rego.evaluate(&rego_input(claims, request, grant)))
+        Some(
+            rego.evaluate_within_limit(rego_input(claims, request, grant), request_id)
+                .await,
+        )
     }
 }
 

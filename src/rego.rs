@@ -6,17 +6,40 @@
 //! `false`, undefined, any other value and any evaluation error deny, and an
 //! evaluation that runs past its time limit is an error. The module is
 //! compiled once at start-up and on every reload.
+//!
+//! The time limit is enforced twice. regorus checks its own clock between
+//! steps of the interpreter and stops there; but one built-in call (say
+//! `numbers.range` over millions of numbers) runs to its end without a check,
+//! and regorus offers no way to interrupt it. So a request never waits for an
+//! evaluation longer than the limit: the evaluation runs on a blocking thread
+//! ([`RegoPolicy::evaluate_within_limit`]), the request stops waiting once it
+//! has run for the limit and is refused, and the evaluation is abandoned to
+//! finish on its own. At most [`MAX_EVALUATIONS_IN_FLIGHT`] evaluations run at
+//! once, counting abandoned ones, so runaway rules can hold only that many
+//! threads; getting a place and a thread is bounded by the same limit again,
+//! so a request waits at most twice the limit in all.
 
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::Digest;
 
 /// The default query.
 pub const DEFAULT_QUERY: &str = "data.broker.allow";
-/// Wall-clock limit of one evaluation.
-const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+/// Wall-clock limit of one evaluation, from its start; the wait for a place
+/// and a thread to start it on has the same bound.
+pub const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+/// Limit of the one evaluation (on an empty input) made when a module is loaded.
+const LOAD_PROBE_LIMIT: Duration = Duration::from_secs(2);
+/// Most evaluations running at once in the process, abandoned ones included.
+pub const MAX_EVALUATIONS_IN_FLIGHT: usize = 8;
+/// The places of [`MAX_EVALUATIONS_IN_FLIGHT`]; one is held until the evaluation
+/// itself ends, not until its request stops waiting.
+static EVALUATION_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_EVALUATIONS_IN_FLIGHT);
 /// Largest Rego file read.
 const MAX_REGO_BYTES: u64 = 1024 * 1024;
 
@@ -102,11 +125,14 @@ impl RegoPolicy {
             path: source.to_owned(),
             reason,
         };
-        let mut engine = regorus::Engine::new();
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: EVALUATION_LIMIT,
+        let timer = |limit| regorus::utils::limits::ExecutionTimerConfig {
+            limit,
             check_interval: NonZeroU32::MIN,
-        });
+        };
+        let mut engine = regorus::Engine::new();
+        // A generous limit for the one evaluation at load: a busy machine must
+        // not stop the broker from starting or reloading.
+        engine.set_execution_timer_config(timer(LOAD_PROBE_LIMIT));
         engine
             .add_policy(source.to_owned(), text.to_owned())
             .map_err(|err| error(format!("does not compile: {err}")))?;
@@ -122,12 +148,14 @@ impl RegoPolicy {
                 packages.join(", ")
             )));
         }
-        // One evaluation on an empty input proves the query parses.
-        let mut probe = engine.clone();
-        probe.set_input(regorus::Value::new_object());
-        probe
+        // One evaluation on an empty input proves the query parses, and
+        // leaves the engine prepared (modules analysed and scheduled), so that
+        // each request's clone starts evaluating at once.
+        engine.set_input(regorus::Value::new_object());
+        engine
             .eval_query(query.to_owned(), false)
             .map_err(|err| error(format!("query `{query}`: {err}")))?;
+        engine.set_execution_timer_config(timer(EVALUATION_LIMIT));
         let hash = hex::encode(sha2::Sha256::digest(format!("{query}\n{text}").as_bytes()));
         Ok(Self {
             engine,
@@ -141,28 +169,107 @@ impl RegoPolicy {
         &self.hash
     }
 
-    /// Evaluates the query on `input` (`{claims, request, role}`).
-    pub fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
-        let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(input.clone()));
-        let results = match engine.eval_query(self.query.clone(), false) {
-            Ok(results) => results,
-            Err(err) => return RegoDecision::Error(err.to_string()),
+    /// Evaluations running now, abandoned ones included.
+    pub fn evaluations_running() -> usize {
+        MAX_EVALUATIONS_IN_FLIGHT.saturating_sub(EVALUATION_SLOTS.available_permits())
+    }
+
+    /// Evaluates the query on `input` off the async workers. Waits at most
+    /// [`EVALUATION_LIMIT`] for the evaluation to start (a free place and a
+    /// thread), then at most [`EVALUATION_LIMIT`] for it to end; past either,
+    /// the answer is an error, and an evaluation still running is left to
+    /// finish on its thread, still holding its place.
+    /// `request_id` names the request in the log line of an abandoned evaluation.
+    pub async fn evaluate_within_limit(
+        &self,
+        input: serde_json::Value,
+        request_id: &str,
+    ) -> RegoDecision {
+        let limit_ms = EVALUATION_LIMIT.as_millis() as u64;
+        let start_deadline = tokio::time::Instant::now() + EVALUATION_LIMIT;
+        let slot = match tokio::time::timeout_at(start_deadline, EVALUATION_SLOTS.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return RegoDecision::Error("evaluation slots closed".to_owned()),
+            Err(_) => {
+                return RegoDecision::Error(format!(
+                    "no evaluation thread free within {limit_ms} ms: {MAX_EVALUATIONS_IN_FLIGHT} evaluations are running"
+                ));
+            }
         };
-        let Some(value) = results
-            .result
-            .first()
-            .and_then(|result| result.expressions.first())
-            .map(|expression| &expression.value)
-        else {
-            return RegoDecision::Undefined;
+        let engine = self.engine.clone();
+        let query = self.query.clone();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let abandoned_by_caller = abandoned.clone();
+        let request_id = request_id.to_owned();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let evaluation = tokio::task::spawn_blocking(move || {
+            if abandoned.load(Ordering::Acquire) {
+                // Refused before it started: no need to run it.
+                return None;
+            }
+            let started = tokio::time::Instant::now();
+            let _ = started_tx.send(started);
+            let decision = decide(engine, query, &input);
+            drop(slot);
+            if abandoned.load(Ordering::Acquire) {
+                tracing::warn!(
+                    request_id = %request_id,
+                    rego.elapsed_ms = started.elapsed().as_millis() as u64,
+                    rego.limit_ms = limit_ms,
+                    "an abandoned Rego evaluation has ended; its request was refused at the time limit (a built-in call in the module runs too long)"
+                );
+            }
+            Some(decision)
+        });
+        // The limit counts from the evaluation's start: time spent waiting for
+        // a thread (a busy machine) is bounded separately, above and here.
+        let started = match tokio::time::timeout_at(start_deadline, started_rx).await {
+            Ok(Ok(started)) => started,
+            Ok(Err(_)) => return RegoDecision::Error("the evaluation failed".to_owned()),
+            Err(_) => {
+                abandoned_by_caller.store(true, Ordering::Release);
+                return RegoDecision::Error(format!(
+                    "no evaluation thread started within {limit_ms} ms"
+                ));
+            }
         };
-        match value {
-            regorus::Value::Bool(true) => RegoDecision::Allow,
-            regorus::Value::Bool(false) => RegoDecision::Deny,
-            regorus::Value::Undefined => RegoDecision::Undefined,
-            _ => RegoDecision::Error("the query did not produce a boolean".to_owned()),
+        match tokio::time::timeout_at(started + EVALUATION_LIMIT, evaluation).await {
+            Ok(Ok(Some(decision))) => decision,
+            Ok(Ok(None) | Err(_)) => RegoDecision::Error("the evaluation failed".to_owned()),
+            Err(_) => {
+                abandoned_by_caller.store(true, Ordering::Release);
+                RegoDecision::Error(format!("evaluation ran past its {limit_ms} ms limit"))
+            }
         }
+    }
+
+    /// Evaluates the query on `input` (`{claims, request, role}`) on this
+    /// thread; regorus's own clock stops it between interpreter steps only.
+    pub fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
+        decide(self.engine.clone(), self.query.clone(), input)
+    }
+}
+
+/// Evaluates `query` on `input` with `engine` (a clone of the compiled one).
+fn decide(mut engine: regorus::Engine, query: String, input: &serde_json::Value) -> RegoDecision {
+    engine.set_input(regorus::Value::from(input.clone()));
+    let results = match engine.eval_query(query, false) {
+        Ok(results) => results,
+        Err(err) => return RegoDecision::Error(err.to_string()),
+    };
+    let Some(value) = results
+        .result
+        .first()
+        .and_then(|result| result.expressions.first())
+        .map(|expression| &expression.value)
+    else {
+        return RegoDecision::Undefined;
+    };
+    match value {
+        regorus::Value::Bool(true) => RegoDecision::Allow,
+        regorus::Value::Bool(false) => RegoDecision::Deny,
+        regorus::Value::Undefined => RegoDecision::Undefined,
+        _ => RegoDecision::Error("the query did not produce a boolean".to_owned()),
     }
 }
 
@@ -237,5 +344,85 @@ explode if {
             "{decision:?} after {:?}",
             started.elapsed()
         );
+    }
+
+    /// A module whose `allow` makes one long built-in call for repository
+    /// "slow": regorus's own clock cannot stop it.
+    const RUNAWAY: &str = "package broker\nimport rego.v1\ndefault allow := false\nallow if input.claims.repository == \"ourorg/app\"\nallow if {\n  input.claims.repository == \"slow\"\n  count(numbers.range(1, 1500000)) < 0\n}\n";
+
+    // One test for everything that uses the process-wide evaluation places,
+    // so that no other test holds one meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_limit_holds_even_inside_a_builtin_and_places_are_bounded() {
+        let rego = RegoPolicy::compile(RUNAWAY, "runaway.rego", DEFAULT_QUERY).unwrap();
+        assert_eq!(allowed(&rego).await, RegoDecision::Allow);
+
+        // The request stops waiting at the limit while the evaluation is
+        // still running on its thread, holding its place.
+        let mut decision = RegoDecision::Undefined;
+        for _ in 0..5 {
+            wait_until_idle().await;
+            decision = rego.evaluate_within_limit(input("slow"), "test").await;
+            match &decision {
+                // Only a machine too busy to start the thread in time.
+                RegoDecision::Error(why) if why.contains("started within") => {}
+                _ => break,
+            }
+        }
+        assert!(
+            matches!(&decision, RegoDecision::Error(why) if why.contains("ran past its 50 ms limit")),
+            "{decision:?}"
+        );
+        assert!(RegoPolicy::evaluations_running() >= 1);
+        // Meanwhile other evaluations still get their answer.
+        assert_eq!(allowed(&rego).await, RegoDecision::Allow);
+        assert!(RegoPolicy::evaluations_running() >= 1);
+        wait_until_idle().await;
+
+        // With every place taken (as by runaways still running), the next
+        // evaluation is refused at the limit instead of starting a thread.
+        let taken = EVALUATION_SLOTS
+            .acquire_many(u32::try_from(MAX_EVALUATIONS_IN_FLIGHT).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(RegoPolicy::evaluations_running(), MAX_EVALUATIONS_IN_FLIGHT);
+        let decision = rego
+            .evaluate_within_limit(input("ourorg/app"), "test")
+            .await;
+        assert!(
+            matches!(&decision, RegoDecision::Error(why) if why.contains("no evaluation thread free")),
+            "{decision:?}"
+        );
+        // Once a place frees up, evaluations run again.
+        drop(taken);
+        assert_eq!(allowed(&rego).await, RegoDecision::Allow);
+    }
+
+    /// The answer for an input the module allows. A machine busy enough to
+    /// hold this evaluation's thread off the CPU for the whole limit refuses
+    /// it like a runaway; a few attempts keep that from failing the test.
+    async fn allowed(rego: &RegoPolicy) -> RegoDecision {
+        let mut decision = RegoDecision::Undefined;
+        for _ in 0..5 {
+            decision = rego
+                .evaluate_within_limit(input("ourorg/app"), "test")
+                .await;
+            match &decision {
+                RegoDecision::Error(why) if why.contains("50 ms") => {}
+                _ => break,
+            }
+        }
+        decision
+    }
+
+    async fn wait_until_idle() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while RegoPolicy::evaluations_running() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "abandoned evaluations never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

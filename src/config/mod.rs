@@ -137,6 +137,12 @@ pub struct ServerConfig {
     /// head (also the idle time allowed between keep-alive requests), seconds.
     /// Default 10.
     pub header_read_timeout_seconds: u64,
+    /// Time a client gets to send the whole request body once its head is in,
+    /// milliseconds; past it the request gets 408 and the connection is
+    /// closed. The body is read before the request takes one of the
+    /// `max_concurrent_requests` places, so a slow sender never holds one.
+    /// Default 5000, at most 60000.
+    pub body_read_timeout_ms: u64,
     /// Whole-request deadline, seconds. Default 15.
     pub request_timeout_seconds: u64,
     /// Requests processed at once before new ones are shed with 503. Default 1024.
@@ -164,6 +170,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 64,
             header_read_timeout_seconds: 10,
+            body_read_timeout_ms: 5000,
             request_timeout_seconds: 15,
             max_concurrent_requests: 1024,
             rate_limit_per_repository_per_minute: 120,
@@ -186,6 +193,11 @@ impl ServerConfig {
     /// The slow-client deadline for a TLS handshake and for each request head.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    /// The slow-client deadline for a request body.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     /// The drain deadline after SIGTERM.
@@ -721,6 +733,12 @@ impl Config {
             problem(
                 "server.header_read_timeout_seconds".into(),
                 "must be between 1 and 300".into(),
+            );
+        }
+        if !(1..=60_000).contains(&self.server.body_read_timeout_ms) {
+            problem(
+                "server.body_read_timeout_ms".into(),
+                "must be between 1 and 60000".into(),
             );
         }
         if self.server.rate_limit_per_repository_per_minute > 0 && self.server.rate_limit_burst == 0

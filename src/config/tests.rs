@@ -154,6 +154,7 @@ fn server_limits_have_documented_defaults() {
     assert_eq!(server.max_header_bytes, 65_536);
     assert_eq!(server.max_headers, 64);
     assert_eq!(server.header_read_timeout_seconds, 10);
+    assert_eq!(server.body_read_timeout_ms, 5000);
     assert_eq!(server.request_timeout_seconds, 15);
     assert_eq!(server.max_concurrent_requests, 1024);
     assert_eq!(server.rate_limit_per_repository_per_minute, 120);
@@ -166,13 +167,14 @@ fn server_limits_have_documented_defaults() {
 #[test]
 fn server_limits_out_of_range_are_errors() {
     let text = format!(
-        "{MINIMAL}\n[server]\nmax_header_bytes = 4096\nmax_headers = 0\nheader_read_timeout_seconds = 0\nrate_limit_burst = 0\n"
+        "{MINIMAL}\n[server]\nmax_header_bytes = 4096\nmax_headers = 0\nheader_read_timeout_seconds = 0\nbody_read_timeout_ms = 0\nrate_limit_burst = 0\n"
     );
     let message = problems(&text, &[]);
     for key in [
         "server.max_header_bytes",
         "server.max_headers",
         "server.header_read_timeout_seconds",
+        "server.body_read_timeout_ms",
         "server.rate_limit_burst",
     ] {
         assert!(

@@ -26,6 +26,10 @@ pub enum ApiError {
     DurationOutOfRange,
     /// Body larger than the limit.
     BodyTooLarge,
+    /// Body not received within `server.body_read_timeout_ms`.
+    BodyTimeout,
+    /// Request head over `server.max_header_bytes` (one the HTTP layer let through).
+    HeadTooLarge,
     /// Body is not `application/json`.
     UnsupportedMediaType,
     /// The token failed verification; the coarse reason is safe to name.
@@ -115,6 +119,16 @@ impl ApiError {
                 "invalid_request",
                 "request body is too large",
             ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "request body was not received in time",
+            ),
+            ApiError::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                "request head is too large",
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request",
@@ -169,6 +183,12 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, ApiError::BodyTimeout | ApiError::HeadTooLarge) {
+            // The rest of the request was never read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
             .headers_mut()

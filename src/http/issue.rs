@@ -62,7 +62,7 @@ enum Format {
     CredentialProcess,
 }
 
-/// The handler: sheds load, applies the deadline, and answers.
+/// The handler: reads the body, sheds load, applies the deadline, and answers.
 pub async fn issue(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -70,21 +70,50 @@ pub async fn issue(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = tokio::time::Instant::now();
+    let deadline = started + state.config.request_timeout();
+    // One policy for the whole request, even if a reload lands meanwhile.
+    let policy = state.policy();
+    let mut audit = AuditEvent::new(&request_id.0, policy.version());
+    let format = match parse_format(query.as_deref()) {
+        Ok(format) => format,
+        Err(err) => {
+            return refuse(&mut audit, err, "bad_query", "unknown format")
+                .into_response_with(&request_id.0);
+        }
+    };
+    // The whole body first, under its own short deadline, and only then a
+    // place among the requests in flight: a client that trickles its body
+    // holds a connection, never issuance capacity.
+    let body_budget = state
+        .config
+        .server
+        .body_read_timeout()
+        .min(state.config.request_timeout());
+    let bytes = match read_body(&state, &headers, body, body_budget).await {
+        Ok(bytes) => bytes,
+        Err((err, reason, detail)) => {
+            return refuse(&mut audit, err, reason, detail).into_response_with(&request_id.0);
+        }
+    };
     // Shed at once rather than queue: a queue only turns overload into
     // timeouts for everyone, and the caller's retry lands on a calmer replica.
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.rate_limited("global");
-        let mut audit = AuditEvent::new(&request_id.0, state.policy().version());
         audit.denied(503, "overloaded", "too many requests in flight");
         return ApiError::Unavailable.into_response_with(&request_id.0);
     };
-    // One policy for the whole request, even if a reload lands meanwhile.
-    let policy = state.policy();
-    let mut audit = AuditEvent::new(&request_id.0, policy.version());
-    let deadline = state.config.request_timeout();
-    let outcome = tokio::time::timeout(
+    let outcome = tokio::time::timeout_at(
         deadline,
-        handle(&state, &policy, query, &headers, body, &mut audit),
+        handle(
+            &state,
+            &policy,
+            format,
+            &headers,
+            &bytes,
+            &request_id.0,
+            &mut audit,
+        ),
     )
     .await;
     let result = match outcome {
@@ -114,17 +143,13 @@ fn refuse(
 async fn handle(
     state: &AppState,
     policy: &PolicySet,
-    query: Option<String>,
+    format: Format,
     headers: &HeaderMap,
-    body: Body,
+    bytes: &Bytes,
+    request_id: &str,
     audit: &mut AuditEvent,
 ) -> Result<Response, ApiError> {
-    let format = parse_format(query.as_deref())
-        .map_err(|err| refuse(audit, err, "bad_query", "unknown format"))?;
-    let bytes = read_body(state, headers, body)
-        .await
-        .map_err(|err| refuse(audit, err, "bad_body", "body refused"))?;
-    let request = parse_request(headers, &bytes)
+    let request = parse_request(headers, bytes)
         .map_err(|err| refuse(audit, err, "bad_body", "body not parsed"))?;
     let token = pick_token(headers, request.oidc_token.as_deref())
         .map_err(|err| refuse(audit, err, "bad_token_field", "token missing or sent twice"))?;
@@ -199,7 +224,7 @@ async fn handle(
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
     };
-    if let Some(decision) = policy.ask_rego(claims, &facts, &grant)
+    if let Some(decision) = policy.ask_rego(claims, &facts, &grant, request_id).await
         && !decision.allows()
     {
         // Rego has the last word, but only to refuse; its detail stays in the audit log.
@@ -361,18 +386,40 @@ fn parse_format(query: Option<&str>) -> Result<Format, ApiError> {
     Ok(format)
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Why a body was refused: the answer, the audit reason and its detail.
+type BodyRefusal = (ApiError, &'static str, String);
+
+/// Reads the whole body, at most `server.max_body_bytes`, within `budget`.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    budget: Duration,
+) -> Result<Bytes, BodyRefusal> {
     let limit = state.config.server.max_body_bytes;
+    let too_large = || {
+        (
+            ApiError::BodyTooLarge,
+            "bad_body",
+            "body refused".to_owned(),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::BodyTooLarge);
+        return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge)
+    match tokio::time::timeout(budget, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err((
+            ApiError::BodyTimeout,
+            "body_timeout",
+            format!("body not received within {} ms", budget.as_millis()),
+        )),
+    }
 }
 
 fn parse_request(headers: &HeaderMap, bytes: &Bytes) -> Result<IssueRequest, ApiError> {

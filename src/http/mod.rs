@@ -5,11 +5,14 @@
 //! here; a caller's own id is never trusted into our logs), and is counted in
 //! `ci_http_requests_total` under a route label from a closed set.
 //!
-//! Where each inbound limit lives: head size, header count and the
-//! slow-client deadline are enforced by the server before this stack sees a
-//! request (`with_limits` in `lib.rs`); body size, the request deadline, load
-//! shedding and the per-repository rate are decided in `issue.rs`, so that
-//! each refusal gets the documented JSON body, a request id and an audit event.
+//! Where each inbound limit lives: header count, the slow-client deadline for
+//! the head and a coarse cap on the head are enforced by the server before
+//! this stack sees a request (`with_limits` in `lib.rs`); the exact head size
+//! is checked here (the server's read buffer may hold up to twice
+//! `max_header_bytes` before it notices); the body deadline, body size, the
+//! request deadline, load shedding and the per-repository rate are decided in
+//! `issue.rs`, so that each refusal gets the documented JSON body, a request
+//! id and an audit event.
 
 pub mod error;
 pub mod health;
@@ -83,7 +86,13 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .find(|known| *known == path)
         .unwrap_or("unmatched");
     let span = tracing::info_span!("request", request_id = %request_id, http.method = %request.method(), http.route = route);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let head = head_size(&request);
+    let mut response = if head > state.config.server.max_header_bytes {
+        span.in_scope(|| tracing::debug!(head_bytes = head, "request head over max_header_bytes"));
+        ApiError::HeadTooLarge.into_response_with(&request_id)
+    } else {
+        next.run(request).instrument(span.clone()).await
+    };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -99,4 +108,37 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         );
     });
     response
+}
+
+/// Size of a request head as clients send it: the request line
+/// (`METHOD SP target SP HTTP/1.1 CRLF`), one `name: value CRLF` line per
+/// header, and the blank line that ends the head.
+pub fn head_size(request: &Request) -> usize {
+    const VERSION_AND_CRLF: usize = "HTTP/1.1\r\n".len();
+    let target = request.uri().to_string().len();
+    let line = request.method().as_str().len() + 1 + target + 1 + VERSION_AND_CRLF;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_size_counts_the_head_as_sent() {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/issue?format=json")
+            .header("host", "broker")
+            .header("content-length", "0")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let wire = "POST /issue?format=json HTTP/1.1\r\nhost: broker\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(head_size(&request), wire.len());
+    }
 }

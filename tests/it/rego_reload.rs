@@ -92,6 +92,101 @@ async fn an_evaluation_error_denies() {
     refused_with(&h, "not-a-number", "policy_rego_error").await;
 }
 
+/// Grants as [`MODULE`] does, except for the actor "slow": for that one,
+/// `allow` makes one long built-in call that regorus's own clock cannot stop.
+const RUNAWAY: &str = r#"
+package broker
+
+import rego.v1
+
+default allow := false
+
+allow if input.claims.actor != "slow"
+
+allow if {
+    input.claims.actor == "slow"
+    count(numbers.range(1, 2000000)) < 0
+}
+"#;
+
+const ABANDONED_ENDED: &str = "an abandoned Rego evaluation has ended";
+
+#[tokio::test]
+async fn a_runaway_rule_is_cut_off_at_its_limit_and_stalls_no_other_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runaway.rego");
+    std::fs::write(&path, RUNAWAY).unwrap();
+    let h = Harness::start_with(move |spec| {
+        spec.set("policy.rego", path.display().to_string());
+        // One async worker: an evaluation running on it would stall every request.
+        spec.env("TOKIO_WORKER_THREADS", "1");
+    })
+    .await;
+
+    // The runaway request is refused as any Rego error is, at the limit:
+    // its evaluation is still running when the answer comes.
+    let runaway = h
+        .issue_token(
+            &h.token().claim("actor", "slow").build(),
+            json!({"role": "deploy"}),
+        )
+        .await;
+    assert_forbidden(&runaway);
+    let runaway_id = runaway.request_id();
+    let ended = |h: &Harness| {
+        h.broker
+            .lines()
+            .iter()
+            .any(|line| line.contains(ABANDONED_ENDED) && line.contains(&runaway_id))
+    };
+    let event = h.broker.wait_for_audit(&runaway_id).await;
+    assert_eq!(
+        field(&event, "reason").as_deref(),
+        Some("policy_rego_error")
+    );
+    assert!(
+        field(&event, "detail")
+            .unwrap_or_default()
+            .contains("ran past its 50 ms limit"),
+        "{event}"
+    );
+    assert_eq!(h.sts.calls(), 0);
+    assert!(
+        !ended(&h),
+        "the runaway request was answered only once its evaluation had ended"
+    );
+
+    // Meanwhile another request is served, Rego included. (A machine busy
+    // enough to keep its evaluation off the CPU for the whole limit refuses
+    // it as it would a runaway: a few attempts keep that from failing the test.)
+    let mut probe = h.issue_token(&h.token().build(), json!({})).await;
+    for _ in 0..4 {
+        if probe.status == 200 {
+            break;
+        }
+        let event = h.broker.wait_for_audit(&probe.request_id()).await;
+        assert_eq!(
+            field(&event, "reason").as_deref(),
+            Some("policy_rego_error"),
+            "{event}"
+        );
+        probe = h.issue_token(&h.token().build(), json!({})).await;
+    }
+    assert_issued(&probe);
+    h.broker.wait_for_audit(&probe.request_id()).await;
+    assert!(
+        !ended(&h),
+        "the other request must not wait for the runaway evaluation"
+    );
+
+    // The abandoned evaluation ends on its own thread, and says so.
+    h.broker
+        .wait_for_line("the abandoned evaluation to end", |line| {
+            line.contains(ABANDONED_ENDED) && line.contains(&runaway_id)
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn a_bad_rego_module_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
