@@ -55,14 +55,11 @@ async fn allow_rule_grants() {
         .claim("ref", "refs/heads/release/2.4")
         .claim("event_name", "workflow_dispatch")
         .build();
-    let body = assert_issued(&h.issue_token(&token, json!({})).await);
+    let resp = h.issue_token(&token, json!({})).await;
+    let body = assert_issued(&resp);
     assert_eq!(body["role"], "deploy");
-    let event = h
-        .broker
-        .audit_events()
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    // The audit line is written after the answer: wait for it, never race it.
+    let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert!(
         !field(&event, "matched_rule").unwrap_or_default().is_empty(),
         "{event}"
