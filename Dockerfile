@@ -4,30 +4,68 @@
 #
 #   docker build -t attestation-broker:dev .
 #
-# Stage 1 builds the release binary with the committed Cargo.lock (--locked)
-# in the official Rust image. Stage 2 is distroless: glibc and libgcc only, no
-# shell, no package manager, running as the unprivileged uid 65532. Cargo's
-# registry and target directories live in BuildKit cache mounts, so nothing
-# from the build stage reaches the final image except the binary and the
-# example configuration. Pin both base images by digest in your pipeline.
+# Where the binary comes from is chosen with --build-arg BINARY_FROM:
+#   source    (default) built here with the committed Cargo.lock (--locked)
+#             in the official Rust image; Cargo's registry and target
+#             directories are BuildKit cache mounts, so nothing of the build
+#             reaches the final image except the stripped binary.
+#   prebuilt  copied from dist/linux-$TARGETARCH/attestation-broker in the
+#             build context: the release workflow puts there the static,
+#             stripped musl binaries it built on native runners and publishes
+#             as release assets, so the image ships the very bytes of the
+#             checksummed release and a multi-arch build runs no compiler.
+# The final stage is distroless: glibc and libgcc (unused by the static
+# release binary, needed by the one built from source), CA certificates, no
+# shell, no package manager, running as the unprivileged uid 65532.
+#
+# Base images are pinned by digest; the tag beside it says what it is, the
+# digest decides what is pulled. To bump one, resolve the tag's current
+# multi-platform index digest and replace the sha256 after the tag:
+#   docker buildx imagetools inspect rust:1.95-bookworm --format '{{.Manifest.Digest}}'
+#   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot --format '{{.Manifest.Digest}}'
+# (or `crane digest IMAGE:TAG`), then build, test and commit.
 
-FROM rust:1.95-bookworm AS build
+ARG BINARY_FROM=source
+
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS source
 # The source revision shown by ci_build_info{revision}. The build context has
 # no .git, so pass it: docker build --build-arg BROKER_GIT_REVISION="$(git rev-parse HEAD)" .
-# Without it the label says "unknown".
+# Without it the metric says "unknown".
 ARG BROKER_GIT_REVISION=unknown
 WORKDIR /src
 COPY . .
+# The line tables (debug = "line-tables-only") are most of the binary: they
+# go to a separate file, linked by a .gnu_debuglink section; the `debug-info`
+# stage below exports it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin attestation-broker \
-    && install -D -m 0755 target/release/attestation-broker /out/attestation-broker
+    && install -D -m 0755 target/release/attestation-broker /out/attestation-broker \
+    && objcopy --only-keep-debug /out/attestation-broker /out/attestation-broker.debug \
+    && objcopy --strip-all --add-gnu-debuglink=/out/attestation-broker.debug /out/attestation-broker
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+# docker build --target debug-info --output type=local,dest=out .
+FROM scratch AS debug-info
+COPY --from=source /out/attestation-broker.debug /
+
+FROM scratch AS prebuilt
+ARG TARGETARCH
+COPY dist/linux-${TARGETARCH}/attestation-broker /out/attestation-broker
+
+FROM ${BINARY_FROM} AS binary
+
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
+# Set by the release workflow (the tag, the commit, the repository URL).
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/ourorg/attestation-broker
 LABEL org.opencontainers.image.title="attestation-broker" \
       org.opencontainers.image.description="Turns GitHub Actions OIDC tokens into short-lived AWS credentials, under an explicit policy" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/attestation-broker /usr/local/bin/attestation-broker
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=binary /out/attestation-broker /usr/local/bin/attestation-broker
 # The example configuration; in Kubernetes a ConfigMap is mounted over it.
 COPY config/ /etc/attestation-broker/
 # broker.toml names policy.toml next to itself; the explicit path keeps the

@@ -423,12 +423,25 @@ def check_dockerfile() -> None:
           "Dockerfile: the final stage must be a distroless nonroot image")
     check("--locked" in text, "Dockerfile: cargo build must use --locked")
     check(f"ENTRYPOINT {ENTRYPOINT}" in text, "Dockerfile: ENTRYPOINT must run serve with the shipped config")
+    names = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I))
+    for image in stages:
+        if image == "scratch" or image in names or image.startswith("$"):
+            continue
+        check(re.search(r":[^/@]+@sha256:[0-9a-f]{64}$", image) is not None,
+              f"Dockerfile: base image {image} must be pinned by tag and digest (IMAGE:TAG@sha256:...)")
+    for label in ("source", "revision", "version"):
+        check(re.search(rf"org\.opencontainers\.image\.{label}=", text) is not None,
+              f"Dockerfile: LABEL org.opencontainers.image.{label} missing")
+    check("--strip-all" in text and "--only-keep-debug" in text,
+          "Dockerfile: the binary built from source must be stripped, its debug info kept apart")
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     check(bool(users) and users[-1].split(":")[0] not in ("0", "root"), "Dockerfile: must end as a non-root USER")
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     ignore = [line for line in ignore if line and not line.startswith("#")]
     check(ignore[:1] == ["*"], ".dockerignore: must start with `*` (allow-list)")
     allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    check("dist/linux-*/attestation-broker" in allowed,
+          ".dockerignore: must allow dist/linux-*/attestation-broker (BINARY_FROM=prebuilt in the release workflow)")
     manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
     defaults = {"test": "tests/{}.rs", "bench": "benches/{}.rs", "example": "examples/{}.rs", "bin": "src/bin/{}.rs"}
     for kind, default in defaults.items():
@@ -453,17 +466,86 @@ def all_uses(node) -> list[str]:
     return found
 
 
+PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s+v\d+(\.\d+)*\s*$")
+
+
+def check_repository_workflow(rel: str, text: str, doc: dict) -> None:
+    """.github/workflows/*: least privilege and pinned actions."""
+    check(doc.get("permissions") == {}, f"{rel}: top-level permissions must be {{}}")
+    for job_name, job in doc.get("jobs", {}).items():
+        check(isinstance(job.get("permissions"), dict),
+              f"{rel}: job {job_name} must list its permissions")
+        for step in job.get("steps", []):
+            uses = step.get("uses", "")
+            if uses.startswith("actions/checkout@"):
+                check(step.get("with", {}).get("persist-credentials") is False,
+                      f"{rel}: job {job_name}: checkout must set persist-credentials: false")
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(r"^\s*(?:-\s+)?uses:", line) and "uses: ./" not in line:
+            check(PINNED_USES.match(line) is not None,
+                  f"{rel}:{number}: `{line.strip()}` must be OWNER/REPO@<40-hex SHA> # vX.Y.Z")
+    if rel.endswith("release.yml"):
+        for needle in ("sbom: true", "provenance: mode=max", "cosign sign", "BINARY_FROM=prebuilt",
+                       "linux/amd64,linux/arm64", "SHA256SUMS", "--only-keep-debug"):
+            check(needle in text, f"{rel}: `{needle}` missing")
+
+
+def check_action(rel: str, doc: dict) -> None:
+    """action.yml: a composite action whose steps the runner can run."""
+    check(isinstance(doc.get("name"), str) and isinstance(doc.get("description"), str),
+          f"{rel}: name and description are required")
+    runs = doc.get("runs", {})
+    check(runs.get("using") == "composite", f"{rel}: must be a composite action")
+    inputs = doc.get("inputs", {})
+    for name in ("broker-url", "audience", "role", "duration-seconds", "ca-file", "mode", "install"):
+        check(name in inputs, f"{rel}: input {name} missing")
+    for name, spec in inputs.items():
+        check(isinstance(spec, dict) and isinstance(spec.get("description"), str) and spec["description"],
+              f"{rel}: input {name} needs a description")
+        check(isinstance(spec, dict) and ("default" in spec or spec.get("required") is True),
+              f"{rel}: input {name} must be required or have a default")
+    steps = runs.get("steps", [])
+    ids = [s.get("id") for s in steps]
+    check(len(ids) == len(set(ids)), f"{rel}: step ids must be unique")
+    for spec in doc.get("outputs", {}).values():
+        ref = re.search(r"steps\.([\w-]+)\.outputs", str(spec.get("value", "")))
+        check(ref is not None and ref.group(1) in ids, f"{rel}: output {spec} refers to no step")
+    for s in steps:
+        if "run" in s:
+            check(s.get("shell") == "bash", f"{rel}: step {s.get('id')} needs shell: bash")
+            check("${{" not in s["run"], f"{rel}: step {s.get('id')}: pass inputs through env, not into the script text")
+    install = next((s for s in steps if s.get("id") == "install"), {})
+    env = install.get("env", {})
+    for key in ("AB_VERSION", "AB_SHA256_X86_64", "AB_SHA256_AARCH64"):
+        check(key in env and "${{" not in str(env[key]),
+              f"{rel}: the install step must pin {key} as a literal (scripts/pin-action-checksums.sh)")
+    check("scripts/install-action-binary.sh" in str(install.get("run", "")),
+          f"{rel}: the install step must run scripts/install-action-binary.sh")
+
+
 def check_workflows() -> None:
-    for rel in ("examples/workflow.yml", "action.yml"):
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    names = {p.name for p in workflows}
+    check({"ci.yml", "release.yml"} <= names, f".github/workflows: ci.yml and release.yml expected, found {sorted(names)}")
+    rels = ["examples/workflow.yml", "action.yml"] + [str(p.relative_to(ROOT)) for p in workflows]
+    for rel in rels:
         path = ROOT / rel
         if not check(path.exists(), f"{rel} is missing"):
             continue
         text = path.read_text()
-        doc = yaml.safe_load(text)
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem(f"{rel}: not YAML: {err}")
+            continue
+        if not check(isinstance(doc, dict), f"{rel}: must be a YAML mapping"):
+            continue
         for uses in all_uses(doc):
             check(uses.startswith("./") or re.search(r"@[0-9a-f]{40}$", uses) is not None,
                   f"{rel}: `uses: {uses}` must be pinned to a full commit SHA")
-        if rel == "examples/workflow.yml":
+        if rel.startswith(".github/workflows/"):
+            check_repository_workflow(rel, text, doc)
+        elif rel == "examples/workflow.yml":
             check(doc.get("permissions") == {}, f"{rel}: top-level permissions must be {{}}")
             for job_name, job in doc.get("jobs", {}).items():
                 check(job.get("permissions", {}).get("id-token") == "write",
@@ -471,9 +553,7 @@ def check_workflows() -> None:
             check("persist-credentials: false" in text, f"{rel}: checkout must set persist-credentials: false")
             check("job.check_run_id" in text, f"{rel}: pass --job-id ${{{{ job.check_run_id }}}}")
         else:
-            check(doc.get("runs", {}).get("using") == "composite", f"{rel}: must be a composite action")
-            for name in ("broker-url", "audience", "role", "duration-seconds", "ca-file", "mode"):
-                check(name in doc.get("inputs", {}), f"{rel}: input {name} missing")
+            check_action(rel, doc)
 
 
 def main() -> int:

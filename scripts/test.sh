@@ -37,6 +37,9 @@ fi
 step "shipping kit: scripts/check-deploy.sh (manifests, alerts, dashboard, Dockerfile)"
 ./scripts/check-deploy.sh
 
+step "release kit: scripts/check-release.sh (workflows, composite action install logic)"
+./scripts/check-release.sh
+
 step "cargo test --locked"
 log=$(mktemp)
 set +e
