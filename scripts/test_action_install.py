@@ -219,6 +219,7 @@ class ActionInstallTest(unittest.TestCase):
             "AB_BROKER_URL": "https://broker.example", "AB_AUDIENCE": "https://github.com/ourorg",
             "AB_ROLE": "deploy", "AB_DURATION_SECONDS": "", "AB_CA_FILE": "", "AB_JOB_ID": "42",
             "AB_MODE": "github-output", "AB_INSTALL": install, "AB_BINARY": binary,
+            "AB_REGION": "eu-west-1", "AB_MASK_ACCESS_KEY_ID": "true", "AB_RETRY_MAX_SECONDS": "",
         }
         self.assertEqual(set(env) - {"PATH"}, set(fetch["env"]), "the fetch step's env changed; update this test")
         return subprocess.run(["bash", "-e", "-c", fetch["run"]], env=env,
@@ -232,6 +233,9 @@ class ActionInstallTest(unittest.TestCase):
         self.assertIn(f"fake-broker {self.cached()}", result.stdout)
         self.assertIn("arg: fetch\narg: --broker-url\narg: https://broker.example\n", result.stdout)
         self.assertIn("arg: --github-output", result.stdout)
+        self.assertIn("arg: --region\narg: eu-west-1\n", result.stdout)
+        self.assertIn("arg: --mask-access-key-id\n", result.stdout)
+        self.assertNotIn("--retry-max-seconds", result.stdout)
 
     def test_install_path_without_a_binary_on_path_fails_clearly(self):
         result = self.run_fetch("path", "", "/usr/bin:/bin")
