@@ -155,7 +155,7 @@ fn describe_failure(failure: &LastFailure) -> String {
 }
 
 /// The JSON body of `POST /issue`.
-fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretString) -> Vec<u8> {
+pub(super) fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretString) -> Vec<u8> {
     let mut body = json!({
         "oidc_token": token.expose_secret(),
         "repo": runner.repository,

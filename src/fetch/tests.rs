@@ -556,3 +556,65 @@ fn unsafe_cache_directories_and_files_are_refused() {
     std::os::unix::fs::symlink(&elsewhere, cache.path()).unwrap();
     assert!(cache.load().is_none());
 }
+
+/// The exact bytes `fetch` sends and writes: key order and spelling are what
+/// the broker, the AWS SDKs and the cache of an earlier run read.
+#[test]
+fn request_output_and_cache_bytes_are_exact() {
+    let token = secrecy::SecretString::from("aaa.bbb.ccc");
+    let runner = RunnerEnv::read(&actions_env(), Delivery::CredentialProcess).unwrap();
+    let minimal = parse_args(&["--credential-process"]);
+    assert_eq!(
+        String::from_utf8(super::client::request_body(&minimal, &runner, &token)).unwrap(),
+        r#"{"oidc_token":"aaa.bbb.ccc","repo":"ourorg/widget","sha":"abc"}"#
+    );
+    let full = parse_args(&[
+        "--credential-process",
+        "--job-id",
+        "72463523102",
+        "--role",
+        "deploy",
+        "--duration-seconds",
+        "1800",
+    ]);
+    assert_eq!(
+        String::from_utf8(super::client::request_body(&full, &runner, &token)).unwrap(),
+        r#"{"duration_seconds":1800,"job_id":"72463523102","oidc_token":"aaa.bbb.ccc","repo":"ourorg/widget","role":"deploy","sha":"abc"}"#
+    );
+
+    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    deliver(
+        Delivery::CredentialProcess,
+        &credentials,
+        &runner,
+        &Extras::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"AccessKeyId\":\"ASIAEXAMPLE\",\"Expiration\":\"2026-11-22T09:15:00Z\",\
+         \"SecretAccessKey\":\"s3cr3t/Key+x\",\"SessionToken\":\"FwoGZXIvYXdzEXAMPLE==\",\"Version\":1}\n"
+    );
+
+    let temp = tempfile::tempdir().unwrap();
+    let cache = cache_for(
+        &temp.path().join("cache"),
+        &["--credential-process"],
+        &actions_env(),
+    );
+    cache.store(&credentials).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cache.path()).unwrap(),
+        r#"{"access_key_id":"ASIAEXAMPLE","expiration":"2026-11-22T09:15:00Z","role":"deploy","secret_access_key":"s3cr3t/Key+x","session_name":"gh-1-1-2","session_token":"FwoGZXIvYXdzEXAMPLE=="}"#
+    );
+    let mut bare = credentials;
+    bare.role = None;
+    bare.session_name = None;
+    cache.store(&bare).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cache.path()).unwrap(),
+        r#"{"access_key_id":"ASIAEXAMPLE","expiration":"2026-11-22T09:15:00Z","secret_access_key":"s3cr3t/Key+x","session_token":"FwoGZXIvYXdzEXAMPLE=="}"#
+    );
+}
