@@ -56,7 +56,7 @@ async fn allow_rule_grants() {
         .claim("event_name", "workflow_dispatch")
         .build();
     let body = assert_issued(&h.issue_token(&token, json!({})).await);
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     let event = h
         .broker
         .audit_events()
@@ -207,7 +207,7 @@ async fn ambiguous_role_is_a_400_and_does_not_burn_the_token() {
     assert_eq!(h.sts.calls(), 0);
     // The same token, naming a role, now succeeds.
     let body = assert_issued(&h.issue_token(&token, json!({"role": "read"})).await);
-    assert_eq!(body["role"], "read");
+    assert_eq!(body.role.as_deref(), Some("read"));
     assert_eq!(h.sts.requests()[0].role_arn, READ_ARN);
     assert_eq!(h.sts.requests()[0].duration_seconds, Some(3600));
 }
@@ -219,7 +219,7 @@ async fn naming_one_of_several_matching_roles() {
         &h.issue_token(&h.token().build(), json!({"role": "deploy"}))
             .await,
     );
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     assert_eq!(h.sts.requests()[0].role_arn, crate::support::ROLE_ARN);
 }
 
@@ -231,7 +231,7 @@ async fn a_single_matching_role_is_used_when_none_is_named() {
     );
     let h = Harness::with_policy(&policy).await;
     let body = assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     assert_eq!(h.sts.requests()[0].role_arn, crate::support::ROLE_ARN);
 }
 
