@@ -618,3 +618,50 @@ fn request_output_and_cache_bytes_are_exact() {
         r#"{"access_key_id":"ASIAEXAMPLE","expiration":"2026-11-22T09:15:00Z","secret_access_key":"s3cr3t/Key+x","session_token":"FwoGZXIvYXdzEXAMPLE=="}"#
     );
 }
+
+#[test]
+fn malformed_answers_name_the_field_never_the_value() {
+    for (body, expected) in [
+        (
+            r#"{"access_key_id":"A"}"#.to_owned(),
+            "`expiration` is missing or not a string",
+        ),
+        (
+            ANSWER.replace(r#""ASIAEXAMPLE""#, "5"),
+            "`access_key_id` is missing or not a string",
+        ),
+        (
+            ANSWER.replace(r#""s3cr3t/Key+x""#, r#"["s3cr3t/Key+x"]"#),
+            "`secret_access_key` is missing or not a string",
+        ),
+        (
+            r#""s3cr3t/Key+x""#.to_owned(),
+            "not a JSON object with the documented fields",
+        ),
+        (format!("{ANSWER} s3cr3t"), "not JSON"),
+        ("s3cr3t".to_owned(), "not JSON"),
+    ] {
+        let err = parse_credentials(body.as_bytes()).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_MALFORMED, "{body}");
+        assert_eq!(
+            err.to_string(),
+            format!("the broker's answer is malformed: {expected}"),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn an_error_code_this_client_does_not_know_still_reaches_the_user() {
+    let answer = Answer {
+        status: 400,
+        headers: HeaderMap::new(),
+        body:
+            br#"{"error":"unsupported_credential","message":"no such kind","request_id":"req-9"}"#
+                .to_vec(),
+    };
+    assert_eq!(
+        refused(&answer).to_string(),
+        "the broker refused the request: HTTP 400 unsupported_credential: no such kind (request_id req-9)"
+    );
+}

@@ -24,20 +24,20 @@ fn parse_time(text: &str) -> OffsetDateTime {
         .unwrap_or_else(|err| unreachable!("{text:?} is not RFC 3339: {err}"))
 }
 
+/// The top-level keys of a JSON answer, sorted: the wire types ignore
+/// unknown keys, so an extra one is caught here.
+fn keys_of(resp: &Resp) -> Vec<String> {
+    let mut keys: Vec<String> = resp.json().as_object().unwrap().keys().cloned().collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// Asserts a 200 whose body is exactly the credentials STS handed out: the
 /// documented keys and nothing else, each with the value STS issued.
 fn assert_body_matches(resp: &Resp, issued: &StsIssued, role: &str, session_name: &str) {
     let body = assert_issued(resp);
-    let object = resp.json();
-    let mut keys: Vec<&str> = object
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        keys_of(resp),
         [
             "access_key_id",
             "expiration",
@@ -338,16 +338,8 @@ async fn credential_process_format() {
         .await;
     let body: CredentialProcess = assert_issued_as(&resp);
     let issued = h.sts.issued()[0].clone();
-    let object = resp.json();
-    let mut keys: Vec<&str> = object
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        keys_of(&resp),
         [
             "AccessKeyId",
             "Expiration",
@@ -356,7 +348,7 @@ async fn credential_process_format() {
             "Version"
         ]
     );
-    assert_eq!(object["Version"], 1, "`Version` is the number 1");
+    assert_eq!(resp.json()["Version"], 1, "`Version` is the number 1");
     assert_eq!(body.access_key_id, issued.access_key_id);
     assert_eq!(
         body.secret_access_key.expose_secret(),
