@@ -7,6 +7,7 @@
 //! applied by hyper before any handler runs, TLS when configured, and a
 //! graceful drain on shutdown.
 
+pub mod api;
 pub mod audit;
 pub mod claims;
 pub mod cli;

@@ -26,7 +26,6 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::ExposeSecret as _;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use url::Url;
@@ -127,21 +126,8 @@ impl CredentialCache {
     /// Writes `credentials` atomically. Failure is reported to the caller,
     /// which carries on: the credential is delivered either way.
     pub(super) fn store(&self, credentials: &Credentials) -> Result<(), String> {
-        let mut document = json!({
-            "access_key_id": credentials.access_key_id,
-            "secret_access_key": credentials.secret_access_key.expose_secret(),
-            "session_token": credentials.session_token.expose_secret(),
-            "expiration": credentials.expiration,
-        });
-        if let Some(map) = document.as_object_mut() {
-            if let Some(role) = &credentials.role {
-                map.insert("role".into(), role.as_str().into());
-            }
-            if let Some(session) = &credentials.session_name {
-                map.insert("session_name".into(), session.as_str().into());
-            }
-        }
-        write_atomically(&self.file, document.to_string().as_bytes())
+        let document = serde_json::to_vec(credentials).map_err(|err| err.to_string())?;
+        write_atomically(&self.file, &document)
             .map_err(|err| format!("{}: {err}", self.file.display()))
     }
 

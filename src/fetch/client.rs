@@ -4,13 +4,13 @@
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
 
 use super::answer::{Credentials, broker_error, parse_credentials, parse_id_token, refused};
 use super::transport::{self, Answer, RetryPolicy, SendError};
 use super::{FetchArgs, FetchError, RunnerEnv};
+use crate::api::{IssueRequest, JobId};
 
 /// The two HTTP clients and where to send the request.
 pub(super) struct Client {
@@ -154,23 +154,18 @@ fn describe_failure(failure: &LastFailure) -> String {
     }
 }
 
-/// The JSON body of `POST /issue`.
-fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretString) -> Vec<u8> {
-    let mut body = json!({
-        "oidc_token": token.expose_secret(),
-        "repo": runner.repository,
-        "sha": runner.sha,
-    });
-    if let Some(map) = body.as_object_mut() {
-        if let Some(job_id) = args.job_id.as_deref().filter(|id| !id.is_empty()) {
-            map.insert("job_id".into(), Value::from(job_id));
-        }
-        if let Some(role) = args.role.as_deref().filter(|role| !role.is_empty()) {
-            map.insert("role".into(), Value::from(role));
-        }
-        if let Some(duration) = args.duration_seconds {
-            map.insert("duration_seconds".into(), Value::from(duration));
-        }
-    }
-    body.to_string().into_bytes()
+/// The JSON body of `POST /issue`: the job's repository and commit, and
+/// the optional fields only when given.
+pub(super) fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretString) -> Vec<u8> {
+    let given = |value: Option<&String>| value.filter(|value| !value.is_empty()).cloned();
+    let request = IssueRequest {
+        duration_seconds: args.duration_seconds.map(u64::from),
+        job_id: given(args.job_id.as_ref()).map(JobId::Text),
+        oidc_token: Some(token.clone()),
+        repo: Some(runner.repository.clone()),
+        role: given(args.role.as_ref()),
+        sha: Some(runner.sha.clone()),
+    };
+    // Writing strings and integers into a Vec cannot fail.
+    serde_json::to_vec(&request).unwrap_or_default()
 }

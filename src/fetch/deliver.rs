@@ -8,10 +8,10 @@ use std::io::Write;
 use std::path::Path;
 
 use secrecy::ExposeSecret as _;
-use serde_json::json;
 
 use super::answer::Credentials;
 use super::{Delivery, FetchError, RunnerEnv};
+use crate::api::CredentialProcess;
 
 /// What is handed over besides the credentials.
 #[derive(Clone, Debug, Default)]
@@ -51,13 +51,11 @@ pub fn deliver(
     let token = credentials.session_token.expose_secret();
     let (variable, lines) = match delivery {
         Delivery::CredentialProcess => {
-            let document = json!({
-                "Version": 1,
-                "AccessKeyId": credentials.access_key_id,
-                "SecretAccessKey": secret,
-                "SessionToken": token,
-                "Expiration": credentials.expiration,
-            });
+            let document = serde_json::to_string(&CredentialProcess::from(credentials.clone()))
+                .map_err(|err| FetchError::Output {
+                    target: "stdout".into(),
+                    detail: err.to_string(),
+                })?;
             writeln!(out, "{document}").map_err(stdout_error)?;
             return out.flush().map_err(stdout_error);
         }

@@ -556,3 +556,112 @@ fn unsafe_cache_directories_and_files_are_refused() {
     std::os::unix::fs::symlink(&elsewhere, cache.path()).unwrap();
     assert!(cache.load().is_none());
 }
+
+/// The exact bytes `fetch` sends and writes: key order and spelling are what
+/// the broker, the AWS SDKs and the cache of an earlier run read.
+#[test]
+fn request_output_and_cache_bytes_are_exact() {
+    let token = secrecy::SecretString::from("aaa.bbb.ccc");
+    let runner = RunnerEnv::read(&actions_env(), Delivery::CredentialProcess).unwrap();
+    let minimal = parse_args(&["--credential-process"]);
+    assert_eq!(
+        String::from_utf8(super::client::request_body(&minimal, &runner, &token)).unwrap(),
+        r#"{"oidc_token":"aaa.bbb.ccc","repo":"ourorg/widget","sha":"abc"}"#
+    );
+    let full = parse_args(&[
+        "--credential-process",
+        "--job-id",
+        "72463523102",
+        "--role",
+        "deploy",
+        "--duration-seconds",
+        "1800",
+    ]);
+    assert_eq!(
+        String::from_utf8(super::client::request_body(&full, &runner, &token)).unwrap(),
+        r#"{"duration_seconds":1800,"job_id":"72463523102","oidc_token":"aaa.bbb.ccc","repo":"ourorg/widget","role":"deploy","sha":"abc"}"#
+    );
+
+    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    deliver(
+        Delivery::CredentialProcess,
+        &credentials,
+        &runner,
+        &Extras::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"AccessKeyId\":\"ASIAEXAMPLE\",\"Expiration\":\"2026-11-22T09:15:00Z\",\
+         \"SecretAccessKey\":\"s3cr3t/Key+x\",\"SessionToken\":\"FwoGZXIvYXdzEXAMPLE==\",\"Version\":1}\n"
+    );
+
+    let temp = tempfile::tempdir().unwrap();
+    let cache = cache_for(
+        &temp.path().join("cache"),
+        &["--credential-process"],
+        &actions_env(),
+    );
+    cache.store(&credentials).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cache.path()).unwrap(),
+        r#"{"access_key_id":"ASIAEXAMPLE","expiration":"2026-11-22T09:15:00Z","role":"deploy","secret_access_key":"s3cr3t/Key+x","session_name":"gh-1-1-2","session_token":"FwoGZXIvYXdzEXAMPLE=="}"#
+    );
+    let mut bare = credentials;
+    bare.role = None;
+    bare.session_name = None;
+    cache.store(&bare).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cache.path()).unwrap(),
+        r#"{"access_key_id":"ASIAEXAMPLE","expiration":"2026-11-22T09:15:00Z","secret_access_key":"s3cr3t/Key+x","session_token":"FwoGZXIvYXdzEXAMPLE=="}"#
+    );
+}
+
+#[test]
+fn malformed_answers_name_the_field_never_the_value() {
+    for (body, expected) in [
+        (
+            r#"{"access_key_id":"A"}"#.to_owned(),
+            "`expiration` is missing or not a string",
+        ),
+        (
+            ANSWER.replace(r#""ASIAEXAMPLE""#, "5"),
+            "`access_key_id` is missing or not a string",
+        ),
+        (
+            ANSWER.replace(r#""s3cr3t/Key+x""#, r#"["s3cr3t/Key+x"]"#),
+            "`secret_access_key` is missing or not a string",
+        ),
+        (
+            r#""s3cr3t/Key+x""#.to_owned(),
+            "not a JSON object with the documented fields",
+        ),
+        (format!("{ANSWER} s3cr3t"), "not JSON"),
+        ("s3cr3t".to_owned(), "not JSON"),
+    ] {
+        let err = parse_credentials(body.as_bytes()).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_MALFORMED, "{body}");
+        assert_eq!(
+            err.to_string(),
+            format!("the broker's answer is malformed: {expected}"),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn an_error_code_this_client_does_not_know_still_reaches_the_user() {
+    let answer = Answer {
+        status: 400,
+        headers: HeaderMap::new(),
+        body:
+            br#"{"error":"unsupported_credential","message":"no such kind","request_id":"req-9"}"#
+                .to_vec(),
+    };
+    assert_eq!(
+        refused(&answer).to_string(),
+        "the broker refused the request: HTTP 400 unsupported_credential: no such kind (request_id req-9)"
+    );
+}

@@ -1,13 +1,15 @@
 //! `ApiError`: the only thing that becomes an HTTP error response.
 //!
-//! Bodies are fixed texts chosen here; no upstream message, claim value, key
-//! id, role ARN or account id can reach a caller. The detail of a refusal goes
+//! Bodies are `api::ErrorBody` with a code from the closed `api::ErrorCode`
+//! and a fixed text chosen here; no upstream message, claim value, key id,
+//! role ARN or account id can reach a caller. The detail of a refusal goes
 //! to the audit log instead. Every 403 shares one message, so a caller cannot
 //! tell which check refused it.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::{ErrorBody, ErrorCode};
 use crate::verify::VerifyError;
 
 /// Seconds a caller should wait after a 503 (a 429 says how long its bucket needs).
@@ -92,75 +94,81 @@ impl ApiError {
     }
 
     /// Status, code and fixed message.
-    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+    pub fn parts(self) -> (StatusCode, ErrorCode, &'static str) {
         match self {
             ApiError::MalformedBody => (
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "request body is not valid JSON of the expected shape",
             ),
             ApiError::MissingToken => (
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "no OIDC token: send `oidc_token` or an `Authorization: Bearer` header",
             ),
             ApiError::AmbiguousRole => (
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "more than one role matches this token: name one in `role`",
             ),
             ApiError::DurationOutOfRange => (
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "`duration_seconds` is outside the range this role allows",
             ),
             ApiError::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "request body is too large",
             ),
             ApiError::BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "request body was not received in time",
             ),
             ApiError::HeadTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "request head is too large",
             ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "request body must be application/json",
             ),
-            ApiError::InvalidToken(problem) => {
-                (StatusCode::UNAUTHORIZED, "invalid_token", problem.message())
-            }
+            ApiError::InvalidToken(problem) => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidToken,
+                problem.message(),
+            ),
             ApiError::Forbidden => (
                 StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "the token is not permitted to obtain credentials for this request",
             ),
             ApiError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many requests; retry later",
             ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "credentials cannot be issued right now; retry later",
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "method not allowed",
             ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error",
             ),
         }
@@ -169,7 +177,11 @@ impl ApiError {
     /// The response, with the request id in the body (the header is set by the middleware).
     pub fn into_response_with(self, request_id: &str) -> Response {
         let (status, code, message) = self.parts();
-        let body = serde_json::json!({"error": code, "message": message, "request_id": request_id});
+        let body = ErrorBody {
+            error: code,
+            message: message.to_owned(),
+            request_id: request_id.to_owned(),
+        };
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = if let ApiError::RateLimited {
             retry_after_seconds,

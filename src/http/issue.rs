@@ -10,10 +10,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use super::RequestId;
 use super::error::ApiError;
+use crate::api::{CredentialProcess, IssueRequest, IssueResponse, JobId};
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
 use crate::policy::{Denial, RoleRequest};
@@ -25,35 +25,6 @@ use crate::verify::token_sha256;
 
 /// Longest accepted value of `repo`, `sha`, `job_id` and `role`.
 const MAX_FIELD_LEN: usize = 256;
-
-/// The request body. Unknown fields are ignored (DESIGN.md).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct IssueRequest {
-    oidc_token: Option<String>,
-    repo: Option<String>,
-    sha: Option<String>,
-    job_id: Option<JobId>,
-    role: Option<String>,
-    duration_seconds: Option<u64>,
-}
-
-/// `job_id` as a string or a number (workflow expressions produce either).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum JobId {
-    Text(String),
-    Number(u64),
-}
-
-impl JobId {
-    fn to_text(&self) -> String {
-        match self {
-            JobId::Text(text) => text.clone(),
-            JobId::Number(number) => number.to_string(),
-        }
-    }
-}
 
 /// Answer shape, chosen by `?format=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +122,11 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let request = parse_request(headers, bytes)
         .map_err(|err| refuse(audit, err, "bad_body", "body not parsed"))?;
-    let token = pick_token(headers, request.oidc_token.as_deref())
-        .map_err(|err| refuse(audit, err, "bad_token_field", "token missing or sent twice"))?;
+    let token = pick_token(
+        headers,
+        request.oidc_token.as_ref().map(ExposeSecret::expose_secret),
+    )
+    .map_err(|err| refuse(audit, err, "bad_token_field", "token missing or sent twice"))?;
     let sha = token_sha256(token.expose_secret());
 
     let now = unix_now();
@@ -480,7 +454,10 @@ pub fn fuzz_decode_issue_request(
     }
     parse_format(query)?;
     let request = parse_request(&headers, &Bytes::copy_from_slice(body))?;
-    pick_token(&headers, request.oidc_token.as_deref())?;
+    pick_token(
+        &headers,
+        request.oidc_token.as_ref().map(ExposeSecret::expose_secret),
+    )?;
     let mut claims = ClaimSet::default();
     claims.insert("repository", "ourorg/widget-service");
     claims.insert("sha", "d6f1e2c3b4a5968778695a4b3c2d1e0f9a8b7c6d");
@@ -538,24 +515,20 @@ fn respond(
     credentials: &IssuedCredentials,
     expiration: &str,
 ) -> Response {
-    let body = match format {
-        Format::Json => serde_json::json!({
-            "access_key_id": credentials.access_key_id,
-            "secret_access_key": credentials.secret_access_key.expose_secret(),
-            "session_token": credentials.session_token.expose_secret(),
-            "expiration": expiration,
-            "role": role,
-            "session_name": credentials.session_name,
-        }),
-        Format::CredentialProcess => serde_json::json!({
-            "Version": 1,
-            "AccessKeyId": credentials.access_key_id,
-            "SecretAccessKey": credentials.secret_access_key.expose_secret(),
-            "SessionToken": credentials.session_token.expose_secret(),
-            "Expiration": expiration,
-        }),
+    let answer = IssueResponse {
+        access_key_id: credentials.access_key_id.clone(),
+        expiration: expiration.to_owned(),
+        role: Some(role.to_owned()),
+        secret_access_key: credentials.secret_access_key.clone(),
+        session_name: Some(credentials.session_name.clone()),
+        session_token: credentials.session_token.clone(),
     };
-    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    let mut response = match format {
+        Format::Json => (StatusCode::OK, axum::Json(answer)).into_response(),
+        Format::CredentialProcess => {
+            (StatusCode::OK, axum::Json(CredentialProcess::from(answer))).into_response()
+        }
+    };
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

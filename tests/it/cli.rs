@@ -1,5 +1,8 @@
 //! `check-config`, start-up refusals and the `dev` demo, through the real binary.
 
+use attestation_broker::api::{CredentialProcess, IssueResponse};
+use secrecy::ExposeSecret as _;
+
 use crate::support::DEFAULT_POLICY;
 use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
@@ -173,19 +176,20 @@ async fn dev_prints_a_curl_that_performs_a_full_issuance() {
         "curl failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let body: serde_json::Value =
+    // The wire type requires every credential field; none may be empty.
+    let body: IssueResponse =
         serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));
-    for key in [
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "expiration",
-    ] {
-        assert!(
-            body[key].as_str().is_some_and(|value| !value.is_empty()),
-            "missing {key}: {body}"
-        );
-    }
+    assert!(
+        [
+            body.access_key_id.as_str(),
+            body.secret_access_key.expose_secret(),
+            body.session_token.expose_secret(),
+            body.expiration.as_str(),
+        ]
+        .iter()
+        .all(|value| !value.is_empty()),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -402,12 +406,9 @@ async fn dev_prints_an_environment_in_which_the_real_fetch_gets_credentials() {
         .unwrap_or_else(|| unreachable!("no key in GITHUB_ENV:\n{github_env}"));
     assert!(key.starts_with("ASIADEVFAKE"), "{key}");
     assert!(github_env.contains("AWS_SECRET_ACCESS_KEY=dev-fake-secret-"));
-    let document: serde_json::Value = serde_json::from_str(process_json.trim()).unwrap();
-    assert_eq!(document["Version"], 1);
+    let document: CredentialProcess = serde_json::from_str(process_json.trim()).unwrap();
     assert!(
-        document["AccessKeyId"]
-            .as_str()
-            .is_some_and(|key| key.starts_with("ASIADEVFAKE")),
-        "{document}"
+        document.access_key_id.starts_with("ASIADEVFAKE"),
+        "{process_json}"
     );
 }

@@ -512,16 +512,13 @@ async fn credential_process_mode_prints_only_the_json_document() {
     outcome.assert_code(0);
 
     let issued = harness.sts.issued()[0].clone();
-    let document: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    // Byte for byte: this line is what the AWS SDKs read.
     assert_eq!(
-        document,
-        json!({
-            "Version": 1,
-            "AccessKeyId": issued.access_key_id,
-            "SecretAccessKey": issued.secret_access_key,
-            "SessionToken": issued.session_token,
-            "Expiration": issued.expiration,
-        })
+        outcome.stdout,
+        format!(
+            "{{\"AccessKeyId\":\"{}\",\"Expiration\":\"{}\",\"SecretAccessKey\":\"{}\",\"SessionToken\":\"{}\",\"Version\":1}}\n",
+            issued.access_key_id, issued.expiration, issued.secret_access_key, issued.session_token,
+        )
     );
     assert_eq!(outcome.stdout.lines().count(), 1);
     assert!(!outcome.stdout.contains("::add-mask::"));

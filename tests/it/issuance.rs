@@ -1,7 +1,9 @@
 //! Successful issuance: what the caller gets, what STS is asked, what the
 //! audit log and the metrics say.
 
-use serde_json::{Value, json};
+use attestation_broker::api::{CredentialProcess, ErrorBody, ErrorCode};
+use secrecy::ExposeSecret as _;
+use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -11,7 +13,9 @@ use crate::support::tokens::{
     self, CHECK_RUN_ID, JOB_WORKFLOW_REF, REF, REPOSITORY, REPOSITORY_ID, REPOSITORY_OWNER_ID,
     RUN_ATTEMPT, RUN_ID, SHA,
 };
-use crate::support::{Harness, ROLE_ARN, Req, Resp, assert_issued, assert_no_leak};
+use crate::support::{
+    Harness, ROLE_ARN, Req, Resp, assert_issued, assert_issued_as, assert_no_leak,
+};
 
 const SESSION_NAME: &str = "gh-24766983965-2-72463523102";
 
@@ -20,13 +24,20 @@ fn parse_time(text: &str) -> OffsetDateTime {
         .unwrap_or_else(|err| unreachable!("{text:?} is not RFC 3339: {err}"))
 }
 
-/// Asserts the 200 body is exactly the credentials STS handed out.
-fn assert_body_matches(body: &Value, issued: &StsIssued, role: &str, session_name: &str) {
-    let object = body.as_object().unwrap();
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+/// The top-level keys of a JSON answer, sorted: the wire types ignore
+/// unknown keys, so an extra one is caught here.
+fn keys_of(resp: &Resp) -> Vec<String> {
+    let mut keys: Vec<String> = resp.json().as_object().unwrap().keys().cloned().collect();
     keys.sort_unstable();
+    keys
+}
+
+/// Asserts a 200 whose body is exactly the credentials STS handed out: the
+/// documented keys and nothing else, each with the value STS issued.
+fn assert_body_matches(resp: &Resp, issued: &StsIssued, role: &str, session_name: &str) {
+    let body = assert_issued(resp);
     assert_eq!(
-        keys,
+        keys_of(resp),
         [
             "access_key_id",
             "expiration",
@@ -36,17 +47,20 @@ fn assert_body_matches(body: &Value, issued: &StsIssued, role: &str, session_nam
             "session_token"
         ]
     );
-    assert_eq!(body["access_key_id"], issued.access_key_id.as_str());
-    assert_eq!(body["secret_access_key"], issued.secret_access_key.as_str());
-    assert_eq!(body["session_token"], issued.session_token.as_str());
-    assert_eq!(body["role"], role);
-    assert_eq!(body["session_name"], session_name);
-    let expiration = body["expiration"].as_str().unwrap();
-    assert!(
-        expiration.ends_with('Z'),
-        "expiration {expiration:?} is not UTC `Z`"
+    assert_eq!(body.access_key_id, issued.access_key_id);
+    assert_eq!(
+        body.secret_access_key.expose_secret(),
+        issued.secret_access_key
     );
-    assert_eq!(parse_time(expiration), parse_time(&issued.expiration));
+    assert_eq!(body.session_token.expose_secret(), issued.session_token);
+    assert_eq!(body.role.as_deref(), Some(role));
+    assert_eq!(body.session_name.as_deref(), Some(session_name));
+    assert!(
+        body.expiration.ends_with('Z'),
+        "expiration {:?} is not UTC `Z`",
+        body.expiration
+    );
+    assert_eq!(parse_time(&body.expiration), parse_time(&issued.expiration));
 }
 
 fn session_name_is_valid(name: &str) -> bool {
@@ -201,9 +215,8 @@ async fn json_body_yields_credentials_from_assume_role() {
             &json!({"oidc_token": token, "repo": REPOSITORY, "sha": SHA, "job_id": CHECK_RUN_ID}),
         )
         .await;
-    let body = assert_issued(&resp);
     let (request, issued) = the_sts_call(&h);
-    assert_body_matches(&body, &issued, "deploy", SESSION_NAME);
+    assert_body_matches(&resp, &issued, "deploy", SESSION_NAME);
     assert_eq!(request.role_arn, ROLE_ARN);
     assert_eq!(request.session_name, SESSION_NAME);
     assert_eq!(request.duration_seconds, Some(900));
@@ -221,9 +234,8 @@ async fn bearer_header_with_empty_body_yields_credentials() {
         .broker
         .call(Req::raw(None, Vec::new()).bearer(&token))
         .await;
-    let body = assert_issued(&resp);
     let (request, issued) = the_sts_call(&h);
-    assert_body_matches(&body, &issued, "deploy", SESSION_NAME);
+    assert_body_matches(&resp, &issued, "deploy", SESSION_NAME);
     assert_eq!(request.role_arn, ROLE_ARN);
     assert_eq!(request.duration_seconds, Some(900));
     assert_issued_audit(&h, &resp, &token, &issued, SESSION_NAME).await;
@@ -235,9 +247,8 @@ async fn bearer_header_with_json_body_binds_the_body_fields() {
     let token = h.token().build();
     let body = json!({"repo": REPOSITORY, "sha": SHA, "job_id": CHECK_RUN_ID});
     let resp = h.broker.call(Req::json(&body).bearer(&token)).await;
-    let body = assert_issued(&resp);
     let (_, issued) = the_sts_call(&h);
-    assert_body_matches(&body, &issued, "deploy", SESSION_NAME);
+    assert_body_matches(&resp, &issued, "deploy", SESSION_NAME);
 }
 
 #[tokio::test]
@@ -249,17 +260,15 @@ async fn the_python_fetcher_request_shape_works_unchanged() {
         .broker
         .issue(&json!({"oidc_token": token, "job_id": CHECK_RUN_ID, "repo": REPOSITORY}))
         .await;
+    // The wire type requires the four fields the script reads; none is empty.
     let body = assert_issued(&resp);
-    for key in [
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "expiration",
+    for (key, value) in [
+        ("access_key_id", body.access_key_id.as_str()),
+        ("secret_access_key", body.secret_access_key.expose_secret()),
+        ("session_token", body.session_token.expose_secret()),
+        ("expiration", body.expiration.as_str()),
     ] {
-        assert!(
-            body[key].as_str().is_some_and(|value| !value.is_empty()),
-            "missing {key}: {body}"
-        );
+        assert!(!value.is_empty(), "empty {key}: {}", resp.text());
     }
 }
 
@@ -287,7 +296,7 @@ async fn requested_duration_is_passed_to_sts_and_absent_means_the_role_duration(
     let body = assert_issued(&resp);
     let first = h.sts.requests()[0].clone();
     assert_eq!(first.duration_seconds, Some(1800));
-    let expiration = parse_time(body["expiration"].as_str().unwrap());
+    let expiration = parse_time(&body.expiration);
     let lifetime = expiration - OffsetDateTime::now_utc();
     assert!(
         lifetime > time::Duration::seconds(900) && lifetime <= time::Duration::seconds(1800),
@@ -327,13 +336,10 @@ async fn credential_process_format() {
         .broker
         .call(Req::json(&body).path("/issue?format=credential_process"))
         .await;
-    let body = assert_issued(&resp);
+    let body: CredentialProcess = assert_issued_as(&resp);
     let issued = h.sts.issued()[0].clone();
-    let object = body.as_object().unwrap();
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        keys_of(&resp),
         [
             "AccessKeyId",
             "Expiration",
@@ -342,13 +348,15 @@ async fn credential_process_format() {
             "Version"
         ]
     );
-    assert_eq!(body["Version"], 1);
-    assert_eq!(body["AccessKeyId"], issued.access_key_id.as_str());
-    assert_eq!(body["SecretAccessKey"], issued.secret_access_key.as_str());
-    assert_eq!(body["SessionToken"], issued.session_token.as_str());
-    let expiration = body["Expiration"].as_str().unwrap();
-    assert!(expiration.ends_with('Z'));
-    assert_eq!(parse_time(expiration), parse_time(&issued.expiration));
+    assert_eq!(resp.json()["Version"], 1, "`Version` is the number 1");
+    assert_eq!(body.access_key_id, issued.access_key_id);
+    assert_eq!(
+        body.secret_access_key.expose_secret(),
+        issued.secret_access_key
+    );
+    assert_eq!(body.session_token.expose_secret(), issued.session_token);
+    assert!(body.expiration.ends_with('Z'));
+    assert_eq!(parse_time(&body.expiration), parse_time(&issued.expiration));
 }
 
 #[tokio::test]
@@ -422,7 +430,9 @@ async fn every_answer_carries_a_distinct_request_id_that_the_audit_event_repeats
     let ok_id = ok.request_id();
     let denied_id = denied.request_id();
     assert_ne!(ok_id, denied_id);
-    assert_eq!(denied.json()["request_id"], denied_id.as_str());
+    let denied_body: ErrorBody = serde_json::from_slice(&denied.body).unwrap();
+    assert_eq!(denied_body.error, ErrorCode::Forbidden);
+    assert_eq!(denied_body.request_id, denied_id);
     let event = h.broker.wait_for_audit(&ok_id).await;
     assert_eq!(field(&event, "event").as_deref(), Some("credential_issued"));
     let event = h.broker.wait_for_audit(&denied_id).await;
@@ -443,7 +453,7 @@ async fn session_name_falls_back_to_the_short_sha_without_check_run_id() {
     let token = h.token().without_claim("check_run_id").build();
     let body = assert_issued(&h.issue_token(&token, json!({})).await);
     let name = h.sts.requests()[0].session_name.clone();
-    assert_eq!(body["session_name"], name.as_str());
+    assert_eq!(body.session_name.as_deref(), Some(name.as_str()));
     let prefix = format!("gh-{RUN_ID}-{RUN_ATTEMPT}-");
     let rest = name
         .strip_prefix(&prefix)
@@ -490,7 +500,10 @@ async fn session_name_and_tags_stay_within_sts_limits_for_extreme_claims() {
         "{:?}",
         request.session_name
     );
-    assert_eq!(body["session_name"], request.session_name.as_str());
+    assert_eq!(
+        body.session_name.as_deref(),
+        Some(request.session_name.as_str())
+    );
     for key in ["ref", "job_workflow_ref", "environment"] {
         assert!(
             request.tag(key).is_some(),

@@ -1,11 +1,14 @@
 //! Nothing secret reaches the logs, even at `trace`.
 
+use attestation_broker::api::CredentialProcess;
 use serde_json::json;
 
 use crate::support::broker::BROKER_AWS_SECRET;
 use crate::support::sts::Fault;
 use crate::support::tokens::{self, KEY_B, now};
-use crate::support::{Harness, Req, assert_forbidden, assert_invalid_token, assert_issued, msg};
+use crate::support::{
+    Harness, Req, assert_forbidden, assert_invalid_token, assert_issued, assert_issued_as, msg,
+};
 
 async fn nothing_secret_is_logged_at(level: &str) {
     let h = Harness::start_with(|spec| {
@@ -41,7 +44,7 @@ async fn nothing_secret_is_logged_at(level: &str) {
         .broker
         .call(Req::json(&json!({"oidc_token": process})).path("/issue?format=credential_process"))
         .await;
-    assert_issued(&resp);
+    assert_issued_as::<CredentialProcess>(&resp);
     request_ids.push(resp.request_id());
     tokens_used.push(process);
 

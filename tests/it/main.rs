@@ -56,3 +56,5 @@ mod sts_failures;
 mod tls;
 #[cfg(test)]
 mod token_inspect;
+#[cfg(test)]
+mod wire;

@@ -57,7 +57,7 @@ async fn allow_rule_grants() {
         .build();
     let resp = h.issue_token(&token, json!({})).await;
     let body = assert_issued(&resp);
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     // The audit line is written after the answer: wait for it, never race it.
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert!(
@@ -204,7 +204,7 @@ async fn ambiguous_role_is_a_400_and_does_not_burn_the_token() {
     assert_eq!(h.sts.calls(), 0);
     // The same token, naming a role, now succeeds.
     let body = assert_issued(&h.issue_token(&token, json!({"role": "read"})).await);
-    assert_eq!(body["role"], "read");
+    assert_eq!(body.role.as_deref(), Some("read"));
     assert_eq!(h.sts.requests()[0].role_arn, READ_ARN);
     assert_eq!(h.sts.requests()[0].duration_seconds, Some(3600));
 }
@@ -216,7 +216,7 @@ async fn naming_one_of_several_matching_roles() {
         &h.issue_token(&h.token().build(), json!({"role": "deploy"}))
             .await,
     );
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     assert_eq!(h.sts.requests()[0].role_arn, crate::support::ROLE_ARN);
 }
 
@@ -228,7 +228,7 @@ async fn a_single_matching_role_is_used_when_none_is_named() {
     );
     let h = Harness::with_policy(&policy).await;
     let body = assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
-    assert_eq!(body["role"], "deploy");
+    assert_eq!(body.role.as_deref(), Some("deploy"));
     assert_eq!(h.sts.requests()[0].role_arn, crate::support::ROLE_ARN);
 }
 

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use crate::fetch::{FakeRuntime, RUNTIME_BEARER};
@@ -82,21 +83,23 @@ async fn moto_is_an_independent_sts_that_the_broker_speaks_to() {
         .issue(&json!({"oidc_token": token, "repo": REPOSITORY, "job_id": CHECK_RUN_ID}))
         .await;
     let body = assert_issued(&resp);
-    let key = body["access_key_id"].as_str().unwrap();
+    let key = body.access_key_id.as_str();
     assert!(
         key.starts_with("ASIA"),
-        "moto issues temporary keys: {body}"
+        "moto issues temporary keys: {}",
+        resp.text()
     );
-    assert!(!body["session_token"].as_str().unwrap().is_empty());
+    assert!(!body.session_token.expose_secret().is_empty());
     let expiration = time::OffsetDateTime::parse(
-        body["expiration"].as_str().unwrap(),
+        &body.expiration,
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
     let lifetime = expiration - time::OffsetDateTime::now_utc();
     assert!(
         lifetime.whole_seconds() > 800 && lifetime.whole_seconds() <= 900,
-        "15-minute credentials: {body}"
+        "15-minute credentials: {}",
+        resp.text()
     );
     let event = broker.wait_for_audit(&resp.request_id()).await;
     assert_eq!(field(&event, "access_key_id").as_deref(), Some(key));

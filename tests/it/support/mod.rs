@@ -7,6 +7,7 @@ pub mod redis;
 pub mod sts;
 pub mod tokens;
 
+use attestation_broker::api::IssueResponse;
 use serde_json::{Value, json};
 
 pub use broker::{Broker, BrokerSpec, Req, Resp};
@@ -198,8 +199,14 @@ pub fn assert_unavailable(resp: &Resp) {
     assert_error(resp, 503, "unavailable", msg::UNAVAILABLE);
 }
 
-/// Asserts a 200 issuance and returns its body.
-pub fn assert_issued(resp: &Resp) -> Value {
+/// Asserts a 200 issuance and returns its body, read as the wire type (so
+/// every required field is there and a string).
+pub fn assert_issued(resp: &Resp) -> IssueResponse {
+    assert_issued_as(resp)
+}
+
+/// [`assert_issued`] for another answer shape (`CredentialProcess`).
+pub fn assert_issued_as<Answer: serde::de::DeserializeOwned>(resp: &Resp) -> Answer {
     assert_eq!(
         resp.status,
         200,
@@ -216,5 +223,7 @@ pub fn assert_issued(resp: &Resp) -> Value {
             KEY_B.kid.to_owned(),
         ],
     );
-    resp.json()
+    serde_json::from_slice(&resp.body).unwrap_or_else(|err| {
+        unreachable!("a 200 that is not an issue answer ({err}): {}", resp.text())
+    })
 }
