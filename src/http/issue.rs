@@ -26,7 +26,7 @@ use crate::verify::token_sha256;
 /// Longest accepted value of `repo`, `sha`, `job_id` and `role`.
 const MAX_FIELD_LEN: usize = 256;
 
-/// The request body. Unknown fields are ignored (DESIGN.md).
+/// The request body. Unknown fields are ignored (docs/api.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct IssueRequest {
