@@ -38,6 +38,9 @@ step "shipping kit: scripts/check-deploy.sh (manifests, alerts, dashboard, Docke
 ./scripts/check-deploy.sh
 
 step "cargo test --locked"
+# CLI output snapshots (tests/it/snapshots/): a differing or missing snapshot
+# fails and nothing is written, here as in CI.
+export INSTA_UPDATE=no
 log=$(mktemp)
 set +e
 cargo test --locked --all-targets 2>&1 | tee "$log"
