@@ -41,6 +41,9 @@ step "release kit: scripts/check-release.sh (workflows, composite action install
 ./scripts/check-release.sh
 
 step "cargo test --locked"
+# CLI output snapshots (tests/it/snapshots/): a differing or missing snapshot
+# fails and nothing is written, here as in CI.
+export INSTA_UPDATE=no
 log=$(mktemp)
 set +e
 cargo test --locked --all-targets 2>&1 | tee "$log"

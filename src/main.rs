@@ -8,7 +8,7 @@ use clap::Parser;
 /// mimalloc instead of the system allocator: the request path allocates many
 /// small, short-lived objects (JSON, headers, the STS request), where glibc's
 /// malloc cost about a fifth of the CPU and fragmented memory under load
-/// (measured with the load benchmark; see README "Performance").
+/// (measured with the load benchmark; see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -123,7 +123,7 @@ pub struct ServerConfig {
     /// How often the TLS files are checked for changes, seconds; 0 turns
     /// polling off (SIGHUP still reloads). Default 30.
     pub tls_reload_seconds: u64,
-    /// Largest accepted request body. Default 65536 (DESIGN.md).
+    /// Largest accepted request body. Default 65536.
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers), bytes; larger heads
     /// get 431. Default 65536, like the body: a token too large to accept

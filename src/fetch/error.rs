@@ -63,7 +63,7 @@ pub enum FetchError {
         /// The broker's request id, for its audit log.
         request_id: Option<String>,
     },
-    /// The broker's 200 answer is not what DESIGN.md promises.
+    /// The broker's 200 answer is not what docs/api.md promises.
     #[error("the broker's answer is malformed: {0}")]
     Malformed(String),
     /// Writing the credentials out failed.

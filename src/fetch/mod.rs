@@ -74,7 +74,7 @@ use self::transport::RetryPolicy;
 /// Largest `--ca-file` read (bytes).
 const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Arguments of `attestation-broker fetch` (DESIGN.md, "Command line").
+/// Arguments of `attestation-broker fetch` (docs/cli.md, docs/operations.md).
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
     /// Broker base URL; requests go to `<URL>/issue` (a URL already ending in

@@ -266,7 +266,7 @@ impl StsClient {
             }
         }
 
-        // tokio's clock, so that paused-time tests drive it (STYLE.md §8).
+        // tokio's clock, so that paused-time tests drive it.
         let started = tokio::time::Instant::now();
         let sent = request.send().await;
         self.metrics.sts_latency(started.elapsed().as_secs_f64());

@@ -1,14 +1,23 @@
 //! `check-config`, start-up refusals and the `dev` demo, through the real binary.
+//! `check-config`'s whole output is compared with reviewed snapshots
+//! (`snapshots/it__cli__*.snap`, see `cli_output`).
 
 use attestation_broker::api::{CredentialProcess, IssueResponse};
 use secrecy::ExposeSecret as _;
 
+use insta::assert_snapshot;
+
+use crate::cli_output::{redactions, render};
 use crate::support::DEFAULT_POLICY;
 use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
 /// A config pointing at loopback addresses nobody needs to answer.
 fn spec() -> BrokerSpec {
     BrokerSpec::new("http://127.0.0.1:9", "http://127.0.0.1:9", DEFAULT_POLICY)
+}
+
+fn snapshot(out: &RunOutput) -> String {
+    render(out.code, &out.stdout, &out.stderr)
 }
 
 async fn run(spec: &BrokerSpec, command: &str, env: &[(&str, &str)]) -> RunOutput {
@@ -24,83 +33,89 @@ async fn run(spec: &BrokerSpec, command: &str, env: &[(&str, &str)]) -> RunOutpu
 
 #[tokio::test]
 async fn check_config_accepts_a_valid_config_and_lists_the_roles() {
+    let _redact = redactions();
     let out = run(&spec(), "check-config", &[]).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.all().contains("deploy"),
-        "the roles are not listed:\n{}",
-        out.all()
-    );
+    assert_snapshot!("check_config_valid", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_an_unknown_key() {
     let mut spec = spec();
     spec.set("server.listen_adress", "127.0.0.1:0");
+    let _redact = redactions();
     let out = run(&spec, "check-config", &[]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.all().contains("listen_adress"),
-        "the error does not name the key:\n{}",
-        out.all()
-    );
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_unknown_key", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_plain_http_issuers_off_loopback() {
     let mut spec = spec();
     spec.set_issuer_key(0, "issuer", "http://token.example.com");
+    let _redact = redactions();
     let out = run(&spec, "check-config", &[]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
-    assert!(out.all().contains("issuer"), "{}", out.all());
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_plain_http_issuer", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_hmac_and_none_algorithms() {
+    let _redact = redactions();
     for algorithm in ["HS256", "none"] {
         let mut spec = spec();
         spec.set("verify.algorithms", vec!["RS256", algorithm]);
         let out = run(&spec, "check-config", &[]).await;
-        assert_ne!(out.code, Some(0), "{algorithm} accepted:\n{}", out.all());
-        assert!(out.all().contains("verify.algorithms"), "{}", out.all());
+        assert_eq!(out.code, Some(64), "{algorithm} accepted:\n{}", out.all());
+        assert_snapshot!(
+            format!("check_config_algorithm_{algorithm}"),
+            snapshot(&out)
+        );
     }
 }
 
 #[tokio::test]
 async fn check_config_applies_environment_overrides() {
+    let _redact = redactions();
     let out = run(
         &spec(),
         "check-config",
         &[("BROKER_SERVER__LISTEN", "not-an-address")],
     )
     .await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
-    assert!(out.all().contains("server.listen"), "{}", out.all());
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_environment_override", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_a_rule_without_conditions() {
+    let _redact = redactions();
     let mut spec = spec();
     spec.policy = "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n\n[[roles.allow]]\n".to_owned();
     let out = run(&spec, "check-config", &[]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_rule_without_conditions", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_a_role_without_allow_rules() {
+    let _redact = redactions();
     let mut spec = spec();
     spec.policy = "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n"
         .to_owned();
     let out = run(&spec, "check-config", &[]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_role_without_allow_rules", snapshot(&out));
 }
 
 #[tokio::test]
 async fn check_config_rejects_an_unknown_policy_key() {
+    let _redact = redactions();
     let mut spec = spec();
     spec.policy = format!("version = 2\n{DEFAULT_POLICY}");
     let out = run(&spec, "check-config", &[]).await;
-    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.code, Some(64), "{}", out.all());
+    assert_snapshot!("check_config_unknown_policy_key", snapshot(&out));
 }
 
 #[tokio::test]
@@ -245,6 +260,7 @@ fn check_config_from(cwd: &std::path::Path, config: &std::path::Path) -> RunOutp
 
 #[test]
 fn the_shipped_configurations_load_from_any_working_directory() {
+    let _redact = redactions();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let elsewhere = tempfile::tempdir().unwrap();
     for config in ["config/broker.toml", "deploy/base/config/broker.toml"] {
@@ -258,11 +274,20 @@ fn the_shipped_configurations_load_from_any_working_directory() {
             "{}",
             out.all()
         );
+        // The roles of the example policy, each with its rules.
+        let name = format!(
+            "check_config_shipped_{}",
+            config.parent().unwrap().display()
+        )
+        .replace(&format!("{}/", root.display()), "")
+        .replace('/', "_");
+        assert_snapshot!(name, snapshot(&out));
     }
 }
 
 #[test]
 fn check_config_lists_every_type_error_in_one_run() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), DEFAULT_POLICY).unwrap();
     let config = dir.path().join("broker.toml");
@@ -289,39 +314,20 @@ file = "policy.toml"
     .unwrap();
     let out = check_config_from(dir.path(), &config);
     assert_eq!(out.code, Some(64), "{}", out.all());
-    let file = config.display();
-    let problems: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|line| line.starts_with(&format!("{file}: ")))
-        .collect();
-    assert_eq!(problems.len(), 3, "{}", out.all());
-    for key in ["server.listen", "jwks.refresh_secs", "replay.store"] {
-        assert!(
-            problems
-                .iter()
-                .any(|line| line.starts_with(&format!("{file}: key `{key}`: "))),
-            "{key}: {}",
-            out.all()
-        );
-    }
+    // One line per problem, each naming the file and the key:
+    // `server.listen`, `jwks.refresh_secs`, `replay.store`.
+    assert_snapshot!("check_config_type_errors", snapshot(&out));
 }
 
 #[test]
 fn a_missing_configuration_file_is_named_with_the_os_reason() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("nope.toml");
     let out = check_config_from(dir.path(), &config);
     assert_eq!(out.code, Some(64), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "{}: cannot read the configuration file: No such file or directory (os error 2)",
-            config.display()
-        )),
-        "{}",
-        out.all()
-    );
     assert!(!out.stderr.contains("key `-`"), "{}", out.all());
+    assert_snapshot!("check_config_missing_file", snapshot(&out));
 }
 
 /// The loop a CI author runs locally: `dev` prints a job's environment and

@@ -16,6 +16,8 @@ mod bodies;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod cli_output;
+#[cfg(test)]
 mod cli_pipe;
 #[cfg(test)]
 mod fetch;

@@ -1,11 +1,15 @@
 //! `attestation-broker policy check|explain|diff`, through the real binary:
-//! exit codes and the lines operators and CI read.
+//! exit codes and the whole output operators and CI read, as reviewed
+//! snapshots (`snapshots/it__policy_cli__*.snap`, see `cli_output`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
+use insta::assert_snapshot;
 use serde_json::{Value, json};
+
+use crate::cli_output::{pretty_json, redactions, render};
 
 /// A test-only RSA key (PKCS#1), generated for these tests and used nowhere else.
 const TEST_KEY_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA42pkvMW0JfSUeGwvzHDZi8nEoAxJarp4j3ChoZUxM6zmbHbl\nCbZXOKUptZkTlUSWacEHy+oKHjp/gq7TsdZBUednAg8dUeVSl4JAWO1NvRIbdzDm\nDjdq1dSquZqihrvUAO+67hs5e5jOQGitMPhRpf/019rrYuC39nmCK5rH9dAjK+y4\ntEReOg+LqzVtd1Cn6Zv4YYCyR3yYbZtm8hf6K3FZH2TjVceJt52a8si14uMNWY1c\nlQEuAmuZTk6fBvJCwdNZYnee5LdUhONhSoFD65Tsy6jihpOHHd1AmwnGuhHEuRoM\nDX0oSid2VSTWya1FVTtXUt1diANuGEAROSf5cwIDAQABAoIBABKmUn2Snwvvy082\n3BKhfI20rb3MVCb/BM0KmQ61u/O3bawecfkCbZO1I78DPzJiDg29KUUFO/Avru5K\nJQ0z+2Zamj12fNqO+l93bIx+ZX4oYn07Utp+m/HOP3P6JPL0q1WqU0OckvG6Xcu1\naeKWsqdw3qTnDJ+uuxdo7o5h4p0bXXuAE3pGIM2gctuzkvx0I1Z5yiO5bib7xxEF\ncMi6tnoNTj8PT2O3AH9nux903M+MQBeQK2PAhksBo4hT3LoK+byj1lD7AeSkZBNs\ndiKWeSV6lGZ3VtYZeEYwvKXq+7q+WxZk1XexIaa18E+sYqXroSTabA0++ZW5lrK0\nmQYmlkkCgYEA82xB04t0tH/RpKF238OVvHY+JKWhQ3cl4bKaRNZc+kNABYySkbq8\ncCyHBBJjacn0mZb4ry4kk7CrA/WGyH0/a8JuuXnY5NL6/M/2jnt/pVpSPi2s+osN\nWAkeh6G4Jq/R1ZWe+1/suA+Mgsxfgy2fScBuT0Tg+cujo+H1DDksq4kCgYEA7ypo\nqdcqEMSW/98FeBl3h6fNu9h5AWH0QV+9k3cW5Xt1WuQ4+AgmgIdixqSR9rJmYj2B\n4333rf1yQAn0QKrRN0fo5teHRiADCtxc5kmzurhtY+dTjyCXYpyRbpCXx9N37xpW\nzLqupQ+KlqtwEr5cSYhLVUhPd+wkIlFhuq6AUhsCgYEAzskDLmsEbCU8+Wa0riff\nNqcX6VfOo5o+0vk/NgUIHQ0uAMjG5gdE9uHMnHfmfcKzCBqJDX/cUJ4+2PElW4GS\nc79LAkLxLonP7x3XLHjbGaOdw/ZXQMsJPeUZS0zlO/AWCCO/V3nIhR+oVKC67pu9\n+g//ZVV07J7CV4CnA4g6W0kCgYAHBXO1KL/vZhYYxO9gKz87GE4N6bkDtWB6Wtkx\n7xkY+5riZDjX70VSGKdptYMjfvFKiQu7JgOTdBFal/A3xcwGl3Ha9RDfmij8tKN1\nj0xbevabLDtjxE0tc/NBD7WlBCxNNLS/petipSYobjgIFNaYwguUIV9T4fbdmw4H\ncQALaQKBgDatgkuO9hXolInGmpEu0vRe8bSAbL1tHVCzl0w/iKs3f9CuHg2C8hpx\n/XudqyKkSwbnxycsfYqXleHcp3NZKSimyf3do62e7Xg/jEugDTLA/7/Zvvl9KAeC\nE8lLW8/qFl3mokI1LwQsJKiL4HdVlhLxWsWCpW2jveaDGHqINiaX\n-----END RSA PRIVATE KEY-----";
@@ -42,6 +46,16 @@ impl Run {
     fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|err| panic!("stdout is not JSON ({err}):\n{}", self.stdout))
+    }
+
+    /// Exit code, stdout and stderr, as snapshotted.
+    fn snapshot(&self) -> String {
+        render(self.code, &self.stdout, &self.stderr)
+    }
+
+    /// The same with stdout pretty-printed (it must be JSON).
+    fn json_snapshot(&self) -> String {
+        render(self.code, &pretty_json(&self.stdout), &self.stderr)
     }
 }
 
@@ -118,14 +132,12 @@ fn jwks() -> String {
 
 #[test]
 fn check_clean_policy_exits_zero() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let out = policy_cmd(&["check", &policy]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("result: 0 warning(s), 0 error(s)"),
-        "{out}"
-    );
+    assert_snapshot!("check_clean", out.snapshot());
 }
 
 /// The example policy's shape: a read role, a write role without an event
@@ -155,27 +167,18 @@ runner_environment = "self-hosted"
 
 #[test]
 fn check_reports_findings_with_witnesses_and_exits_one() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", RISKY);
+    // Five warnings, the reachability one with a witness token; self-hosted
+    // is denied, so it is no witness.
     let out = policy_cmd(&["check", &policy]);
     assert_eq!(out.code, Some(1), "{out}");
-    for line in [
-        "warning[no-ref-constraint]: ci-read.allow[0]: ",
-        "warning[long-duration]: release.duration_seconds: ",
-        "warning[write-role-reachable]: release.allow[0].event_name: ",
-        "  witness: event_name=\"pull_request\" ref=\"refs/tags/x\" repository=\"ourorg/x\" repository_owner_id=\"1234567\" runner_environment=\"github-hosted\"",
-        "warning[ambiguous-roles]: ci-read: roles `ci-read` and `release` both grant some tokens",
-        "result: 5 warning(s), 0 error(s)",
-    ] {
-        assert!(out.stdout.contains(line), "missing {line:?}\n{out}");
-    }
-    assert!(
-        !out.stdout.contains("runner_environment=\"self-hosted\""),
-        "self-hosted is denied, so it is no witness:\n{out}"
-    );
+    assert_snapshot!("check_risky", out.snapshot());
 
     let strict = policy_cmd(&["check", "--strict", &policy]);
     assert_eq!(strict.code, Some(2), "{strict}");
+    assert_snapshot!("check_risky_strict", strict.snapshot());
 
     // Declaring the role read-only silences the reachability finding only.
     let declared = policy_cmd(&[
@@ -187,105 +190,61 @@ fn check_reports_findings_with_witnesses_and_exits_one() {
         &policy,
     ]);
     assert_eq!(declared.code, Some(1), "{declared}");
-    assert!(
-        !declared.stdout.contains("write-role-reachable"),
-        "{declared}"
-    );
+    assert_snapshot!("check_read_only_roles_declared", declared.snapshot());
+
     let unknown = policy_cmd(&["check", "--read-only-role", "relase", &policy]);
     assert_eq!(unknown.code, Some(2), "{unknown}");
-    assert!(
-        unknown
-            .stderr
-            .contains("--read-only-role relase: the policy has no such role"),
-        "{unknown}"
-    );
+    assert_snapshot!("check_unknown_read_only_role", unknown.snapshot());
 }
 
 #[test]
 fn check_json_has_a_stable_schema() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", RISKY);
     let out = policy_cmd(&["check", "--format", "json", &policy]);
     assert_eq!(out.code, Some(1), "{out}");
-    let report = out.json();
-    assert_eq!(report["policy"], json!(policy));
-    assert_eq!(report["version"].as_str().unwrap().len(), 64);
-    assert_eq!(report["errors"], json!([]));
-    let findings = report["findings"].as_array().unwrap();
-    let reachable = findings
-        .iter()
-        .find(|finding| finding["code"] == "write-role-reachable")
-        .unwrap();
-    assert_eq!(reachable["severity"], "warning");
-    assert_eq!(reachable["role"], "release");
-    assert_eq!(reachable["rule"], "allow[0]");
-    assert_eq!(reachable["key"], "event_name");
-    assert_eq!(reachable["witness"]["event_name"], "pull_request");
-    assert!(
-        reachable["message"]
-            .as_str()
-            .unwrap()
-            .contains("write-capable")
-    );
-    let textual = findings
-        .iter()
-        .find(|finding| finding["code"] == "no-ref-constraint")
-        .unwrap();
-    assert_eq!(textual["key"], Value::Null);
-    assert!(textual.get("witness").is_none());
+    assert_eq!(out.json()["policy"], json!(policy));
+    assert_snapshot!("check_risky_json", out.json_snapshot());
 }
 
 #[test]
 fn check_load_errors_exit_two() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let broken = POLICY.replace("123456789012", "1234");
     let policy = write(dir.path(), "policy.toml", &broken);
     let out = policy_cmd(&["check", &policy]);
     assert_eq!(out.code, Some(2), "{out}");
-    assert!(
-        out.stderr
-            .contains("key `roles[0].role_arn`: account id must be exactly 12 digits"),
-        "{out}"
-    );
+    assert_snapshot!("check_load_error", out.snapshot());
+
     let json = policy_cmd(&["check", "--format", "json", &policy]);
     assert_eq!(json.code, Some(2), "{json}");
-    let report = json.json();
-    assert_eq!(report["version"], Value::Null);
-    assert_eq!(report["errors"][0]["key"], "roles[0].role_arn");
+    assert_snapshot!("check_load_error_json", json.json_snapshot());
+
     let missing = policy_cmd(&["check", &dir.path().join("nope.toml").display().to_string()]);
     assert_eq!(missing.code, Some(2), "{missing}");
-    assert!(missing.stderr.contains("cannot read policy"), "{missing}");
+    assert_snapshot!("check_missing_file", missing.snapshot());
 }
 
 // --- explain ---------------------------------------------------------------
 
 #[test]
 fn explain_claims_exit_zero_when_granted_and_one_when_refused() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let granted = write(dir.path(), "granted.json", &main_push().to_string());
     let out = policy_cmd(&["explain", &policy, "--claims", &granted]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout.contains("role deploy: granted by allow[0]"),
-        "{out}"
-    );
-    assert!(
-        out.stdout
-            .contains("outcome: grant role deploy via deploy.allow[0] for 900 s"),
-        "{out}"
-    );
+    assert_snapshot!("explain_granted", out.snapshot());
 
     let mut claims = main_push();
     claims["runner_environment"] = json!("self-hosted");
     let refused = write(dir.path(), "refused.json", &claims.to_string());
     let out = policy_cmd(&["explain", &policy, "--claims", &refused, "--role", "deploy"]);
     assert_eq!(out.code, Some(1), "{out}");
-    assert!(out.stdout.contains("deploy.deny[0] matched"), "{out}");
-    assert!(
-        out.stdout.contains("outcome: deny (policy_deny_rule)"),
-        "{out}"
-    );
+    assert_snapshot!("explain_denied_by_deny_rule", out.snapshot());
 
     let out = policy_cmd(&[
         "explain",
@@ -296,11 +255,12 @@ fn explain_claims_exit_zero_when_granted_and_one_when_refused() {
         "3600",
     ]);
     assert_eq!(out.code, Some(1), "{out}");
-    assert!(out.stdout.contains("duration_out_of_range"), "{out}");
+    assert_snapshot!("explain_duration_out_of_range", out.snapshot());
 }
 
 #[test]
 fn explain_json_traces_every_condition() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let mut claims = main_push();
@@ -308,27 +268,12 @@ fn explain_json_traces_every_condition() {
     let file = write(dir.path(), "claims.json", &claims.to_string());
     let out = policy_cmd(&["explain", &policy, "--claims", &file, "--format", "json"]);
     assert_eq!(out.code, Some(1), "{out}");
-    let report = out.json();
-    assert_eq!(report["decision"]["granted"], false);
-    assert_eq!(report["decision"]["reason_code"], "policy_not_permitted");
-    assert_eq!(report["source"]["kind"], "claims");
-    let role = &report["roles"][0];
-    assert_eq!(role["role"], "deploy");
-    assert_eq!(role["outcome"], "not_allowed");
-    let failing: Vec<&Value> = role["allow"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|condition| condition["matched"] == false)
-        .collect();
-    assert_eq!(failing.len(), 1);
-    assert_eq!(failing[0]["claim"], "ref");
-    assert_eq!(failing[0]["value"], "refs/heads/dev");
-    assert_eq!(failing[0]["patterns"], json!(["refs/heads/main"]));
+    assert_snapshot!("explain_not_permitted_json", out.json_snapshot());
 }
 
 #[test]
 fn explain_unverified_token_says_so() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let token = write(
@@ -339,15 +284,16 @@ fn explain_unverified_token_says_so() {
     let out = policy_cmd(&["explain", &policy, "--token", &token]);
     assert_eq!(out.code, Some(0), "{out}");
     assert!(out.stdout.starts_with("token: "), "{out}");
-    assert!(out.stdout.contains("was NOT verified (no --jwks)"), "{out}");
+    assert_snapshot!("explain_unverified_token", out.snapshot());
+
     let json = policy_cmd(&["explain", &policy, "--token", &token, "--format", "json"]);
     assert_eq!(json.code, Some(0), "{json}");
-    assert_eq!(json.json()["source"]["verified"], false);
-    assert!(json.stderr.contains("NOT verified"), "{json}");
+    assert_snapshot!("explain_unverified_token_json", json.json_snapshot());
 }
 
 #[test]
 fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let keys = write(dir.path(), "jwks.json", &jwks());
@@ -359,11 +305,9 @@ fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
         "explain", &policy, "--token", &token, "--jwks", &keys, "--at", &during,
     ]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout
-            .contains("verified against the JWKS at 1700000100"),
-        "{out}"
-    );
+    assert_snapshot!("explain_verified_token", out.snapshot());
+
+    // The same instant in RFC 3339.
     let rfc3339 = policy_cmd(&[
         "explain",
         &policy,
@@ -377,22 +321,18 @@ fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
         "json",
     ]);
     assert_eq!(rfc3339.code, Some(0), "{rfc3339}");
-    assert_eq!(rfc3339.json()["source"]["verified"], true);
     assert_eq!(rfc3339.json()["source"]["verified_at"], IAT + 100);
+    assert_snapshot!("explain_verified_token_json", rfc3339.json_snapshot());
 
     let after = (IAT + 3600).to_string();
     let expired = policy_cmd(&[
         "explain", &policy, "--token", &token, "--jwks", &keys, "--at", &after,
     ]);
     assert_eq!(expired.code, Some(2), "{expired}");
-    assert!(
-        expired
-            .stderr
-            .contains("token verification failed at 1700003600: exp: token has expired"),
-        "{expired}"
-    );
+    assert_snapshot!("explain_expired_token", expired.snapshot());
 
-    // A payload edited after signing: the signature no longer verifies.
+    // A payload edited after signing: the signature no longer verifies, and
+    // no decision is printed.
     let mut parts: Vec<String> = raw.split('.').map(str::to_owned).collect();
     let mut claims = main_push();
     claims["ref"] = json!("refs/heads/evil");
@@ -402,11 +342,11 @@ fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
         "explain", &policy, "--token", &forged, "--jwks", &keys, "--at", &during,
     ]);
     assert_eq!(out.code, Some(2), "{out}");
-    assert!(out.stderr.contains("token signature is invalid"), "{out}");
     assert!(
         out.stdout.is_empty(),
         "no decision for a forged token:\n{out}"
     );
+    assert_snapshot!("explain_forged_token", out.snapshot());
 
     let bad_time = policy_cmd(&[
         "explain",
@@ -423,15 +363,13 @@ fn explain_verifies_a_token_against_a_jwks_file_at_a_given_time() {
 
 #[test]
 fn explain_input_errors_exit_two() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", POLICY);
     let not_object = write(dir.path(), "claims.json", "[1, 2]");
     let out = policy_cmd(&["explain", &policy, "--claims", &not_object]);
     assert_eq!(out.code, Some(2), "{out}");
-    assert!(
-        out.stderr.contains("must be a JSON object of claims"),
-        "{out}"
-    );
+    assert_snapshot!("explain_claims_not_an_object", out.snapshot());
     let garbage = write(dir.path(), "token.jwt", "not-a-jwt");
     let out = policy_cmd(&["explain", &policy, "--token", &garbage]);
     assert_eq!(out.code, Some(2), "{out}");
@@ -455,6 +393,7 @@ fn explain_input_errors_exit_two() {
 
 #[test]
 fn diff_of_equal_policies_exits_zero() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let old = write(dir.path(), "old.toml", POLICY);
     // Reordered keys and a case-only edit of a case-insensitive claim.
@@ -467,12 +406,12 @@ fn diff_of_equal_policies_exits_zero() {
     let new = write(dir.path(), "new.toml", &reordered);
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("role deploy: equal"), "{out}");
-    assert!(out.stdout.contains("result: no broadening"), "{out}");
+    assert_snapshot!("diff_equal", out.snapshot());
 }
 
 #[test]
 fn diff_broadening_exits_one_with_a_witness_explain_agrees_with() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let old = write(dir.path(), "old.toml", POLICY);
     let widened = POLICY.replace(
@@ -482,17 +421,7 @@ fn diff_broadening_exits_one_with_a_witness_explain_agrees_with() {
     let new = write(dir.path(), "new.toml", &widened);
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(1), "{out}");
-    assert!(out.stdout.contains("role deploy: LARGER"), "{out}");
-    assert!(
-        out.stdout.contains(
-            "  granted by NEW, refused by OLD: event_name=\"push\" ref=\"refs/heads/release/x\""
-        ),
-        "{out}"
-    );
-    assert!(
-        out.stdout.contains("result: broadens: needs review"),
-        "{out}"
-    );
+    assert_snapshot!("diff_broadening", out.snapshot());
 
     let allowed = policy_cmd(&["diff", "--allow-broadening", &old, &new]);
     assert_eq!(allowed.code, Some(0), "{allowed}");
@@ -500,26 +429,14 @@ fn diff_broadening_exits_one_with_a_witness_explain_agrees_with() {
     let json = policy_cmd(&["diff", "--format", "json", &old, &new]);
     assert_eq!(json.code, Some(1), "{json}");
     let report = json.json();
-    assert_eq!(report["broadens"], true);
-    assert_eq!(report["undecided"], false);
     assert_eq!(report["old"]["policy"], json!(old));
-    assert_eq!(report["new"]["version"].as_str().unwrap().len(), 64);
-    let role = &report["roles"][0];
-    assert_eq!(role["role"], "deploy");
-    assert_eq!(role["presence"], "kept");
-    assert_eq!(role["grants"], "larger");
-    let markdown = report["markdown"].as_str().unwrap();
-    assert!(
-        markdown.contains("| role | grants | settings | witness |"),
-        "{markdown}"
-    );
-    assert!(markdown.contains("| deploy | **LARGER** |"), "{markdown}");
+    assert_snapshot!("diff_broadening_json", json.json_snapshot());
 
     // The witness is a claims file `explain` reads: NEW grants it, OLD refuses it.
     let witness = write(
         dir.path(),
         "witness.json",
-        &role["larger_witness"].to_string(),
+        &report["roles"][0]["larger_witness"].to_string(),
     );
     let on_new = policy_cmd(&["explain", &new, "--claims", &witness, "--role", "deploy"]);
     assert_eq!(on_new.code, Some(0), "{on_new}");
@@ -529,6 +446,7 @@ fn diff_broadening_exits_one_with_a_witness_explain_agrees_with() {
 
 #[test]
 fn diff_narrowing_passes_and_settings_changes_are_reported() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let old = write(dir.path(), "old.toml", POLICY);
     let narrowed = POLICY.replace(
@@ -538,55 +456,45 @@ fn diff_narrowing_passes_and_settings_changes_are_reported() {
     let new = write(dir.path(), "new.toml", &narrowed);
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(out.stdout.contains("role deploy: smaller"), "{out}");
-    assert!(
-        out.stdout
-            .contains("  granted by OLD, refused by NEW: event_name=\"workflow_dispatch\""),
-        "{out}"
-    );
+    assert_snapshot!("diff_narrowing", out.snapshot());
 
+    // The same tokens, another IAM role: needs review.
     let moved = POLICY.replace("GitHubActions-Deploy", "GitHubActions-Admin");
     let new = write(dir.path(), "arn.toml", &moved);
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(1), "an ARN change needs review:\n{out}");
-    assert!(out.stdout.contains("role deploy: equal"), "{out}");
-    assert!(out.stdout.contains("  role_arn: \"arn:aws:iam::123456789012:role/GitHubActions-Deploy\" -> \"arn:aws:iam::123456789012:role/GitHubActions-Admin\" (REVIEW: "), "{out}");
+    assert_snapshot!("diff_role_arn_changed", out.snapshot());
 }
 
 #[test]
 fn diff_reports_added_and_removed_roles() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let old = write(dir.path(), "old.toml", POLICY);
     let renamed = POLICY.replace("name = \"deploy\"", "name = \"ship\"");
     let new = write(dir.path(), "new.toml", &renamed);
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(1), "{out}");
-    assert!(
-        out.stdout.contains("role deploy: removed (smaller)"),
-        "{out}"
-    );
-    assert!(out.stdout.contains("role ship: ADDED (larger)"), "{out}");
+    assert_snapshot!("diff_role_renamed", out.snapshot());
 }
 
 #[test]
 fn diff_load_errors_exit_two() {
+    let _redact = redactions();
     let dir = tempfile::tempdir().unwrap();
     let old = write(dir.path(), "old.toml", POLICY);
     let new = write(dir.path(), "new.toml", "[[roles]]\nname = \"x\"\n");
     let out = policy_cmd(&["diff", &old, &new]);
     assert_eq!(out.code, Some(2), "{out}");
-    assert!(
-        out.stderr
-            .contains("new.toml: key `roles[0].role_arn`: missing required key"),
-        "{out}"
-    );
+    assert_snapshot!("diff_load_error", out.snapshot());
     let json = policy_cmd(&["diff", "--format", "json", &old, &new]);
     assert_eq!(json.code, Some(2), "{json}");
-    assert!(!json.json()["errors"].as_array().unwrap().is_empty());
+    assert_snapshot!("diff_load_error_json", json.json_snapshot());
 }
 
 #[test]
 fn explain_verifies_a_real_github_token_offline() {
+    let _redact = redactions();
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let token = format!("{fixtures}/real_github_token_2026-04.jwt");
     let dir = tempfile::tempdir().unwrap();
@@ -618,16 +526,7 @@ event_name = "workflow_dispatch"
         "1776844600",
     ]);
     assert_eq!(out.code, Some(0), "{out}");
-    assert!(
-        out.stdout
-            .contains("verified against the JWKS at 1776844600"),
-        "{out}"
-    );
-    assert!(
-        out.stdout
-            .contains("outcome: grant role demo via demo.allow[0]"),
-        "{out}"
-    );
+    assert_snapshot!("explain_real_github_token", out.snapshot());
     // The 2022 key set does not hold the token's key.
     let old_keys = format!("{fixtures}/real_github_jwks_2022-08.json");
     let out = policy_cmd(&[
@@ -641,8 +540,5 @@ event_name = "workflow_dispatch"
         "1776844600",
     ]);
     assert_eq!(out.code, Some(2), "{out}");
-    assert!(
-        out.stderr.contains("key: no key with the token's kid"),
-        "{out}"
-    );
+    assert_snapshot!("explain_real_github_token_unknown_key", out.snapshot());
 }

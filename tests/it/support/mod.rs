@@ -38,7 +38,7 @@ event_name = ["push", "workflow_dispatch"]
 runner_environment = "self-hosted"
 "#;
 
-/// The broker's fixed error messages (DESIGN.md and the brief).
+/// The broker's fixed error messages (docs/api.md, "Errors").
 pub mod msg {
     pub const BAD_JSON: &str = "request body is not valid JSON of the expected shape";
     pub const NO_TOKEN: &str =
