@@ -13,8 +13,14 @@
 //! variables are taken relative to the working directory, like any other path
 //! typed on a command line. [`Config::file_paths`] lists every key that names
 //! a file.
+//!
+//! This module is a leaf: it uses nothing else of the crate. Values are
+//! checked as they are read (`values`): algorithms against the allow-list,
+//! URLs for their scheme, the Redis URL by the redis crate. What a named file
+//! holds is checked by the module that uses it (`tls`, `replay`), at start-up
+//! and by `check-config`, through [`ConfigError::one`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +29,9 @@ use serde::Deserialize;
 use url::Url;
 
 mod collect;
+mod values;
+
+pub use values::{RedisUrl, check_scheme, parse_algorithm};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "BROKER_";
@@ -31,6 +40,10 @@ pub const ENV_SEPARATOR: &str = "__";
 
 /// Hard cap on an inbound token (GitHub's are about 1–2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The Rego query when `policy.rego_query` is not set: only the boolean
+/// `true` allows.
+pub const DEFAULT_REGO_QUERY: &str = "data.broker.allow";
 
 /// Smallest `server.max_header_bytes`: hyper's HTTP/1 read buffer cannot be
 /// smaller (it asserts), and 8 KiB still fits a Bearer token with room to spare.
@@ -45,7 +58,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
+    /// One problem with `key` of `file`; for checks made outside this module
+    /// (a certificate that does not load, a Redis CA that is not usable), so
+    /// that they stop the start-up with the same `FILE: key KEY: REASON` line.
+    pub fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
         Self {
             problems: vec![format!("{file}: key `{key}`: {reason}")],
         }
@@ -61,6 +77,11 @@ impl ConfigError {
 
 /// Where overridden keys came from: dotted key → environment variable.
 type EnvSources = BTreeMap<String, String>;
+
+/// The section a dotted key is in: `issuers` for `issuers[1].audiences`.
+fn section(key: &str) -> &str {
+    key.split(['.', '[']).next().unwrap_or(key)
+}
 
 /// `FILE: key `KEY`: REASON`, naming the variable when the value came from one.
 fn problem_line(file: &str, key: &str, sources: &EnvSources, reason: &str) -> String {
@@ -180,10 +201,21 @@ impl Default for ServerConfig {
     }
 }
 
+/// The files TLS on the main listener is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (mTLS), if any.
+    pub client_ca: Option<PathBuf>,
+}
+
 impl ServerConfig {
     /// The TLS files, when TLS is configured (validation guarantees both or neither).
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        Some(crate::tls::TlsFiles {
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.client_ca.clone(),
@@ -215,6 +247,8 @@ pub struct IssuerConfig {
     /// Accepted `aud` values; at least one.
     pub audiences: Vec<String>,
     /// JWKS location; default: discovered from `{issuer}/.well-known/openid-configuration`.
+    /// `https://`, or `http://` on a loopback host.
+    #[serde(default, deserialize_with = "values::web_url")]
     pub jwks_url: Option<Url>,
 }
 
@@ -227,15 +261,17 @@ pub struct VerifyConfig {
     /// production; more than a minute would stretch every token's life.
     pub leeway_seconds: u64,
     /// Accepted signature algorithms. Default `["RS256"]`. `none` and HMAC are
-    /// refused whatever this says.
-    pub algorithms: Vec<String>,
+    /// refused whatever this says: they are not in the allow-list
+    /// [`parse_algorithm`] reads each entry through.
+    #[serde(deserialize_with = "values::algorithms")]
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             leeway_seconds: 10,
-            algorithms: vec!["RS256".to_owned()],
+            algorithms: vec![jsonwebtoken::Algorithm::RS256],
         }
     }
 }
@@ -286,7 +322,7 @@ pub struct ReplayConfig {
     /// `memory` (default) or `redis`.
     pub store: ReplayStoreKind,
     /// Redis URL when `store = "redis"`: `redis://` or `rediss://` (TLS).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// PEM CA certificate(s) that alone are trusted for a `rediss://` server
     /// (a private CA); default none: the system roots. Relative paths are
     /// resolved against the config file's directory.
@@ -324,6 +360,7 @@ pub struct StsConfig {
     /// AWS region of the STS endpoint. Default `us-east-1`.
     pub region: String,
     /// Endpoint override for local emulators and tests (http only on loopback).
+    #[serde(deserialize_with = "values::web_url")]
     pub endpoint_url: Option<Url>,
     /// TCP/TLS connect timeout, seconds. Default 2.
     pub connect_timeout_seconds: u64,
@@ -374,7 +411,7 @@ pub struct PolicyConfig {
 }
 
 fn default_rego_query() -> String {
-    crate::rego::DEFAULT_QUERY.to_owned()
+    DEFAULT_REGO_QUERY.to_owned()
 }
 
 fn default_reload_seconds() -> u64 {
@@ -413,7 +450,9 @@ impl Default for LogConfig {
 
 impl Config {
     /// Reads `path`, applies overrides from `env`, validates the result and
-    /// checks that every file it names exists (and that TLS files load).
+    /// checks that every file it names exists. What the files hold is checked
+    /// by the modules that use them (certificates by `tls`, the Redis CA by
+    /// `replay`), at start-up and by `check-config`.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| {
@@ -444,30 +483,11 @@ impl Config {
                 problems.push(problem_line(&file, key, &sources, &reason));
             }
         }
-        if !problems.is_empty() {
-            return Err(ConfigError { problems });
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
         }
-        // A certificate that does not load must stop the start-up (exit 64),
-        // not the first TLS handshake.
-        if let Some(files) = config.server.tls_files()
-            && let Err(err) = crate::tls::load_server_config(&files)
-        {
-            return Err(ConfigError::one(&file, err.config_key(), &err));
-        }
-        // A Redis CA that does not load must stop the start-up too.
-        if let Some(ca_file) = &config.replay.redis_ca_file
-            && let Err(err) = crate::replay::redis_connection(
-                config.replay.redis_url.as_deref().unwrap_or_default(),
-                Some(ca_file.as_path()),
-            )
-        {
-            let (key, reason) = match err {
-                crate::replay::ReplayError::Config { key, reason } => (key, reason),
-                other => ("replay.redis_ca_file", other.to_string()),
-            };
-            return Err(ConfigError::one(&file, key, reason));
-        }
-        Ok(config)
     }
 
     /// Every key that names a file, with its value when set. [`Config::load`]
@@ -510,31 +530,43 @@ impl Config {
                 });
             ConfigError::whole_file(file, format!("{place}not valid TOML: {}", err.message()))
         })?;
-        let (mut problems, sources) = apply_env_overrides(&mut table, env, file);
-        let config =
-            match collect::deserialize_all::<Config>(table) {
-                Ok(config) => Some(config),
-                Err(found) => {
-                    problems.extend(found.iter().map(|problem| {
-                        problem_line(file, &problem.key, &sources, &problem.reason)
-                    }));
-                    None
-                }
-            };
-        match config {
-            Some(config) if problems.is_empty() => {
-                config.validate(file, &sources)?;
-                Ok((config, sources))
-            }
-            _ => Err(ConfigError { problems }),
+        let (problems, sources) = apply_env_overrides(&mut table, env, file);
+        let (config, found) = collect::deserialize_all::<Config>(table);
+        // A section with a type error holds defaults in place of what was
+        // written: checking its ranges would only report those.
+        let mut skipped: BTreeSet<String> = found
+            .iter()
+            .map(|problem| section(&problem.key).to_owned())
+            .collect();
+        skipped.extend(problems.iter().map(|(key, _)| section(key).to_owned()));
+        let mut problems: Vec<String> = problems.into_iter().map(|(_, line)| line).collect();
+        problems.extend(
+            found
+                .iter()
+                .map(|problem| problem_line(file, &problem.key, &sources, &problem.reason)),
+        );
+        let Some(config) = config else {
+            return Err(ConfigError { problems });
+        };
+        problems.extend(
+            config
+                .validate()
+                .into_iter()
+                .filter(|(key, _)| !skipped.contains(section(key)))
+                .map(|(key, reason)| problem_line(file, &key, &sources, &reason)),
+        );
+        if problems.is_empty() {
+            Ok((config, sources))
+        } else {
+            Err(ConfigError { problems })
         }
     }
 
-    fn validate(&self, file: &str, sources: &EnvSources) -> Result<(), ConfigError> {
+    /// Range and consistency problems, as (key, reason): what the types of
+    /// the fields cannot say.
+    fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        let mut problem = |key: String, reason: String| {
-            problems.push(problem_line(file, &key, sources, &reason));
-        };
+        let mut problem = |key: String, reason: String| problems.push((key, reason));
         if self.issuers.is_empty() {
             problem(
                 "issuers".into(),
@@ -573,16 +605,6 @@ impl Config {
                     "needs at least one non-empty audience".into(),
                 );
             }
-            if let Some(url) = &issuer.jwks_url
-                && let Err(reason) = check_scheme(url)
-            {
-                problem(format!("issuers[{index}].jwks_url"), reason);
-            }
-        }
-        for (index, name) in self.verify.algorithms.iter().enumerate() {
-            if let Err(reason) = parse_algorithm(name) {
-                problem(format!("verify.algorithms[{index}]"), reason);
-            }
         }
         if self.verify.algorithms.is_empty() {
             problem(
@@ -614,35 +636,13 @@ impl Config {
                 "must be between 1 and 16777216".into(),
             );
         }
-        if self.replay.store == ReplayStoreKind::Redis {
-            match self.replay.redis_url.as_deref().map(Url::parse) {
-                None => problem(
-                    "replay.redis_url".into(),
-                    "required when replay.store = \"redis\"".into(),
-                ),
-                Some(Err(err)) => problem("replay.redis_url".into(), format!("not a URL: {err}")),
-                Some(Ok(url)) if !matches!(url.scheme(), "redis" | "rediss") => {
-                    problem(
-                        "replay.redis_url".into(),
-                        "scheme must be redis:// or rediss://".into(),
-                    );
-                }
-                Some(Ok(_)) => {
-                    let url = self.replay.redis_url.as_deref().unwrap_or_default();
-                    if let Err(crate::replay::ReplayError::Config { key, reason }) =
-                        crate::replay::redis_connection(url, None)
-                    {
-                        problem(key.into(), reason);
-                    }
-                }
-            }
+        if self.replay.store == ReplayStoreKind::Redis && self.replay.redis_url.is_none() {
+            problem(
+                "replay.redis_url".into(),
+                "required when replay.store = \"redis\"".into(),
+            );
         }
-        let rediss = self
-            .replay
-            .redis_url
-            .as_deref()
-            .and_then(|url| Url::parse(url).ok())
-            .is_some_and(|url| url.scheme() == "rediss");
+        let rediss = self.replay.redis_url.as_ref().is_some_and(RedisUrl::is_tls);
         if self.replay.redis_ca_file.is_some()
             && (self.replay.store != ReplayStoreKind::Redis || !rediss)
         {
@@ -668,11 +668,6 @@ impl Config {
         }
         if self.sts.region.is_empty() {
             problem("sts.region".into(), "must not be empty".into());
-        }
-        if let Some(url) = &self.sts.endpoint_url
-            && let Err(reason) = check_scheme(url)
-        {
-            problem("sts.endpoint_url".into(), reason);
         }
         if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
             problem(
@@ -768,11 +763,7 @@ impl Config {
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problem("log.level".into(), format!("not a valid filter: {err}"));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems })
-        }
+        problems
     }
 
     /// The request deadline.
@@ -781,57 +772,15 @@ impl Config {
     }
 }
 
-/// Parses an algorithm name from the allow-list; `none` and HMAC are never accepted.
-pub fn parse_algorithm(name: &str) -> Result<jsonwebtoken::Algorithm, String> {
-    use jsonwebtoken::Algorithm as A;
-    match name {
-        "RS256" => Ok(A::RS256),
-        "RS384" => Ok(A::RS384),
-        "RS512" => Ok(A::RS512),
-        "PS256" => Ok(A::PS256),
-        "PS384" => Ok(A::PS384),
-        "PS512" => Ok(A::PS512),
-        "ES256" => Ok(A::ES256),
-        "ES384" => Ok(A::ES384),
-        _ if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") => {
-            Err(format!(
-                "`{name}` is never accepted: unsigned and shared-secret tokens cannot prove who minted them"
-            ))
-        }
-        _ => Err(format!(
-            "unknown algorithm `{name}` (use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384)"
-        )),
-    }
-}
-
-/// `https://` anywhere; `http://` only for loopback hosts (local tests and emulators).
-pub fn check_scheme(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(url) => Ok(()),
-        "http" => Err("http:// is accepted only for loopback hosts; use https://".into()),
-        other => Err(format!("scheme `{other}` is not supported; use https://")),
-    }
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// Applies `BROKER_SECTION__KEY=value` overrides. Values are read as TOML
 /// (numbers, booleans, arrays) and fall back to a plain string. Array-of-table
 /// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`. Returns the
-/// overrides that could not be applied and the keys that were.
+/// overrides that could not be applied (key and line) and the keys that were.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
     file: &str,
-) -> (Vec<String>, EnvSources) {
+) -> (Vec<(String, String)>, EnvSources) {
     let mut problems = Vec::new();
     let mut sources = EnvSources::new();
     for (name, raw) in env {
@@ -851,10 +800,11 @@ fn apply_env_overrides(
             Ok(()) => {
                 sources.insert(key, name.clone());
             }
-            Err(reason) => problems.push(format!(
-                "{file}: key `{}` (from environment {name}): {reason}",
-                parts.join(".")
-            )),
+            Err(reason) => {
+                let key = parts.join(".");
+                let line = format!("{file}: key `{key}` (from environment {name}): {reason}");
+                problems.push((key, line));
+            }
         }
     }
     (problems, sources)
