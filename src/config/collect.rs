@@ -11,8 +11,8 @@
 //! reported with the indices of the file as written.
 //!
 //! When every bad value could be removed, the result with defaults in their
-//! place comes back too, so that the sections without a type error can still
-//! be checked for range and consistency problems.
+//! place comes back too, so that the consistency checks that read only good
+//! values can still run.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,9 +4,9 @@
 //! Nothing else in the crate reads the environment: the loader takes the
 //! variables as an argument, so tests pass their own map. Unknown keys are
 //! errors (a typo in a ConfigMap must fail), every error names the file, the
-//! key and the reason, and all errors are reported together: every type error
-//! of the file (see `collect`), then, once every value has its type, every
-//! range and consistency problem.
+//! key and the reason, and all errors are reported together: every value
+//! that does not fit its type or range (see `collect`), then every
+//! consistency problem among values that did.
 //!
 //! File paths in the file are taken relative to the file's own directory, so
 //! a configuration works from any working directory; paths given in `BROKER_*`
@@ -15,12 +15,13 @@
 //! a file.
 //!
 //! This module is a leaf: it uses nothing else of the crate. Values are
-//! checked as they are read (`values`): algorithms against the allow-list,
-//! URLs for their scheme, the Redis URL by the redis crate. What a named file
+//! checked as they are read (`values`): numbers against their range,
+//! algorithms against the allow-list, URLs for their scheme, the Redis URL by
+//! the redis crate. What a named file
 //! holds is checked by the module that uses it (`tls`, `replay`), at start-up
 //! and by `check-config`, through [`ConfigError::one`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,9 +79,22 @@ impl ConfigError {
 /// Where overridden keys came from: dotted key → environment variable.
 type EnvSources = BTreeMap<String, String>;
 
-/// The section a dotted key is in: `issuers` for `issuers[1].audiences`.
-fn section(key: &str) -> &str {
-    key.split(['.', '[']).next().unwrap_or(key)
+/// A problem [`Config::validate`] found: at `key`, also depending on `reads`.
+struct Inconsistency {
+    key: String,
+    reads: &'static [&'static str],
+    reason: String,
+}
+
+/// Whether one dotted key is the other or holds it (`issuers` holds
+/// `issuers[1].audiences`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let holds = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    holds(a, b) || holds(b, a)
 }
 
 /// `FILE: key `KEY`: REASON`, naming the variable when the value came from one.
@@ -145,28 +159,35 @@ pub struct ServerConfig {
     /// polling off (SIGHUP still reloads). Default 30.
     pub tls_reload_seconds: u64,
     /// Largest accepted request body. Default 65536 (DESIGN.md).
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1048576>")]
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers), bytes; larger heads
     /// get 431. Default 65536, like the body: a token too large to accept
     /// still reaches the handler and gets the documented JSON 401 whether it
     /// came in the body or as a Bearer header. At least 8192 (hyper's minimum
     /// buffer).
+    #[serde(deserialize_with = "values::within::<_, _, { MIN_HEADER_BYTES as u64 }, 1048576>")]
     pub max_header_bytes: usize,
     /// Most request headers; more get 431. Default 64.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1024>")]
     pub max_headers: usize,
     /// Time a client gets to complete the TLS handshake, and then each request
     /// head (also the idle time allowed between keep-alive requests), seconds.
     /// Default 10.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 300>")]
     pub header_read_timeout_seconds: u64,
     /// Time a client gets to send the whole request body once its head is in,
     /// milliseconds; past it the request gets 408 and the connection is
     /// closed. The body is read before the request takes one of the
     /// `max_concurrent_requests` places, so a slow sender never holds one.
     /// Default 5000, at most 60000.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 60000>")]
     pub body_read_timeout_ms: u64,
     /// Whole-request deadline, seconds. Default 15.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub request_timeout_seconds: u64,
     /// Requests processed at once before new ones are shed with 503. Default 1024.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub max_concurrent_requests: usize,
     /// Verified requests per repository (`repository_id` claim) per minute;
     /// beyond, 429 with Retry-After. 0 turns the limit off. Default 120.
@@ -259,6 +280,7 @@ pub struct VerifyConfig {
     /// Clock-skew allowance for exp, nbf and iat. Default 10 s: runner clocks
     /// drift a few seconds from ours, and a 5 s `nbf` skew was seen in
     /// production; more than a minute would stretch every token's life.
+    #[serde(deserialize_with = "values::within::<_, _, 0, 300>")]
     pub leeway_seconds: u64,
     /// Accepted signature algorithms. Default `["RS256"]`. `none` and HMAC are
     /// refused whatever this says: they are not in the allow-list
@@ -281,14 +303,17 @@ impl Default for VerifyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct JwksConfig {
     /// Background refresh period. Default 300.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub refresh_seconds: u64,
     /// Minimum time between fetches caused by unknown key ids, per issuer. Default 30.
     pub unknown_kid_cooldown_seconds: u64,
     /// How long the last good keys keep serving when fetches fail. Default 86400.
     pub max_stale_seconds: u64,
     /// Deadline of one discovery or JWKS fetch. Default 5.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub fetch_timeout_seconds: u64,
     /// Largest accepted discovery or JWKS body. Default 1 MiB.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 16777216>")]
     pub max_body_bytes: usize,
 }
 
@@ -332,10 +357,13 @@ pub struct ReplayConfig {
     /// Most unexpired token ids remembered in memory (with Redis: this
     /// replica's own marks). When that many are held, new tokens are refused
     /// with 503 rather than forgetting a mark early. Default 1,000,000.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub max_entries: u64,
     /// Deadline of one Redis operation including pool wait and connect, ms. Default 500.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 10000>")]
     pub redis_timeout_ms: u64,
     /// Most Redis connections per replica. Default 16.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1024>")]
     pub redis_pool_size: usize,
 }
 
@@ -363,15 +391,20 @@ pub struct StsConfig {
     #[serde(deserialize_with = "values::web_url")]
     pub endpoint_url: Option<Url>,
     /// TCP/TLS connect timeout, seconds. Default 2.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub connect_timeout_seconds: u64,
     /// Deadline of one AssumeRole including retries, seconds. Default 8.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub operation_timeout_seconds: u64,
     /// Deadline of one attempt, seconds. Default 3.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub attempt_timeout_seconds: u64,
     /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 10>")]
     pub max_attempts: u32,
     /// AssumeRole calls in flight at once; more wait (within the operation
     /// deadline). Bounds connections to STS. Default 64.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 4096>")]
     pub max_concurrent_calls: usize,
 }
 
@@ -532,13 +565,10 @@ impl Config {
         })?;
         let (problems, sources) = apply_env_overrides(&mut table, env, file);
         let (config, found) = collect::deserialize_all::<Config>(table);
-        // A section with a type error holds defaults in place of what was
-        // written: checking its ranges would only report those.
-        let mut skipped: BTreeSet<String> = found
-            .iter()
-            .map(|problem| section(&problem.key).to_owned())
-            .collect();
-        skipped.extend(problems.iter().map(|(key, _)| section(key).to_owned()));
+        // Keys whose value was not read as written: a default stands in for
+        // it, and checks that read it would only report that default.
+        let mut unread: Vec<String> = found.iter().map(|problem| problem.key.clone()).collect();
+        unread.extend(problems.iter().map(|(key, _)| key.clone()));
         let mut problems: Vec<String> = problems.into_iter().map(|(_, line)| line).collect();
         problems.extend(
             found
@@ -548,12 +578,16 @@ impl Config {
         let Some(config) = config else {
             return Err(ConfigError { problems });
         };
+        let read_as_written = |key: &str| !unread.iter().any(|gone| overlaps(gone, key));
         problems.extend(
             config
                 .validate()
                 .into_iter()
-                .filter(|(key, _)| !skipped.contains(section(key)))
-                .map(|(key, reason)| problem_line(file, &key, &sources, &reason)),
+                .filter(|found| {
+                    read_as_written(&found.key)
+                        && found.reads.iter().all(|key| read_as_written(key))
+                })
+                .map(|found| problem_line(file, &found.key, &sources, &found.reason)),
         );
         if problems.is_empty() {
             Ok((config, sources))
@@ -562,206 +596,105 @@ impl Config {
         }
     }
 
-    /// Range and consistency problems, as (key, reason): what the types of
-    /// the fields cannot say.
-    fn validate(&self) -> Vec<(String, String)> {
+    /// What the field types cannot say: problems that involve several
+    /// values, or a list as a whole.
+    fn validate(&self) -> Vec<Inconsistency> {
         let mut problems = Vec::new();
-        let mut problem = |key: String, reason: String| problems.push((key, reason));
+        // `reads`: the other keys the check depends on.
+        let mut problem = |key: String, reads: &'static [&'static str], reason: String| {
+            problems.push(Inconsistency { key, reads, reason });
+        };
         if self.issuers.is_empty() {
-            problem(
-                "issuers".into(),
-                "at least one [[issuers]] entry is required".into(),
-            );
+            let reason = "at least one [[issuers]] entry is required";
+            problem("issuers".into(), &[], reason.into());
         }
+        // Keys of list entries hold their index: they read the whole list.
         for (index, issuer) in self.issuers.iter().enumerate() {
+            let key = format!("issuers[{index}].issuer");
             match Url::parse(&issuer.issuer) {
                 Ok(url) => {
                     if let Err(reason) = check_scheme(&url) {
-                        problem(format!("issuers[{index}].issuer"), reason);
+                        problem(key.clone(), &["issuers"], reason);
                     }
                     if url.query().is_some() || url.fragment().is_some() {
-                        problem(
-                            format!("issuers[{index}].issuer"),
-                            "must not have a query or fragment".into(),
-                        );
+                        let reason = "must not have a query or fragment";
+                        problem(key.clone(), &["issuers"], reason.into());
                     }
                 }
-                Err(err) => problem(
-                    format!("issuers[{index}].issuer"),
-                    format!("not a URL: {err}"),
-                ),
+                Err(err) => problem(key.clone(), &["issuers"], format!("not a URL: {err}")),
             }
-            if self
-                .issuers
-                .iter()
-                .take(index)
-                .any(|other| other.issuer == issuer.issuer)
+            let earlier = self.issuers.iter().take(index);
+            if earlier
+                .map(|other| &other.issuer)
+                .any(|iss| *iss == issuer.issuer)
             {
-                problem(format!("issuers[{index}].issuer"), "listed twice".into());
+                problem(key, &["issuers"], "listed twice".into());
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
+                let reason = "needs at least one non-empty audience";
                 problem(
                     format!("issuers[{index}].audiences"),
-                    "needs at least one non-empty audience".into(),
+                    &["issuers"],
+                    reason.into(),
                 );
             }
         }
         if self.verify.algorithms.is_empty() {
-            problem(
-                "verify.algorithms".into(),
-                "at least one algorithm is required".into(),
-            );
-        }
-        if self.verify.leeway_seconds > 300 {
-            problem("verify.leeway_seconds".into(), "must be at most 300".into());
-        }
-        if self.jwks.refresh_seconds == 0 {
-            problem("jwks.refresh_seconds".into(), "must be at least 1".into());
-        }
-        if self.jwks.fetch_timeout_seconds == 0 {
-            problem(
-                "jwks.fetch_timeout_seconds".into(),
-                "must be at least 1".into(),
-            );
+            let reason = "at least one algorithm is required";
+            problem("verify.algorithms".into(), &[], reason.into());
         }
         if self.jwks.max_stale_seconds < self.jwks.refresh_seconds {
+            let reason = "must be at least jwks.refresh_seconds";
             problem(
                 "jwks.max_stale_seconds".into(),
-                "must be at least jwks.refresh_seconds".into(),
+                &["jwks.refresh_seconds"],
+                reason.into(),
             );
         }
-        if self.jwks.max_body_bytes == 0 || self.jwks.max_body_bytes > 16 * 1024 * 1024 {
-            problem(
-                "jwks.max_body_bytes".into(),
-                "must be between 1 and 16777216".into(),
-            );
+        let replay = &self.replay;
+        let redis = replay.store == ReplayStoreKind::Redis;
+        if redis && replay.redis_url.is_none() {
+            let reason = "required when replay.store = \"redis\"";
+            problem("replay.redis_url".into(), &["replay.store"], reason.into());
         }
-        if self.replay.store == ReplayStoreKind::Redis && self.replay.redis_url.is_none() {
-            problem(
-                "replay.redis_url".into(),
-                "required when replay.store = \"redis\"".into(),
-            );
-        }
-        let rediss = self.replay.redis_url.as_ref().is_some_and(RedisUrl::is_tls);
-        if self.replay.redis_ca_file.is_some()
-            && (self.replay.store != ReplayStoreKind::Redis || !rediss)
-        {
-            problem(
-                "replay.redis_ca_file".into(),
-                "used only with replay.store = \"redis\" and a rediss:// URL".into(),
-            );
-        }
-        if self.replay.redis_timeout_ms == 0 || self.replay.redis_timeout_ms > 10_000 {
-            problem(
-                "replay.redis_timeout_ms".into(),
-                "must be between 1 and 10000".into(),
-            );
-        }
-        if self.replay.redis_pool_size == 0 || self.replay.redis_pool_size > 1024 {
-            problem(
-                "replay.redis_pool_size".into(),
-                "must be between 1 and 1024".into(),
-            );
-        }
-        if self.replay.max_entries == 0 {
-            problem("replay.max_entries".into(), "must be at least 1".into());
+        let rediss = replay.redis_url.as_ref().is_some_and(RedisUrl::is_tls);
+        if replay.redis_ca_file.is_some() && !(redis && rediss) {
+            let reason = "used only with replay.store = \"redis\" and a rediss:// URL";
+            let reads = &["replay.store", "replay.redis_url"];
+            problem("replay.redis_ca_file".into(), reads, reason.into());
         }
         if self.sts.region.is_empty() {
-            problem("sts.region".into(), "must not be empty".into());
+            problem("sts.region".into(), &[], "must not be empty".into());
         }
-        if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
-            problem(
-                "sts.max_concurrent_calls".into(),
-                "must be between 1 and 4096".into(),
-            );
+        let server = &self.server;
+        if server.rate_limit_per_repository_per_minute > 0 && server.rate_limit_burst == 0 {
+            let reason =
+                "must be at least 1 when server.rate_limit_per_repository_per_minute is set";
+            let reads = &["server.rate_limit_per_repository_per_minute"];
+            problem("server.rate_limit_burst".into(), reads, reason.into());
         }
-        if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
-            problem("sts.max_attempts".into(), "must be between 1 and 10".into());
-        }
-        for (key, value) in [
-            (
-                "sts.connect_timeout_seconds",
-                self.sts.connect_timeout_seconds,
-            ),
-            (
-                "sts.operation_timeout_seconds",
-                self.sts.operation_timeout_seconds,
-            ),
-            (
-                "sts.attempt_timeout_seconds",
-                self.sts.attempt_timeout_seconds,
-            ),
-            (
-                "server.request_timeout_seconds",
-                self.server.request_timeout_seconds,
-            ),
-        ] {
-            if value == 0 {
-                problem(key.into(), "must be at least 1".into());
+        let tls = &["server.tls_cert", "server.tls_key"];
+        match (&server.tls_cert, &server.tls_key) {
+            (Some(_), None) => {
+                let reason = "required when server.tls_cert is set";
+                problem("server.tls_key".into(), tls, reason.into());
             }
-        }
-        if self.server.max_body_bytes == 0 || self.server.max_body_bytes > 1024 * 1024 {
-            problem(
-                "server.max_body_bytes".into(),
-                "must be between 1 and 1048576".into(),
-            );
-        }
-        if self.server.max_concurrent_requests == 0 {
-            problem(
-                "server.max_concurrent_requests".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.server.max_header_bytes) {
-            problem(
-                "server.max_header_bytes".into(),
-                format!("must be between {MIN_HEADER_BYTES} and 1048576"),
-            );
-        }
-        if !(1..=1024).contains(&self.server.max_headers) {
-            problem(
-                "server.max_headers".into(),
-                "must be between 1 and 1024".into(),
-            );
-        }
-        if !(1..=300).contains(&self.server.header_read_timeout_seconds) {
-            problem(
-                "server.header_read_timeout_seconds".into(),
-                "must be between 1 and 300".into(),
-            );
-        }
-        if !(1..=60_000).contains(&self.server.body_read_timeout_ms) {
-            problem(
-                "server.body_read_timeout_ms".into(),
-                "must be between 1 and 60000".into(),
-            );
-        }
-        if self.server.rate_limit_per_repository_per_minute > 0 && self.server.rate_limit_burst == 0
-        {
-            problem(
-                "server.rate_limit_burst".into(),
-                "must be at least 1 when server.rate_limit_per_repository_per_minute is set".into(),
-            );
-        }
-        match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(_), None) => problem(
-                "server.tls_key".into(),
-                "required when server.tls_cert is set".into(),
-            ),
-            (None, Some(_)) => problem(
-                "server.tls_cert".into(),
-                "required when server.tls_key is set".into(),
-            ),
+            (None, Some(_)) => {
+                let reason = "required when server.tls_key is set";
+                problem("server.tls_cert".into(), tls, reason.into());
+            }
             _ => {}
         }
-        if self.server.client_ca.is_some() && self.server.tls_cert.is_none() {
-            problem(
-                "server.client_ca".into(),
-                "client certificates need TLS: set server.tls_cert and server.tls_key".into(),
-            );
+        if server.client_ca.is_some() && server.tls_cert.is_none() {
+            let reason = "client certificates need TLS: set server.tls_cert and server.tls_key";
+            problem("server.client_ca".into(), tls, reason.into());
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problem("log.level".into(), format!("not a valid filter: {err}"));
+            problem(
+                "log.level".into(),
+                &[],
+                format!("not a valid filter: {err}"),
+            );
         }
         problems
     }

@@ -166,8 +166,8 @@ fn a_type_error_does_not_hide_range_problems_of_other_sections() {
         );
     }
     assert_eq!(message.lines().count(), 3, "{message}");
-    // In a section with a type error, the default standing in for the bad
-    // value is not range-checked against the others.
+    // A check that reads a bad value is skipped: the default standing in
+    // for it is not compared with the others.
     let text = format!("{MINIMAL}\n[jwks]\nrefresh_seconds = \"soon\"\nmax_stale_seconds = 1\n");
     let message = problems(&text, &[]);
     assert!(message.contains("key `jwks.refresh_seconds`"), "{message}");

@@ -125,3 +125,32 @@ impl<'de> Deserialize<'de> for RedisUrl {
         Self::parse(&url).map_err(D::Error::custom)
     }
 }
+
+/// A number in `MIN..=MAX`, or a type error naming the range.
+pub(super) fn within<'de, D, T, const MIN: u64, const MAX: u64>(
+    deserializer: D,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Copy + TryInto<u64>,
+{
+    let value = T::deserialize(deserializer)?;
+    match value.try_into() {
+        Ok(number) if (MIN..=MAX).contains(&number) => Ok(value),
+        _ if MIN == 0 => Err(D::Error::custom(format!("must be at most {MAX}"))),
+        _ => Err(D::Error::custom(format!("must be between {MIN} and {MAX}"))),
+    }
+}
+
+/// A number of at least `MIN`, or a type error saying so.
+pub(super) fn at_least<'de, D, T, const MIN: u64>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Copy + TryInto<u64>,
+{
+    let value = T::deserialize(deserializer)?;
+    match value.try_into() {
+        Ok(number) if number >= MIN => Ok(value),
+        _ => Err(D::Error::custom(format!("must be at least {MIN}"))),
+    }
+}
