@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-/// The default query.
-pub const DEFAULT_QUERY: &str = "data.broker.allow";
+/// The default query (`policy.rego_query` when not set).
+pub use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
 /// Wall-clock limit of one evaluation, from its start; the wait for a place
 /// and a thread to start it on has the same bound.
 pub const EVALUATION_LIMIT: Duration = Duration::from_millis(50);

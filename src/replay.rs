@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-use crate::config::{ReplayConfig, ReplayStoreKind};
+use crate::config::{ConfigError, RedisUrl, ReplayConfig, ReplayStoreKind};
 use local::{LocalMark, LocalMarks};
 
 /// Outcome of marking a token as used.
@@ -190,46 +190,35 @@ fn mark_local(local: &LocalMarks, key: [u8; 32], ttl: Duration) -> Result<Mark, 
 }
 
 /// The Redis connection `url` (and `ca_file`, for `rediss://`) describe, as
-/// the pool will use it: checked by the redis crate itself, so that
-/// `check-config` refuses exactly what `serve` could not connect with. Reads
+/// the pool will use it (see [`RedisUrl`] for what the URL must be). Reads
 /// `ca_file` and requires at least one usable CA certificate in it; the CA
 /// then replaces the system roots for this connection.
 pub fn redis_connection(
     url: &str,
     ca_file: Option<&Path>,
 ) -> Result<redis::ConnectionInfo, ReplayError> {
-    const URL: &str = "replay.redis_url";
-    const CA: &str = "replay.redis_ca_file";
-    // The redis crate's messages are fixed texts: they never echo the URL,
-    // which may carry a password.
-    let info = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|err| ReplayError::config(URL, format!("not a usable Redis URL: {err}")))?;
-    let tls = match info.addr() {
-        redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
-            return Err(ReplayError::config(
-                URL,
-                "`#insecure` would turn off certificate verification and is not supported",
-            ));
-        }
-        redis::ConnectionAddr::TcpTls { .. } => true,
-        redis::ConnectionAddr::Tcp(..) => false,
-        _ => {
-            return Err(ReplayError::config(
-                URL,
-                "scheme must be redis:// or rediss://",
-            ));
-        }
-    };
+    let url = RedisUrl::parse(url).map_err(|reason| ReplayError::config(URL_KEY, reason))?;
+    connection_with_ca(&url, ca_file)
+}
+
+const URL_KEY: &str = "replay.redis_url";
+const CA_KEY: &str = "replay.redis_ca_file";
+
+fn connection_with_ca(
+    url: &RedisUrl,
+    ca_file: Option<&Path>,
+) -> Result<redis::ConnectionInfo, ReplayError> {
+    let info = url.connection_info().clone();
     let Some(path) = ca_file else {
         return Ok(info);
     };
-    if !tls {
+    if !url.is_tls() {
         return Err(ReplayError::config(
-            CA,
+            CA_KEY,
             "a CA file needs TLS: use a rediss:// URL",
         ));
     }
-    let pem = read_ca_file(path).map_err(|reason| ReplayError::config(CA, reason))?;
+    let pem = read_ca_file(path).map_err(|reason| ReplayError::config(CA_KEY, reason))?;
     let client = redis::Client::build_with_tls(
         info,
         redis::TlsCertificates {
@@ -237,8 +226,23 @@ pub fn redis_connection(
             root_cert: Some(pem),
         },
     )
-    .map_err(|err| ReplayError::config(CA, format!("not usable as a CA: {err}")))?;
+    .map_err(|err| ReplayError::config(CA_KEY, format!("not usable as a CA: {err}")))?;
     Ok(client.get_connection_info().clone())
+}
+
+/// Checks that the Redis CA file `config` names (if any) is usable with its
+/// URL, so that a bad one stops the start-up (and `check-config`) with
+/// `FILE: key KEY: REASON`. `file` is the configuration file, for the message.
+pub fn check_config(config: &ReplayConfig, file: &str) -> Result<(), ConfigError> {
+    let (Some(url), Some(ca_file)) = (&config.redis_url, &config.redis_ca_file) else {
+        return Ok(());
+    };
+    connection_with_ca(url, Some(ca_file))
+        .map(drop)
+        .map_err(|err| match err {
+            ReplayError::Config { key, reason } => ConfigError::one(file, key, reason),
+            other => ConfigError::one(file, CA_KEY, other),
+        })
 }
 
 /// Reads a PEM CA file and checks that every certificate in it is a usable
@@ -273,8 +277,11 @@ impl ReplayStore {
         match config.store {
             ReplayStoreKind::Memory => Ok(Self::memory(config.max_entries)),
             ReplayStoreKind::Redis => Self::redis_with(
-                redis_connection(
-                    config.redis_url.as_deref().unwrap_or_default(),
+                connection_with_ca(
+                    config
+                        .redis_url
+                        .as_ref()
+                        .ok_or_else(|| ReplayError::config(URL_KEY, "not set"))?,
                     config.redis_ca_file.as_deref(),
                 )?,
                 config.redis_pool_size,

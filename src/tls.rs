@@ -19,7 +19,7 @@
 //!   configuration serving; a successful one applies to new handshakes only,
 //!   so open connections are never dropped by a reload.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,22 +28,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest;
 
+use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 use crate::reload::ReloadOutcome;
 
 /// Largest certificate, key or CA file read; a bigger one is an error, not an allocation.
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
-/// The files TLS is built from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA bundle for client certificates (mTLS), if any.
-    pub client_ca: Option<PathBuf>,
-}
+pub use crate::config::TlsFiles;
 
 /// Why a TLS configuration could not be built. Each names the configuration
 /// key and the file at fault; none carries key material.
@@ -228,6 +220,19 @@ fn build(files: &TlsFiles, bytes: &TlsBytes) -> Result<rustls::ServerConfig, Tls
 pub fn load_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let bytes = TlsBytes::read(files)?;
     build(files, &bytes).map(Arc::new)
+}
+
+/// Checks that the TLS files `server` names (if any) build a configuration,
+/// so that a certificate that does not load stops the start-up (and
+/// `check-config`) with `FILE: key KEY: REASON`, not the first handshake.
+/// `file` is the configuration file, for the message.
+pub fn check_config(server: &ServerConfig, file: &str) -> Result<(), ConfigError> {
+    match server.tls_files() {
+        Some(files) => load_server_config(&files)
+            .map(drop)
+            .map_err(|err| ConfigError::one(file, err.config_key(), &err)),
+        None => Ok(()),
+    }
 }
 
 /// SHA-256 of the leaf certificate, as operators compare it with `openssl x509 -fingerprint -sha256`.

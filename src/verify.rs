@@ -197,12 +197,7 @@ impl Verifier {
                 )
             })
             .collect();
-        let algorithms = config
-            .verify
-            .algorithms
-            .iter()
-            .filter_map(|name| parse_algorithm(name).ok())
-            .collect();
+        let algorithms = config.verify.algorithms.clone();
         Self(Arc::new(VerifierInner {
             jwks,
             issuers,

@@ -13,7 +13,7 @@ pub mod output;
 pub mod policy;
 pub mod token;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
 use output::{emit, report};
@@ -72,9 +72,24 @@ pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
+/// Loads the configuration, then checks what the files it names hold: that
+/// the TLS certificate and key build a TLS configuration and that the Redis
+/// CA file is usable. `serve` and `check-config` both start here, so both
+/// refuse the same things, with `FILE: key KEY: REASON`.
+pub fn load_checked_config(
+    path: &std::path::Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let config = Config::load(path, env)?;
+    let file = path.display().to_string();
+    crate::tls::check_config(&config.server, &file)?;
+    crate::replay::check_config(&config.replay, &file)?;
+    Ok(config)
+}
+
 /// Loads the configuration or prints every problem and returns the exit code.
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path, &process_env()).map_err(|err| {
+    load_checked_config(path, &process_env()).map_err(|err| {
         report!("configuration error:\n{err}");
         ExitCode::from(EXIT_CONFIG)
     })
@@ -220,5 +235,57 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = interrupt.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[issuers]]
+issuer = "https://token.actions.githubusercontent.com"
+audiences = ["https://github.com/ourorg"]
+
+[policy]
+file = "config/policy.toml"
+"#;
+
+    #[test]
+    fn tls_files_that_do_not_load_stop_the_start_with_file_key_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("policy.toml"), "").unwrap();
+        std::fs::write(dir.path().join("tls.crt"), certified.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("tls.key"),
+            "-----BEGIN NOTHING-----\nAAAA\n-----END NOTHING-----\n",
+        )
+        .unwrap();
+        let config_path = dir.path().join("broker.toml");
+        let text = MINIMAL.replace("config/policy.toml", "policy.toml")
+            + "\n[server]\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n";
+        std::fs::write(&config_path, text).unwrap();
+        let message = load_checked_config(&config_path, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: key `server.tls_key`: ",
+                config_path.display()
+            )),
+            "{message}"
+        );
+        assert!(message.contains("tls.key"), "{message}");
+        assert!(message.contains("no PRIVATE KEY"), "{message}");
+
+        // Relative paths resolve next to the configuration file.
+        std::fs::write(
+            dir.path().join("tls.key"),
+            certified.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let config = load_checked_config(&config_path, &BTreeMap::new()).unwrap();
+        assert_eq!(config.server.tls_cert, Some(dir.path().join("tls.crt")));
     }
 }

@@ -9,6 +9,10 @@
 //!
 //! Removing an element of an array shifts the elements after it, so keys are
 //! reported with the indices of the file as written.
+//!
+//! When every bad value could be removed, the result with defaults in their
+//! place comes back too, so that the consistency checks that read only good
+//! values can still run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,10 +39,11 @@ enum Step {
     },
 }
 
-/// Deserialises `table` into `T`, or lists every problem found on the way.
+/// Deserialises `table` into `T` and lists every problem found on the way.
+/// With problems, the value (if any) has defaults in place of the bad values.
 pub(super) fn deserialize_all<T: DeserializeOwned>(
     mut table: toml::Table,
-) -> Result<T, Vec<TypeProblem>> {
+) -> (Option<T>, Vec<TypeProblem>) {
     let mut problems = Vec::new();
     // Keys removed so far, and the file indices removed from each array.
     let mut pruned = BTreeSet::new();
@@ -46,8 +51,7 @@ pub(super) fn deserialize_all<T: DeserializeOwned>(
     loop {
         let err = match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone()))
         {
-            Ok(value) if problems.is_empty() => return Ok(value),
-            Ok(_) => return Err(problems),
+            Ok(value) => return (Some(value), problems),
             Err(err) => err,
         };
         let (key, steps) = locate(err.path(), &removed);
@@ -67,10 +71,10 @@ pub(super) fn deserialize_all<T: DeserializeOwned>(
         let Some(target) = target.filter(|steps| !steps.is_empty()) else {
             // A missing top-level section: serde checks required fields after
             // every other field of the same table, so nothing is left unseen.
-            return Err(problems);
+            return (None, problems);
         };
         if !remove(&mut table, &target) {
-            return Err(problems);
+            return (None, problems);
         }
         pruned.insert(display(&target));
         if let Some(Step::Index {

@@ -4,15 +4,22 @@
 //! Nothing else in the crate reads the environment: the loader takes the
 //! variables as an argument, so tests pass their own map. Unknown keys are
 //! errors (a typo in a ConfigMap must fail), every error names the file, the
-//! key and the reason, and all errors are reported together: every type error
-//! of the file (see `collect`), then, once every value has its type, every
-//! range and consistency problem.
+//! key and the reason, and all errors are reported together: every value
+//! that does not fit its type or range (see `collect`), then every
+//! consistency problem among values that did.
 //!
 //! File paths in the file are taken relative to the file's own directory, so
 //! a configuration works from any working directory; paths given in `BROKER_*`
 //! variables are taken relative to the working directory, like any other path
 //! typed on a command line. [`Config::file_paths`] lists every key that names
 //! a file.
+//!
+//! This module is a leaf: it uses nothing else of the crate. Values are
+//! checked as they are read (`values`): numbers against their range,
+//! algorithms against the allow-list, URLs for their scheme, the Redis URL by
+//! the redis crate. What a named file
+//! holds is checked by the module that uses it (`tls`, `replay`), at start-up
+//! and by `check-config`, through [`ConfigError::one`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +30,9 @@ use serde::Deserialize;
 use url::Url;
 
 mod collect;
+mod values;
+
+pub use values::{RedisUrl, check_scheme, parse_algorithm};
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "BROKER_";
@@ -31,6 +41,10 @@ pub const ENV_SEPARATOR: &str = "__";
 
 /// Hard cap on an inbound token (GitHub's are about 1–2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The Rego query when `policy.rego_query` is not set: only the boolean
+/// `true` allows.
+pub const DEFAULT_REGO_QUERY: &str = "data.broker.allow";
 
 /// Smallest `server.max_header_bytes`: hyper's HTTP/1 read buffer cannot be
 /// smaller (it asserts), and 8 KiB still fits a Bearer token with room to spare.
@@ -45,7 +59,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
+    /// One problem with `key` of `file`; for checks made outside this module
+    /// (a certificate that does not load, a Redis CA that is not usable), so
+    /// that they stop the start-up with the same `FILE: key KEY: REASON` line.
+    pub fn one(file: &str, key: &str, reason: impl std::fmt::Display) -> Self {
         Self {
             problems: vec![format!("{file}: key `{key}`: {reason}")],
         }
@@ -61,6 +78,24 @@ impl ConfigError {
 
 /// Where overridden keys came from: dotted key → environment variable.
 type EnvSources = BTreeMap<String, String>;
+
+/// A problem [`Config::validate`] found: at `key`, also depending on `reads`.
+struct Inconsistency {
+    key: String,
+    reads: &'static [&'static str],
+    reason: String,
+}
+
+/// Whether one dotted key is the other or holds it (`issuers` holds
+/// `issuers[1].audiences`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let holds = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    holds(a, b) || holds(b, a)
+}
 
 /// `FILE: key `KEY`: REASON`, naming the variable when the value came from one.
 fn problem_line(file: &str, key: &str, sources: &EnvSources, reason: &str) -> String {
@@ -124,28 +159,35 @@ pub struct ServerConfig {
     /// polling off (SIGHUP still reloads). Default 30.
     pub tls_reload_seconds: u64,
     /// Largest accepted request body. Default 65536.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1048576>")]
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers), bytes; larger heads
     /// get 431. Default 65536, like the body: a token too large to accept
     /// still reaches the handler and gets the documented JSON 401 whether it
     /// came in the body or as a Bearer header. At least 8192 (hyper's minimum
     /// buffer).
+    #[serde(deserialize_with = "values::within::<_, _, { MIN_HEADER_BYTES as u64 }, 1048576>")]
     pub max_header_bytes: usize,
     /// Most request headers; more get 431. Default 64.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1024>")]
     pub max_headers: usize,
     /// Time a client gets to complete the TLS handshake, and then each request
     /// head (also the idle time allowed between keep-alive requests), seconds.
     /// Default 10.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 300>")]
     pub header_read_timeout_seconds: u64,
     /// Time a client gets to send the whole request body once its head is in,
     /// milliseconds; past it the request gets 408 and the connection is
     /// closed. The body is read before the request takes one of the
     /// `max_concurrent_requests` places, so a slow sender never holds one.
     /// Default 5000, at most 60000.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 60000>")]
     pub body_read_timeout_ms: u64,
     /// Whole-request deadline, seconds. Default 15.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub request_timeout_seconds: u64,
     /// Requests processed at once before new ones are shed with 503. Default 1024.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub max_concurrent_requests: usize,
     /// Verified requests per repository (`repository_id` claim) per minute;
     /// beyond, 429 with Retry-After. 0 turns the limit off. Default 120.
@@ -180,10 +222,21 @@ impl Default for ServerConfig {
     }
 }
 
+/// The files TLS on the main listener is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (mTLS), if any.
+    pub client_ca: Option<PathBuf>,
+}
+
 impl ServerConfig {
     /// The TLS files, when TLS is configured (validation guarantees both or neither).
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        Some(crate::tls::TlsFiles {
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.client_ca.clone(),
@@ -215,6 +268,8 @@ pub struct IssuerConfig {
     /// Accepted `aud` values; at least one.
     pub audiences: Vec<String>,
     /// JWKS location; default: discovered from `{issuer}/.well-known/openid-configuration`.
+    /// `https://`, or `http://` on a loopback host.
+    #[serde(default, deserialize_with = "values::web_url")]
     pub jwks_url: Option<Url>,
 }
 
@@ -225,17 +280,20 @@ pub struct VerifyConfig {
     /// Clock-skew allowance for exp, nbf and iat. Default 10 s: runner clocks
     /// drift a few seconds from ours, and a 5 s `nbf` skew was seen in
     /// production; more than a minute would stretch every token's life.
+    #[serde(deserialize_with = "values::within::<_, _, 0, 300>")]
     pub leeway_seconds: u64,
     /// Accepted signature algorithms. Default `["RS256"]`. `none` and HMAC are
-    /// refused whatever this says.
-    pub algorithms: Vec<String>,
+    /// refused whatever this says: they are not in the allow-list
+    /// [`parse_algorithm`] reads each entry through.
+    #[serde(deserialize_with = "values::algorithms")]
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
         Self {
             leeway_seconds: 10,
-            algorithms: vec!["RS256".to_owned()],
+            algorithms: vec![jsonwebtoken::Algorithm::RS256],
         }
     }
 }
@@ -245,14 +303,17 @@ impl Default for VerifyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct JwksConfig {
     /// Background refresh period. Default 300.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub refresh_seconds: u64,
     /// Minimum time between fetches caused by unknown key ids, per issuer. Default 30.
     pub unknown_kid_cooldown_seconds: u64,
     /// How long the last good keys keep serving when fetches fail. Default 86400.
     pub max_stale_seconds: u64,
     /// Deadline of one discovery or JWKS fetch. Default 5.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub fetch_timeout_seconds: u64,
     /// Largest accepted discovery or JWKS body. Default 1 MiB.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 16777216>")]
     pub max_body_bytes: usize,
 }
 
@@ -286,7 +347,7 @@ pub struct ReplayConfig {
     /// `memory` (default) or `redis`.
     pub store: ReplayStoreKind,
     /// Redis URL when `store = "redis"`: `redis://` or `rediss://` (TLS).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// PEM CA certificate(s) that alone are trusted for a `rediss://` server
     /// (a private CA); default none: the system roots. Relative paths are
     /// resolved against the config file's directory.
@@ -296,10 +357,13 @@ pub struct ReplayConfig {
     /// Most unexpired token ids remembered in memory (with Redis: this
     /// replica's own marks). When that many are held, new tokens are refused
     /// with 503 rather than forgetting a mark early. Default 1,000,000.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub max_entries: u64,
     /// Deadline of one Redis operation including pool wait and connect, ms. Default 500.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 10000>")]
     pub redis_timeout_ms: u64,
     /// Most Redis connections per replica. Default 16.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 1024>")]
     pub redis_pool_size: usize,
 }
 
@@ -324,17 +388,23 @@ pub struct StsConfig {
     /// AWS region of the STS endpoint. Default `us-east-1`.
     pub region: String,
     /// Endpoint override for local emulators and tests (http only on loopback).
+    #[serde(deserialize_with = "values::web_url")]
     pub endpoint_url: Option<Url>,
     /// TCP/TLS connect timeout, seconds. Default 2.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub connect_timeout_seconds: u64,
     /// Deadline of one AssumeRole including retries, seconds. Default 8.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub operation_timeout_seconds: u64,
     /// Deadline of one attempt, seconds. Default 3.
+    #[serde(deserialize_with = "values::at_least::<_, _, 1>")]
     pub attempt_timeout_seconds: u64,
     /// Attempts per AssumeRole (throttling and 5xx are retried). Default 3.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 10>")]
     pub max_attempts: u32,
     /// AssumeRole calls in flight at once; more wait (within the operation
     /// deadline). Bounds connections to STS. Default 64.
+    #[serde(deserialize_with = "values::within::<_, _, 1, 4096>")]
     pub max_concurrent_calls: usize,
 }
 
@@ -374,7 +444,7 @@ pub struct PolicyConfig {
 }
 
 fn default_rego_query() -> String {
-    crate::rego::DEFAULT_QUERY.to_owned()
+    DEFAULT_REGO_QUERY.to_owned()
 }
 
 fn default_reload_seconds() -> u64 {
@@ -413,7 +483,9 @@ impl Default for LogConfig {
 
 impl Config {
     /// Reads `path`, applies overrides from `env`, validates the result and
-    /// checks that every file it names exists (and that TLS files load).
+    /// checks that every file it names exists. What the files hold is checked
+    /// by the modules that use them (certificates by `tls`, the Redis CA by
+    /// `replay`), at start-up and by `check-config`.
     pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| {
@@ -444,30 +516,11 @@ impl Config {
                 problems.push(problem_line(&file, key, &sources, &reason));
             }
         }
-        if !problems.is_empty() {
-            return Err(ConfigError { problems });
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
         }
-        // A certificate that does not load must stop the start-up (exit 64),
-        // not the first TLS handshake.
-        if let Some(files) = config.server.tls_files()
-            && let Err(err) = crate::tls::load_server_config(&files)
-        {
-            return Err(ConfigError::one(&file, err.config_key(), &err));
-        }
-        // A Redis CA that does not load must stop the start-up too.
-        if let Some(ca_file) = &config.replay.redis_ca_file
-            && let Err(err) = crate::replay::redis_connection(
-                config.replay.redis_url.as_deref().unwrap_or_default(),
-                Some(ca_file.as_path()),
-            )
-        {
-            let (key, reason) = match err {
-                crate::replay::ReplayError::Config { key, reason } => (key, reason),
-                other => ("replay.redis_ca_file", other.to_string()),
-            };
-            return Err(ConfigError::one(&file, key, reason));
-        }
-        Ok(config)
     }
 
     /// Every key that names a file, with its value when set. [`Config::load`]
@@ -510,269 +563,140 @@ impl Config {
                 });
             ConfigError::whole_file(file, format!("{place}not valid TOML: {}", err.message()))
         })?;
-        let (mut problems, sources) = apply_env_overrides(&mut table, env, file);
-        let config =
-            match collect::deserialize_all::<Config>(table) {
-                Ok(config) => Some(config),
-                Err(found) => {
-                    problems.extend(found.iter().map(|problem| {
-                        problem_line(file, &problem.key, &sources, &problem.reason)
-                    }));
-                    None
-                }
-            };
-        match config {
-            Some(config) if problems.is_empty() => {
-                config.validate(file, &sources)?;
-                Ok((config, sources))
-            }
-            _ => Err(ConfigError { problems }),
-        }
-    }
-
-    fn validate(&self, file: &str, sources: &EnvSources) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let mut problem = |key: String, reason: String| {
-            problems.push(problem_line(file, &key, sources, &reason));
-        };
-        if self.issuers.is_empty() {
-            problem(
-                "issuers".into(),
-                "at least one [[issuers]] entry is required".into(),
-            );
-        }
-        for (index, issuer) in self.issuers.iter().enumerate() {
-            match Url::parse(&issuer.issuer) {
-                Ok(url) => {
-                    if let Err(reason) = check_scheme(&url) {
-                        problem(format!("issuers[{index}].issuer"), reason);
-                    }
-                    if url.query().is_some() || url.fragment().is_some() {
-                        problem(
-                            format!("issuers[{index}].issuer"),
-                            "must not have a query or fragment".into(),
-                        );
-                    }
-                }
-                Err(err) => problem(
-                    format!("issuers[{index}].issuer"),
-                    format!("not a URL: {err}"),
-                ),
-            }
-            if self
-                .issuers
+        let (problems, sources) = apply_env_overrides(&mut table, env, file);
+        let (config, found) = collect::deserialize_all::<Config>(table);
+        // Keys whose value was not read as written: a default stands in for
+        // it, and checks that read it would only report that default.
+        let mut unread: Vec<String> = found.iter().map(|problem| problem.key.clone()).collect();
+        unread.extend(problems.iter().map(|(key, _)| key.clone()));
+        let mut problems: Vec<String> = problems.into_iter().map(|(_, line)| line).collect();
+        problems.extend(
+            found
                 .iter()
-                .take(index)
-                .any(|other| other.issuer == issuer.issuer)
-            {
-                problem(format!("issuers[{index}].issuer"), "listed twice".into());
-            }
-            if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
-                problem(
-                    format!("issuers[{index}].audiences"),
-                    "needs at least one non-empty audience".into(),
-                );
-            }
-            if let Some(url) = &issuer.jwks_url
-                && let Err(reason) = check_scheme(url)
-            {
-                problem(format!("issuers[{index}].jwks_url"), reason);
-            }
-        }
-        for (index, name) in self.verify.algorithms.iter().enumerate() {
-            if let Err(reason) = parse_algorithm(name) {
-                problem(format!("verify.algorithms[{index}]"), reason);
-            }
-        }
-        if self.verify.algorithms.is_empty() {
-            problem(
-                "verify.algorithms".into(),
-                "at least one algorithm is required".into(),
-            );
-        }
-        if self.verify.leeway_seconds > 300 {
-            problem("verify.leeway_seconds".into(), "must be at most 300".into());
-        }
-        if self.jwks.refresh_seconds == 0 {
-            problem("jwks.refresh_seconds".into(), "must be at least 1".into());
-        }
-        if self.jwks.fetch_timeout_seconds == 0 {
-            problem(
-                "jwks.fetch_timeout_seconds".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if self.jwks.max_stale_seconds < self.jwks.refresh_seconds {
-            problem(
-                "jwks.max_stale_seconds".into(),
-                "must be at least jwks.refresh_seconds".into(),
-            );
-        }
-        if self.jwks.max_body_bytes == 0 || self.jwks.max_body_bytes > 16 * 1024 * 1024 {
-            problem(
-                "jwks.max_body_bytes".into(),
-                "must be between 1 and 16777216".into(),
-            );
-        }
-        if self.replay.store == ReplayStoreKind::Redis {
-            match self.replay.redis_url.as_deref().map(Url::parse) {
-                None => problem(
-                    "replay.redis_url".into(),
-                    "required when replay.store = \"redis\"".into(),
-                ),
-                Some(Err(err)) => problem("replay.redis_url".into(), format!("not a URL: {err}")),
-                Some(Ok(url)) if !matches!(url.scheme(), "redis" | "rediss") => {
-                    problem(
-                        "replay.redis_url".into(),
-                        "scheme must be redis:// or rediss://".into(),
-                    );
-                }
-                Some(Ok(_)) => {
-                    let url = self.replay.redis_url.as_deref().unwrap_or_default();
-                    if let Err(crate::replay::ReplayError::Config { key, reason }) =
-                        crate::replay::redis_connection(url, None)
-                    {
-                        problem(key.into(), reason);
-                    }
-                }
-            }
-        }
-        let rediss = self
-            .replay
-            .redis_url
-            .as_deref()
-            .and_then(|url| Url::parse(url).ok())
-            .is_some_and(|url| url.scheme() == "rediss");
-        if self.replay.redis_ca_file.is_some()
-            && (self.replay.store != ReplayStoreKind::Redis || !rediss)
-        {
-            problem(
-                "replay.redis_ca_file".into(),
-                "used only with replay.store = \"redis\" and a rediss:// URL".into(),
-            );
-        }
-        if self.replay.redis_timeout_ms == 0 || self.replay.redis_timeout_ms > 10_000 {
-            problem(
-                "replay.redis_timeout_ms".into(),
-                "must be between 1 and 10000".into(),
-            );
-        }
-        if self.replay.redis_pool_size == 0 || self.replay.redis_pool_size > 1024 {
-            problem(
-                "replay.redis_pool_size".into(),
-                "must be between 1 and 1024".into(),
-            );
-        }
-        if self.replay.max_entries == 0 {
-            problem("replay.max_entries".into(), "must be at least 1".into());
-        }
-        if self.sts.region.is_empty() {
-            problem("sts.region".into(), "must not be empty".into());
-        }
-        if let Some(url) = &self.sts.endpoint_url
-            && let Err(reason) = check_scheme(url)
-        {
-            problem("sts.endpoint_url".into(), reason);
-        }
-        if self.sts.max_concurrent_calls == 0 || self.sts.max_concurrent_calls > 4096 {
-            problem(
-                "sts.max_concurrent_calls".into(),
-                "must be between 1 and 4096".into(),
-            );
-        }
-        if self.sts.max_attempts == 0 || self.sts.max_attempts > 10 {
-            problem("sts.max_attempts".into(), "must be between 1 and 10".into());
-        }
-        for (key, value) in [
-            (
-                "sts.connect_timeout_seconds",
-                self.sts.connect_timeout_seconds,
-            ),
-            (
-                "sts.operation_timeout_seconds",
-                self.sts.operation_timeout_seconds,
-            ),
-            (
-                "sts.attempt_timeout_seconds",
-                self.sts.attempt_timeout_seconds,
-            ),
-            (
-                "server.request_timeout_seconds",
-                self.server.request_timeout_seconds,
-            ),
-        ] {
-            if value == 0 {
-                problem(key.into(), "must be at least 1".into());
-            }
-        }
-        if self.server.max_body_bytes == 0 || self.server.max_body_bytes > 1024 * 1024 {
-            problem(
-                "server.max_body_bytes".into(),
-                "must be between 1 and 1048576".into(),
-            );
-        }
-        if self.server.max_concurrent_requests == 0 {
-            problem(
-                "server.max_concurrent_requests".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if !(MIN_HEADER_BYTES..=1024 * 1024).contains(&self.server.max_header_bytes) {
-            problem(
-                "server.max_header_bytes".into(),
-                format!("must be between {MIN_HEADER_BYTES} and 1048576"),
-            );
-        }
-        if !(1..=1024).contains(&self.server.max_headers) {
-            problem(
-                "server.max_headers".into(),
-                "must be between 1 and 1024".into(),
-            );
-        }
-        if !(1..=300).contains(&self.server.header_read_timeout_seconds) {
-            problem(
-                "server.header_read_timeout_seconds".into(),
-                "must be between 1 and 300".into(),
-            );
-        }
-        if !(1..=60_000).contains(&self.server.body_read_timeout_ms) {
-            problem(
-                "server.body_read_timeout_ms".into(),
-                "must be between 1 and 60000".into(),
-            );
-        }
-        if self.server.rate_limit_per_repository_per_minute > 0 && self.server.rate_limit_burst == 0
-        {
-            problem(
-                "server.rate_limit_burst".into(),
-                "must be at least 1 when server.rate_limit_per_repository_per_minute is set".into(),
-            );
-        }
-        match (&self.server.tls_cert, &self.server.tls_key) {
-            (Some(_), None) => problem(
-                "server.tls_key".into(),
-                "required when server.tls_cert is set".into(),
-            ),
-            (None, Some(_)) => problem(
-                "server.tls_cert".into(),
-                "required when server.tls_key is set".into(),
-            ),
-            _ => {}
-        }
-        if self.server.client_ca.is_some() && self.server.tls_cert.is_none() {
-            problem(
-                "server.client_ca".into(),
-                "client certificates need TLS: set server.tls_cert and server.tls_key".into(),
-            );
-        }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problem("log.level".into(), format!("not a valid filter: {err}"));
-        }
+                .map(|problem| problem_line(file, &problem.key, &sources, &problem.reason)),
+        );
+        let Some(config) = config else {
+            return Err(ConfigError { problems });
+        };
+        let read_as_written = |key: &str| !unread.iter().any(|gone| overlaps(gone, key));
+        problems.extend(
+            config
+                .validate()
+                .into_iter()
+                .filter(|found| {
+                    read_as_written(&found.key)
+                        && found.reads.iter().all(|key| read_as_written(key))
+                })
+                .map(|found| problem_line(file, &found.key, &sources, &found.reason)),
+        );
         if problems.is_empty() {
-            Ok(())
+            Ok((config, sources))
         } else {
             Err(ConfigError { problems })
         }
+    }
+
+    /// What the field types cannot say: problems that involve several
+    /// values, or a list as a whole.
+    fn validate(&self) -> Vec<Inconsistency> {
+        let mut problems = Vec::new();
+        // `reads`: the other keys the check depends on.
+        let mut problem = |key: String, reads: &'static [&'static str], reason: String| {
+            problems.push(Inconsistency { key, reads, reason });
+        };
+        if self.issuers.is_empty() {
+            let reason = "at least one [[issuers]] entry is required";
+            problem("issuers".into(), &[], reason.into());
+        }
+        // Keys of list entries hold their index: they read the whole list.
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            let key = format!("issuers[{index}].issuer");
+            match Url::parse(&issuer.issuer) {
+                Ok(url) => {
+                    if let Err(reason) = check_scheme(&url) {
+                        problem(key.clone(), &["issuers"], reason);
+                    }
+                    if url.query().is_some() || url.fragment().is_some() {
+                        let reason = "must not have a query or fragment";
+                        problem(key.clone(), &["issuers"], reason.into());
+                    }
+                }
+                Err(err) => problem(key.clone(), &["issuers"], format!("not a URL: {err}")),
+            }
+            let earlier = self.issuers.iter().take(index);
+            if earlier
+                .map(|other| &other.issuer)
+                .any(|iss| *iss == issuer.issuer)
+            {
+                problem(key, &["issuers"], "listed twice".into());
+            }
+            if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
+                let reason = "needs at least one non-empty audience";
+                problem(
+                    format!("issuers[{index}].audiences"),
+                    &["issuers"],
+                    reason.into(),
+                );
+            }
+        }
+        if self.verify.algorithms.is_empty() {
+            let reason = "at least one algorithm is required";
+            problem("verify.algorithms".into(), &[], reason.into());
+        }
+        if self.jwks.max_stale_seconds < self.jwks.refresh_seconds {
+            let reason = "must be at least jwks.refresh_seconds";
+            problem(
+                "jwks.max_stale_seconds".into(),
+                &["jwks.refresh_seconds"],
+                reason.into(),
+            );
+        }
+        let replay = &self.replay;
+        let redis = replay.store == ReplayStoreKind::Redis;
+        if redis && replay.redis_url.is_none() {
+            let reason = "required when replay.store = \"redis\"";
+            problem("replay.redis_url".into(), &["replay.store"], reason.into());
+        }
+        let rediss = replay.redis_url.as_ref().is_some_and(RedisUrl::is_tls);
+        if replay.redis_ca_file.is_some() && !(redis && rediss) {
+            let reason = "used only with replay.store = \"redis\" and a rediss:// URL";
+            let reads = &["replay.store", "replay.redis_url"];
+            problem("replay.redis_ca_file".into(), reads, reason.into());
+        }
+        if self.sts.region.is_empty() {
+            problem("sts.region".into(), &[], "must not be empty".into());
+        }
+        let server = &self.server;
+        if server.rate_limit_per_repository_per_minute > 0 && server.rate_limit_burst == 0 {
+            let reason =
+                "must be at least 1 when server.rate_limit_per_repository_per_minute is set";
+            let reads = &["server.rate_limit_per_repository_per_minute"];
+            problem("server.rate_limit_burst".into(), reads, reason.into());
+        }
+        let tls = &["server.tls_cert", "server.tls_key"];
+        match (&server.tls_cert, &server.tls_key) {
+            (Some(_), None) => {
+                let reason = "required when server.tls_cert is set";
+                problem("server.tls_key".into(), tls, reason.into());
+            }
+            (None, Some(_)) => {
+                let reason = "required when server.tls_key is set";
+                problem("server.tls_cert".into(), tls, reason.into());
+            }
+            _ => {}
+        }
+        if server.client_ca.is_some() && server.tls_cert.is_none() {
+            let reason = "client certificates need TLS: set server.tls_cert and server.tls_key";
+            problem("server.client_ca".into(), tls, reason.into());
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problem(
+                "log.level".into(),
+                &[],
+                format!("not a valid filter: {err}"),
+            );
+        }
+        problems
     }
 
     /// The request deadline.
@@ -781,57 +705,15 @@ impl Config {
     }
 }
 
-/// Parses an algorithm name from the allow-list; `none` and HMAC are never accepted.
-pub fn parse_algorithm(name: &str) -> Result<jsonwebtoken::Algorithm, String> {
-    use jsonwebtoken::Algorithm as A;
-    match name {
-        "RS256" => Ok(A::RS256),
-        "RS384" => Ok(A::RS384),
-        "RS512" => Ok(A::RS512),
-        "PS256" => Ok(A::PS256),
-        "PS384" => Ok(A::PS384),
-        "PS512" => Ok(A::PS512),
-        "ES256" => Ok(A::ES256),
-        "ES384" => Ok(A::ES384),
-        _ if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") => {
-            Err(format!(
-                "`{name}` is never accepted: unsigned and shared-secret tokens cannot prove who minted them"
-            ))
-        }
-        _ => Err(format!(
-            "unknown algorithm `{name}` (use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384)"
-        )),
-    }
-}
-
-/// `https://` anywhere; `http://` only for loopback hosts (local tests and emulators).
-pub fn check_scheme(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(url) => Ok(()),
-        "http" => Err("http:// is accepted only for loopback hosts; use https://".into()),
-        other => Err(format!("scheme `{other}` is not supported; use https://")),
-    }
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// Applies `BROKER_SECTION__KEY=value` overrides. Values are read as TOML
 /// (numbers, booleans, arrays) and fall back to a plain string. Array-of-table
 /// sections take an index: `BROKER_ISSUERS__0__AUDIENCES='["a"]'`. Returns the
-/// overrides that could not be applied and the keys that were.
+/// overrides that could not be applied (key and line) and the keys that were.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &BTreeMap<String, String>,
     file: &str,
-) -> (Vec<String>, EnvSources) {
+) -> (Vec<(String, String)>, EnvSources) {
     let mut problems = Vec::new();
     let mut sources = EnvSources::new();
     for (name, raw) in env {
@@ -851,10 +733,11 @@ fn apply_env_overrides(
             Ok(()) => {
                 sources.insert(key, name.clone());
             }
-            Err(reason) => problems.push(format!(
-                "{file}: key `{}` (from environment {name}): {reason}",
-                parts.join(".")
-            )),
+            Err(reason) => {
+                let key = parts.join(".");
+                let line = format!("{file}: key `{key}` (from environment {name}): {reason}");
+                problems.push((key, line));
+            }
         }
     }
     (problems, sources)

@@ -28,7 +28,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
     assert_eq!(config.server.admin_listen.to_string(), "0.0.0.0:9090");
     assert_eq!(config.verify.leeway_seconds, 10);
-    assert_eq!(config.verify.algorithms, vec!["RS256"]);
+    assert_eq!(
+        config.verify.algorithms,
+        vec![jsonwebtoken::Algorithm::RS256]
+    );
     assert_eq!(config.jwks.refresh_seconds, 300);
     assert_eq!(config.jwks.unknown_kid_cooldown_seconds, 30);
     assert_eq!(config.jwks.max_stale_seconds, 86_400);
@@ -110,6 +113,99 @@ fn hmac_and_none_are_refused_even_when_configured() {
         assert!(message.contains("verify.algorithms[0]"), "{message}");
         assert!(message.contains("never accepted"), "{message}");
     }
+}
+
+#[test]
+fn algorithms_are_typed_when_read_and_each_bad_entry_is_named() {
+    let text = format!("{MINIMAL}\n[verify]\nalgorithms = [\"ES256\", \"PS256\"]\n");
+    let config = Config::parse(&text, "broker.toml", &env(&[])).unwrap();
+    assert_eq!(
+        config.verify.algorithms,
+        vec![
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::Algorithm::PS256
+        ]
+    );
+    let message = problems(
+        &format!("{MINIMAL}\n[verify]\nalgorithms = [\"RS256\", \"HS256\", \"XX1\"]\n"),
+        &[],
+    );
+    for line in [
+        "broker.toml: key `verify.algorithms[1]`: `HS256` is never accepted",
+        "broker.toml: key `verify.algorithms[2]`: unknown algorithm `XX1`",
+    ] {
+        assert!(
+            message.lines().any(|found| found.starts_with(line)),
+            "{line}\nnot in:\n{message}"
+        );
+    }
+    assert_eq!(message.lines().count(), 2, "{message}");
+    // The refused entry is the only problem: its removal leaving the list
+    // empty is not reported as a second one.
+    let message = problems(
+        &format!("{MINIMAL}\n[verify]\nalgorithms = [\"none\"]\n"),
+        &[],
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn a_type_error_does_not_hide_range_problems_of_other_sections() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nlisten = 5\n[jwks]\nrefresh_seconds = 0\n[sts]\nendpoint_url = \"http://sts.example.com\"\n"
+    );
+    let message = problems(&text, &[]);
+    for line in [
+        "broker.toml: key `server.listen`: invalid type",
+        "broker.toml: key `jwks.refresh_seconds`: must be at least 1",
+        "broker.toml: key `sts.endpoint_url`: http:// is accepted only for loopback",
+    ] {
+        assert!(
+            message.lines().any(|found| found.starts_with(line)),
+            "{line}\nnot in:\n{message}"
+        );
+    }
+    assert_eq!(message.lines().count(), 3, "{message}");
+    // A check that reads a bad value is skipped: the default standing in
+    // for it is not compared with the others.
+    let text = format!("{MINIMAL}\n[jwks]\nrefresh_seconds = \"soon\"\nmax_stale_seconds = 1\n");
+    let message = problems(&text, &[]);
+    assert!(message.contains("key `jwks.refresh_seconds`"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn redis_urls_are_checked_when_read_and_their_password_never_shown() {
+    for (url, reason) in [
+        (
+            "rediss://127.0.0.1:6379#insecure",
+            "`#insecure` would turn off",
+        ),
+        (
+            "http://127.0.0.1:6379",
+            "scheme must be redis:// or rediss://",
+        ),
+        ("127.0.0.1:6379", "not a URL"),
+        ("redis://127.0.0.1:6379/db", "not a usable Redis URL"),
+    ] {
+        let message = problems(
+            &format!("{MINIMAL}\n[replay]\nstore = \"redis\"\nredis_url = \"{url}\"\n"),
+            &[],
+        );
+        assert!(
+            message.starts_with(&format!("broker.toml: key `replay.redis_url`: {reason}")),
+            "{url}: {message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{url}: {message}");
+    }
+    let text = format!(
+        "{MINIMAL}\n[replay]\nstore = \"redis\"\nredis_url = \"rediss://broker:s3cret@redis.example.com:6380/0\"\n"
+    );
+    let config = Config::parse(&text, "broker.toml", &env(&[])).unwrap();
+    assert!(config.replay.redis_url.as_ref().unwrap().is_tls());
+    let shown = format!("{config:?}");
+    assert!(shown.contains("redis.example.com"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
 }
 
 #[test]
@@ -201,44 +297,6 @@ fn tls_keys_come_in_pairs_and_mtls_needs_tls() {
         &[],
     );
     assert!(message.contains("key `server.client_ca`"), "{message}");
-}
-
-#[test]
-fn tls_files_that_do_not_load_stop_the_start_with_file_key_and_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.path().join("policy.toml"), "").unwrap();
-    std::fs::write(dir.path().join("tls.crt"), certified.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("tls.key"),
-        "-----BEGIN NOTHING-----\nAAAA\n-----END NOTHING-----\n",
-    )
-    .unwrap();
-    let config_path = dir.path().join("broker.toml");
-    let text = MINIMAL.replace("config/policy.toml", "policy.toml")
-        + "\n[server]\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n";
-    std::fs::write(&config_path, text).unwrap();
-    let message = Config::load(&config_path, &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        message.starts_with(&format!(
-            "{}: key `server.tls_key`: ",
-            config_path.display()
-        )),
-        "{message}"
-    );
-    assert!(message.contains("tls.key"), "{message}");
-    assert!(message.contains("no PRIVATE KEY"), "{message}");
-
-    // Relative paths resolve next to the configuration file.
-    std::fs::write(
-        dir.path().join("tls.key"),
-        certified.signing_key.serialize_pem(),
-    )
-    .unwrap();
-    let config = Config::load(&config_path, &env(&[])).unwrap();
-    assert_eq!(config.server.tls_cert, Some(dir.path().join("tls.crt")));
 }
 
 #[test]
