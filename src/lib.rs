@@ -25,6 +25,7 @@ pub mod replay;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod testkit;
 pub mod tls;
 pub mod verify;
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::fetch::{FakeRuntime, RUNTIME_BEARER};
 use crate::support::broker::{BIN, Broker, BrokerSpec, DEADLINE, field};
 use crate::support::jwks::JwksServer;
-use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, KEY_A, REPOSITORY, SHA, TokenBuilder};
+use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, KEY_A, REPOSITORY, SHA};
 use crate::support::{DEFAULT_POLICY, Harness, assert_issued};
 
 /// The venv with moto, requests and python-dotenv (made by `scripts/test.sh`).
@@ -74,10 +74,10 @@ impl Drop for Moto {
 #[tokio::test]
 async fn moto_is_an_independent_sts_that_the_broker_speaks_to() {
     let moto = Moto::start().await;
-    let jwks = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let jwks = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     let spec = BrokerSpec::new(&jwks.issuer(), &moto.url, DEFAULT_POLICY);
     let broker = Broker::start(&spec).await;
-    let token = TokenBuilder::new(&jwks.issuer()).build();
+    let token = crate::support::tokens::token(&jwks.issuer()).build();
     let resp = broker
         .issue(&json!({"oidc_token": token, "repo": REPOSITORY, "job_id": CHECK_RUN_ID}))
         .await;

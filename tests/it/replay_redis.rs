@@ -23,18 +23,19 @@ struct Upstreams {
 impl Upstreams {
     async fn start() -> Self {
         Self {
-            jwks: JwksServer::start(vec![KEY_A.jwk()]).await,
-            sts: StsServer::start().await,
+            jwks: JwksServer::start(vec![KEY_A.jwk()]).await.unwrap(),
+            sts: StsServer::start().await.unwrap(),
         }
     }
 
     fn token(&self) -> TokenBuilder {
-        TokenBuilder::new(&self.jwks.issuer())
+        crate::support::tokens::token(&self.jwks.issuer())
     }
 
     /// A broker using `redis` as its replay store, `fail_open` as given.
     async fn broker(&self, redis: &RedisServer, fail_open: bool) -> Broker {
-        let mut spec = BrokerSpec::new(&self.jwks.issuer(), &self.sts.url(), DEFAULT_POLICY);
+        let mut spec =
+            BrokerSpec::new(&self.jwks.issuer(), self.sts.url().as_str(), DEFAULT_POLICY);
         spec.set("replay.store", "redis")
             .set("replay.redis_url", redis.url())
             .set("replay.redis_timeout_ms", 300)
@@ -232,7 +233,7 @@ async fn a_broker_whose_redis_never_answers_is_not_ready() {
     let mut redis = RedisServer::start();
     redis.stop();
     let up = Upstreams::start().await;
-    let mut spec = BrokerSpec::new(&up.jwks.issuer(), &up.sts.url(), DEFAULT_POLICY);
+    let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
     spec.set("replay.store", "redis")
         .set("replay.redis_url", redis.url())
         .set("replay.redis_timeout_ms", 300);
@@ -307,7 +308,7 @@ async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
 async fn fail_open_with_redis_down_issues_concurrent_copies_once() {
     let mut redis = RedisServer::start();
     let up = Upstreams::start().await;
-    let mut spec = BrokerSpec::new(&up.jwks.issuer(), &up.sts.url(), DEFAULT_POLICY);
+    let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
     spec.set("replay.store", "redis")
         .set("replay.redis_url", redis.url())
         .set("replay.redis_timeout_ms", 300)

@@ -22,18 +22,19 @@ struct Upstreams {
 impl Upstreams {
     async fn start() -> Self {
         Self {
-            jwks: JwksServer::start(vec![KEY_A.jwk()]).await,
-            sts: StsServer::start().await,
+            jwks: JwksServer::start(vec![KEY_A.jwk()]).await.unwrap(),
+            sts: StsServer::start().await.unwrap(),
         }
     }
 
     fn token(&self) -> TokenBuilder {
-        TokenBuilder::new(&self.jwks.issuer())
+        crate::support::tokens::token(&self.jwks.issuer())
     }
 
     /// A broker whose replay store is `redis` over TLS; `ca_file` trusts its CA.
     fn spec(&self, redis: &RedisServer, ca_file: bool) -> BrokerSpec {
-        let mut spec = BrokerSpec::new(&self.jwks.issuer(), &self.sts.url(), DEFAULT_POLICY);
+        let mut spec =
+            BrokerSpec::new(&self.jwks.issuer(), self.sts.url().as_str(), DEFAULT_POLICY);
         spec.set("replay.store", "redis")
             .set("replay.redis_url", redis.url())
             .set("replay.redis_timeout_ms", 1000)

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::support::KEY_A;
 use crate::support::broker::{RunOutput, run_to_completion};
-use crate::support::tokens::{AUDIENCE, TokenBuilder};
+use crate::support::tokens::AUDIENCE;
 
 const ISSUER: &str = "https://token.actions.githubusercontent.com";
 
@@ -44,7 +44,7 @@ fn check_line<'a>(out: &'a RunOutput, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_good_token_verifies() {
-    let out = inspect_fully(&TokenBuilder::new(ISSUER).build()).await;
+    let out = inspect_fully(&crate::support::tokens::token(ISSUER).build()).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(out.stdout.contains("\nresult: verified"), "{}", out.all());
     assert_eq!(check_line(&out, "crit").trim(), "ok    crit");
@@ -58,7 +58,7 @@ async fn unsupported_header_parameters_are_refused_as_the_server_does() {
         ("b64", json!(false)),
         ("zip", json!("DEF")),
     ] {
-        let token = TokenBuilder::new(ISSUER)
+        let token = crate::support::tokens::token(ISSUER)
             .header(name, value.clone())
             .build();
         let out = inspect_fully(&token).await;
@@ -85,7 +85,7 @@ async fn unsupported_header_parameters_are_refused_as_the_server_does() {
 
 #[tokio::test]
 async fn an_over_long_kid_is_refused_as_the_server_does() {
-    let token = TokenBuilder::new(ISSUER)
+    let token = crate::support::tokens::token(ISSUER)
         .header("kid", "k".repeat(257))
         .build();
     let out = inspect_fully(&token).await;
@@ -113,7 +113,7 @@ async fn an_over_long_kid_is_refused_as_the_server_does() {
 
 #[tokio::test]
 async fn without_issuer_and_audience_they_are_not_checked_and_not_claimed() {
-    let out = inspect(&TokenBuilder::new(ISSUER).build(), &[]).await;
+    let out = inspect(&crate::support::tokens::token(ISSUER).build(), &[]).await;
     assert_eq!(out.code, Some(EXIT_REFUSED), "{}", out.all());
     assert_eq!(
         check_line(&out, "iss").trim(),
@@ -136,7 +136,11 @@ async fn without_issuer_and_audience_they_are_not_checked_and_not_claimed() {
         out.all()
     );
     // Only the audience missing: the issuer is checked, the audience is not.
-    let out = inspect(&TokenBuilder::new(ISSUER).build(), &["--issuer", ISSUER]).await;
+    let out = inspect(
+        &crate::support::tokens::token(ISSUER).build(),
+        &["--issuer", ISSUER],
+    )
+    .await;
     assert_eq!(out.code, Some(EXIT_REFUSED), "{}", out.all());
     assert_eq!(check_line(&out, "iss").trim(), "ok    iss");
     assert!(

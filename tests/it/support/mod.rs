@@ -82,14 +82,14 @@ impl Harness {
 
     /// Default config and policy, edited by `edit` before the broker starts.
     pub async fn start_with(edit: impl FnOnce(&mut BrokerSpec)) -> Self {
-        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await;
+        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
         Self::start_with_issuer(jwks, edit).await
     }
 
     /// Like [`Harness::start_with`] with an issuer the test prepared.
     pub async fn start_with_issuer(jwks: JwksServer, edit: impl FnOnce(&mut BrokerSpec)) -> Self {
-        let sts = StsServer::start().await;
-        let mut spec = BrokerSpec::new(&jwks.issuer(), &sts.url(), DEFAULT_POLICY);
+        let sts = StsServer::start().await.unwrap();
+        let mut spec = BrokerSpec::new(&jwks.issuer(), sts.url().as_str(), DEFAULT_POLICY);
         edit(&mut spec);
         let broker = Broker::start(&spec).await;
         Self { jwks, sts, broker }
@@ -97,7 +97,7 @@ impl Harness {
 
     /// A default token from this harness's issuer.
     pub fn token(&self) -> TokenBuilder {
-        TokenBuilder::new(&self.jwks.issuer())
+        crate::support::tokens::token(&self.jwks.issuer())
     }
 
     /// Posts `{"oidc_token": token}` plus `extra` fields.
