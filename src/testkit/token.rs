@@ -248,6 +248,10 @@ mod tests {
         assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
         assert_eq!(data.claims["ref"], "refs/heads/x");
         assert_eq!(data.claims["iss"], "https://issuer.example");
-        assert!(token.starts_with(&TokenBuilder::github("x", key).build_unsigned("none")[..2]));
+
+        let unsigned = TokenBuilder::github("x", key).build_unsigned("none");
+        assert!(unsigned.ends_with('.'), "{unsigned}");
+        let header = jsonwebtoken::decode_header(&unsigned);
+        assert!(header.is_err(), "alg none must not parse as a JWS header");
     }
 }
