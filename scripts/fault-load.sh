@@ -18,7 +18,7 @@
 # same token issued twice, an error for a valid token while the STS was healthy
 # (no STS fault from the margin before sending until the answer), a refusal
 # other than the documented one, or no answer within the broker's deadline.
-# The exact rules are in the doc comment of examples/fault_load.rs. Exit status
+# The exact rules are in the doc comment of tools/fault_load.rs. Exit status
 # 1 on any wrong answer.
 #
 # Builds the release binary and the program once (LTO: several minutes the
@@ -26,5 +26,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked --bin attestation-broker --example fault_load
-exec "$target/release/examples/fault_load" --bin "$target/release/attestation-broker" "$@"
+cargo build --release --locked --features tools --bin attestation-broker --bin fault-load
+exec "$target/release/fault-load" --bin "$target/release/attestation-broker" "$@"

@@ -26,6 +26,7 @@ pub mod replay;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod testkit;
 pub mod tls;
 pub mod verify;
 

@@ -1,8 +1,9 @@
 //! `DevIssuer`: a local stand-in for GitHub's Actions token service.
 //!
-//! It makes its own RSA 2048 key at start and serves, on a loopback listener:
+//! It makes its own RSA 2048 key at start and serves, on a loopback listener,
+//! the test kit's issuer ([`crate::testkit::issuer::Issuer`]):
 //! `GET /.well-known/openid-configuration` (issuer and `jwks_uri`),
-//! `GET /.well-known/jwks` (the public key as a JWK) and
+//! `GET /.well-known/jwks` (the public key as a JWK), plus
 //! `GET /token?repository=owner/name[&ref=…&event_name=…&audience=…&environment=…&sha=…&check_run_id=…]`,
 //! which answers `{"value": "<jwt>"}` with a GitHub-shaped ID token, and
 //! `GET /actions/id-token?…` (the same query, plus `api-version`), which does
@@ -10,37 +11,28 @@
 //! Actions runtime's `ACTIONS_ID_TOKEN_REQUEST_URL` and
 //! `ACTIONS_ID_TOKEN_REQUEST_TOKEN` work, so the real `fetch` client can run
 //! against it. The request token is random per start. Nobody but the local
-//! user should trust that key.
-//!
-//! Tokens are signed here with aws-lc-rs directly rather than through
-//! `jsonwebtoken::EncodingKey`: aws-lc-rs exports a generated RSA key only as
-//! PKCS#8, `EncodingKey::from_rsa_der` wants PKCS#1, and PEM import is off in our
-//! build. An RS256 JWS is three base64url parts and one PKCS#1 v1.5 SHA-256
-//! signature, so signing it directly avoids hand-written ASN.1 surgery; the tests
-//! check the result with `jsonwebtoken` and the JWKS.
+//! user should trust that key. Tokens are signed by the kit's minter
+//! ([`crate::testkit::token::TokenBuilder`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
+use super::DevError;
 use super::token_request::{CheckedRequest, TokenRequest, dev_owner_id, dev_repository_id};
-use super::{DevError, base_url, loopback_addr, spawn_server};
+use crate::testkit::issuer::Issuer;
+use crate::testkit::keys::SigningKey;
+use crate::testkit::token::TokenBuilder;
+use crate::testkit::{ensure_loopback, random_hex};
 
 /// Lifetime of a minted token, seconds (GitHub's are about 5 minutes too).
 const TOKEN_LIFETIME_SECONDS: u64 = 300;
@@ -51,11 +43,9 @@ pub const DEV_ACTOR: &str = "dev-user";
 /// Path of the Actions-style ID-token endpoint.
 pub const ACTIONS_TOKEN_PATH: &str = "/actions/id-token";
 
-/// The development issuer: its key, key id, issuer URL and default audience.
+/// The development issuer: its key, issuer URL and default audience.
 pub struct DevIssuer {
-    key: KeyPair,
-    kid: String,
-    jwk: Value,
+    key: SigningKey,
     issuer: String,
     default_audience: String,
     /// The bearer the Actions-style endpoint wants (ACTIONS_ID_TOKEN_REQUEST_TOKEN).
@@ -66,18 +56,17 @@ impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DevIssuer")
             .field("issuer", &self.issuer)
-            .field("kid", &self.kid)
+            .field("kid", &self.key.kid())
             .field("default_audience", &self.default_audience)
             .finish_non_exhaustive()
     }
 }
 
-/// A running [`DevIssuer`]. Dropping it leaves the server running; call
-/// [`DevIssuerHandle::shutdown`] to stop it.
+/// A running [`DevIssuer`]; stops when dropped or shut down.
 #[derive(Debug)]
 pub struct DevIssuerHandle {
     issuer: Arc<DevIssuer>,
-    task: JoinHandle<()>,
+    server: Issuer,
 }
 
 impl DevIssuer {
@@ -88,44 +77,21 @@ impl DevIssuer {
         listener: TcpListener,
         default_audience: String,
     ) -> Result<DevIssuerHandle, DevError> {
-        let addr = loopback_addr(&listener)?;
-        // Generating an RSA key takes a noticeable moment: keep it off the reactor.
-        let key = tokio::task::spawn_blocking(|| KeyPair::generate(KeySize::Rsa2048))
-            .await
-            .map_err(|_| DevError::KeyGeneration)?
-            .map_err(|_| DevError::KeyGeneration)?;
-        let issuer = Arc::new(Self::with_key(key, base_url(addr), default_audience));
-        let router = Router::new()
-            .route("/.well-known/openid-configuration", get(discovery))
-            .route("/.well-known/jwks", get(jwks))
+        let addr = listener.local_addr().map_err(DevError::Listener)?;
+        ensure_loopback(addr)?;
+        let key = SigningKey::generate_async("dev").await?;
+        let issuer = Arc::new(Self {
+            key: key.clone(),
+            issuer: format!("http://{addr}"),
+            default_audience,
+            request_token: format!("dev-request-token-{}", random_hex(16)),
+        });
+        let routes = Router::new()
             .route("/token", get(token))
             .route(ACTIONS_TOKEN_PATH, get(actions_token))
             .with_state(issuer.clone());
-        let task = spawn_server(listener, router, "dev-issuer");
-        Ok(DevIssuerHandle { issuer, task })
-    }
-
-    fn with_key(key: KeyPair, issuer: String, default_audience: String) -> Self {
-        let public = key.public_key();
-        let n = public.modulus().big_endian_without_leading_zero().to_vec();
-        let e = public.exponent().big_endian_without_leading_zero().to_vec();
-        let kid = format!("dev-{}", hex_prefix(&Sha256::digest(&n)));
-        let jwk = json!({
-            "kty": "RSA",
-            "use": "sig",
-            "alg": "RS256",
-            "kid": kid,
-            "n": URL_SAFE_NO_PAD.encode(&n),
-            "e": URL_SAFE_NO_PAD.encode(&e),
-        });
-        Self {
-            key,
-            kid,
-            jwk,
-            issuer,
-            default_audience,
-            request_token: format!("dev-request-token-{}", random_hex(16)),
-        }
+        let server = Issuer::start_on(listener, vec![key.jwk()], routes).await?;
+        Ok(DevIssuerHandle { issuer, server })
     }
 
     /// The bearer token the Actions-style endpoint accepts: what
@@ -141,7 +107,7 @@ impl DevIssuer {
 
     /// Key id of the signing key, as in every token header and the JWKS.
     pub fn kid(&self) -> &str {
-        &self.kid
+        self.key.kid()
     }
 
     /// Audience used when a request names none.
@@ -151,16 +117,23 @@ impl DevIssuer {
 
     /// The JWKS document: `{"keys": [<the public key>]}`.
     pub fn jwks(&self) -> Value {
-        json!({ "keys": [self.jwk] })
+        json!({ "keys": [self.key.jwk()] })
     }
 
     /// Mints a GitHub-shaped ID token for `request`, valid for 5 minutes.
     pub fn mint(&self, request: &TokenRequest) -> Result<String, DevError> {
         let claims = self.claims(request, SystemTime::now())?;
-        self.sign(&claims)
+        TokenBuilder::new(self.key.clone())
+            .claims(claims)
+            .try_build()
+            .map_err(|_| DevError::Signing)
     }
 
-    fn claims(&self, request: &TokenRequest, now: SystemTime) -> Result<Value, DevError> {
+    fn claims(
+        &self,
+        request: &TokenRequest,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, DevError> {
         let CheckedRequest {
             repository,
             owner,
@@ -238,32 +211,7 @@ impl DevIssuer {
         if let Some(environment) = environment {
             put("environment", json!(environment));
         }
-        Ok(Value::Object(claims))
-    }
-
-    /// Builds the compact JWS: `b64(header).b64(claims).b64(RS256 signature)`.
-    fn sign(&self, claims: &Value) -> Result<String, DevError> {
-        let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid });
-        let header = serde_json::to_vec(&header).map_err(|_| DevError::Signing)?;
-        let claims = serde_json::to_vec(claims).map_err(|_| DevError::Signing)?;
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
-        let mut signature = vec![0; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| DevError::Signing)?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+        Ok(claims)
     }
 }
 
@@ -280,7 +228,7 @@ impl DevIssuerHandle {
 
     /// `<issuer>/.well-known/jwks`.
     pub fn jwks_url(&self) -> String {
-        format!("{}/.well-known/jwks", self.issuer.issuer())
+        self.server.jwks_url()
     }
 
     /// `<issuer>/token`: the minting endpoint (add `?repository=owner/name`).
@@ -301,23 +249,8 @@ impl DevIssuerHandle {
 
     /// Stops the server.
     pub fn shutdown(self) {
-        self.task.abort();
+        self.server.shutdown();
     }
-}
-
-async fn discovery(State(issuer): State<Arc<DevIssuer>>) -> Json<Value> {
-    Json(json!({
-        "issuer": issuer.issuer,
-        "jwks_uri": format!("{}/.well-known/jwks", issuer.issuer),
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "scopes_supported": ["openid"],
-    }))
-}
-
-async fn jwks(State(issuer): State<Arc<DevIssuer>>) -> Json<Value> {
-    Json(issuer.jwks())
 }
 
 async fn token(
@@ -393,16 +326,6 @@ fn bad_request(message: &str) -> Response {
         Json(json!({ "error": "invalid_request", "message": message })),
     )
         .into_response()
-}
-
-fn hex_prefix(digest: &[u8]) -> String {
-    hex::encode(digest.first_chunk::<8>().copied().unwrap_or_default())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::fill(buffer.as_mut_slice());
-    hex::encode(buffer)
 }
 
 fn random_digits(low: u64, high: u64) -> String {

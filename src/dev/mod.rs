@@ -4,16 +4,15 @@
 //! OIDC discovery, a JWKS and a minting endpoint answering like
 //! `ACTIONS_ID_TOKEN_REQUEST_URL`. [`FakeSts`] plays AWS STS: it answers
 //! AssumeRole in the AWS Query protocol with credentials that are plainly fake
-//! (`ASIADEVFAKE…`, `dev-fake-secret-…`). The broker's own signing identity toward
-//! it is [`dev_credentials`].
+//! (`ASIADEVFAKE…`, `dev-fake-secret-…`). Both are the test kit's servers
+//! ([`crate::testkit`]), the same ones the tests run against. The broker's own
+//! signing identity toward the STS is [`dev_credentials`].
 //!
 //! Invariants: both servers listen on loopback only (`start` refuses any other
 //! address), and nothing here is reachable from `serve`: these keys and
 //! credentials prove nothing and must never meet a real issuer or account.
-//! Each server runs on a spawned task until its handle's `shutdown` or the end
-//! of the runtime; dropping a handle leaves the server running.
+//! Each server runs on a spawned task until its handle is shut down or dropped.
 
-mod fake_sts;
 mod issuer;
 #[cfg(test)]
 mod tests;
@@ -21,15 +20,16 @@ mod token_request;
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
-pub use fake_sts::{
-    FAKE_ACCESS_KEY_PREFIX, FAKE_SECRET_PREFIX, FAKE_SESSION_TOKEN_PREFIX, FakeSts, FakeStsHandle,
+pub use crate::testkit::sts::{
+    FAKE_ACCESS_KEY_PREFIX, FAKE_SECRET_PREFIX, FAKE_SESSION_TOKEN_PREFIX,
 };
 pub use issuer::{DEV_ACTOR, DevIssuer, DevIssuerHandle};
 pub use token_request::{TokenRequest, dev_owner_id, dev_repository_id};
+
+use crate::testkit::KitError;
+use crate::testkit::sts::Sts;
 
 /// Access key id of [`dev_credentials`].
 pub const DEV_ACCESS_KEY_ID: &str = "AKIDDEVBROKER";
@@ -56,6 +56,31 @@ pub enum DevError {
     InvalidRequest(String),
 }
 
+impl From<KitError> for DevError {
+    fn from(err: KitError) -> Self {
+        match err {
+            KitError::NotLoopback(addr) => Self::NotLoopback(addr),
+            KitError::Listener(err) => Self::Listener(err),
+            KitError::Key => Self::KeyGeneration,
+            KitError::Signing => Self::Signing,
+        }
+    }
+}
+
+/// The fake STS of `dev`: the test kit's [`Sts`].
+#[derive(Debug)]
+pub struct FakeSts;
+
+/// A running [`FakeSts`]: the kit's [`Sts`] (URL, call counts, `shutdown`).
+pub type FakeStsHandle = Sts;
+
+impl FakeSts {
+    /// Serves a fake STS on `listener`, which must be bound to a loopback address.
+    pub async fn start(listener: TcpListener) -> Result<FakeStsHandle, DevError> {
+        Ok(Sts::start_on(listener).await?)
+    }
+}
+
 /// The broker's own, obviously fake, AWS identity for signing requests to
 /// [`FakeSts`]: `AKIDDEVBROKER` / `dev-broker-secret`, without session token or
 /// expiry. Pass it as the `credentials` of `StsClient::new`.
@@ -67,32 +92,4 @@ pub fn dev_credentials() -> aws_credential_types::Credentials {
         None,
         "attestation-broker-dev",
     )
-}
-
-/// Checks that `listener` is on loopback and returns its address.
-fn loopback_addr(listener: &TcpListener) -> Result<SocketAddr, DevError> {
-    let addr = listener.local_addr().map_err(DevError::Listener)?;
-    ensure_loopback(addr)
-}
-
-fn ensure_loopback(addr: SocketAddr) -> Result<SocketAddr, DevError> {
-    if addr.ip().is_loopback() {
-        Ok(addr)
-    } else {
-        Err(DevError::NotLoopback(addr))
-    }
-}
-
-/// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`), without a trailing slash.
-fn base_url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
-}
-
-/// Serves `router` on `listener` in a spawned task.
-fn spawn_server(listener: TcpListener, router: Router, name: &'static str) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
-            tracing::error!(server = name, error = %err, "dev server stopped");
-        }
-    })
 }

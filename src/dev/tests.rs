@@ -13,6 +13,7 @@ use crate::claims::ClaimSet;
 use crate::config::StsConfig;
 use crate::metrics::Metrics;
 use crate::sts::StsClient;
+use crate::testkit::ensure_loopback;
 
 const AUDIENCE: &str = "https://github.com/dev";
 
@@ -243,7 +244,7 @@ async fn the_actions_endpoint_wants_the_request_token_and_mints_the_job_asked_fo
 fn only_loopback_addresses_are_served() {
     let public = SocketAddr::from(([192, 0, 2, 1], 8080));
     assert!(matches!(
-        ensure_loopback(public),
+        ensure_loopback(public).map_err(DevError::from),
         Err(DevError::NotLoopback(_))
     ));
     let any = SocketAddr::from(([0, 0, 0, 0], 8080));

@@ -1,15 +1,10 @@
 //! The real SDK client against loopback servers that speak AssumeRole's AWS
 //! Query protocol: request encoding, answer parsing, retries and error mapping.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::testkit::sts::{Fault, Sts};
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
 
@@ -39,61 +34,21 @@ fn claims() -> ClaimSet {
     set
 }
 
-/// One canned answer: status and XML body.
-type Answer = (StatusCode, String);
-
-/// A scripted STS: answers in order, repeating the last; records every form body.
-#[derive(Default)]
-struct Script {
-    answers: Mutex<VecDeque<Answer>>,
-    bodies: Mutex<Vec<String>>,
-}
-
-impl Script {
-    fn calls(&self) -> usize {
-        self.bodies.lock().unwrap().len()
+/// The test kit's STS: the first calls fail with `queued` faults, in order,
+/// then every call with `standing` (or succeeds when `None`). It records every
+/// request.
+async fn scripted(queued: &[Fault], standing: Option<Fault>) -> (url::Url, Sts) {
+    let sts = Sts::start().await.unwrap();
+    for fault in queued {
+        sts.fail_next(*fault, 1);
     }
-
-    fn form(&self, index: usize) -> Vec<(String, String)> {
-        let bodies = self.bodies.lock().unwrap();
-        url::form_urlencoded::parse(bodies[index].as_bytes())
-            .into_owned()
-            .collect()
-    }
+    sts.set_fault(standing);
+    (sts.url().clone(), sts)
 }
 
-async fn answer(State(script): State<Arc<Script>>, body: String) -> Response {
-    script.bodies.lock().unwrap().push(body);
-    let mut answers = script.answers.lock().unwrap();
-    let (status, xml) = if answers.len() > 1 {
-        answers.pop_front().unwrap()
-    } else {
-        answers.front().cloned().unwrap()
-    };
-    (status, [("content-type", "text/xml")], xml).into_response()
-}
-
-async fn never_answer() -> Response {
-    std::future::pending::<()>().await;
-    StatusCode::OK.into_response()
-}
-
-async fn serve(router: axum::Router) -> url::Url {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    url::Url::parse(&format!("http://{addr}")).unwrap()
-}
-
-async fn scripted(answers: Vec<Answer>) -> (url::Url, Arc<Script>) {
-    let script = Arc::new(Script {
-        answers: Mutex::new(answers.into()),
-        bodies: Mutex::default(),
-    });
-    let router = axum::Router::new()
-        .route("/", axum::routing::post(answer))
-        .with_state(script.clone());
-    (serve(router).await, script)
+/// The parameters of request `index`, as sent.
+fn form(sts: &Sts, index: usize) -> Vec<(String, String)> {
+    sts.requests()[index].params.clone().into_iter().collect()
 }
 
 fn tuning(max_attempts: u32) -> Tuning {
@@ -119,51 +74,13 @@ async fn client(endpoint: url::Url, tuning: Tuning) -> (StsClient, Metrics) {
     (client, metrics)
 }
 
-fn success_xml(expiration: &str) -> String {
-    format!(
-        r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
-  <AssumeRoleResult>
-    <AssumedRoleUser>
-      <AssumedRoleId>AROATEST:gh-1234567890-1-31337</AssumedRoleId>
-      <Arn>arn:aws:sts::123456789012:assumed-role/deploy/gh-1234567890-1-31337</Arn>
-    </AssumedRoleUser>
-    <Credentials>
-      <AccessKeyId>ASIATESTTESTTESTTEST</AccessKeyId>
-      <SecretAccessKey>secret/key+value</SecretAccessKey>
-      <SessionToken>session-token-value</SessionToken>
-      <Expiration>{expiration}</Expiration>
-    </Credentials>
-  </AssumeRoleResult>
-  <ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata>
-</AssumeRoleResponse>"#
-    )
-}
-
-fn ok() -> Answer {
-    (StatusCode::OK, success_xml("2999-01-01T00:15:00Z"))
-}
-
-fn error_xml(kind: &str, code: &str, message: &str) -> String {
-    format!(
-        "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>\
-         <Message>{message}</Message></Error><RequestId>x</RequestId></ErrorResponse>"
-    )
-}
-
-fn throttling() -> Answer {
-    (
-        StatusCode::BAD_REQUEST,
-        error_xml("Sender", "Throttling", "Rate exceeded"),
-    )
-}
-
 fn value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
 async fn success_sends_role_duration_name_and_tags() {
-    let (endpoint, script) = scripted(vec![ok()]).await;
+    let (endpoint, script) = scripted(&[], None).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client
@@ -171,15 +88,27 @@ async fn success_sends_role_duration_name_and_tags() {
         .await
         .unwrap();
 
-    assert_eq!(issued.access_key_id, "ASIATESTTESTTESTTEST");
-    assert_eq!(issued.secret_access_key.expose_secret(), "secret/key+value");
-    assert_eq!(issued.session_token.expose_secret(), "session-token-value");
+    let sent = &script.issued()[0];
+    assert_eq!(issued.access_key_id, sent.access_key_id);
+    // Real secrets carry `+` and `/`; so do the kit's.
+    assert!(sent.secret_access_key.contains('+') && sent.secret_access_key.contains('/'));
+    assert_eq!(
+        issued.secret_access_key.expose_secret(),
+        sent.secret_access_key
+    );
+    assert_eq!(issued.session_token.expose_secret(), sent.session_token);
     assert_eq!(issued.session_name, "gh-1234567890-1-31337");
-    let expected = SystemTime::from(time::macros::datetime!(2999-01-01 00:15:00 UTC));
+    let expected = SystemTime::from(
+        time::OffsetDateTime::parse(
+            &sent.expiration,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap(),
+    );
     assert_eq!(issued.expiration, expected);
 
     assert_eq!(script.calls(), 1);
-    let form = script.form(0);
+    let form = form(&script, 0);
     assert_eq!(value(&form, "Action"), Some("AssumeRole"));
     assert_eq!(value(&form, "Version"), Some("2011-06-15"));
     assert_eq!(value(&form, "RoleArn"), Some(ROLE_ARN));
@@ -212,7 +141,7 @@ async fn success_sends_role_duration_name_and_tags() {
 
 #[tokio::test]
 async fn tags_are_left_out_when_the_role_turns_them_off() {
-    let (endpoint, script) = scripted(vec![ok()]).await;
+    let (endpoint, script) = scripted(&[], None).await;
     let (client, _) = client(endpoint, tuning(1)).await;
 
     client
@@ -220,7 +149,7 @@ async fn tags_are_left_out_when_the_role_turns_them_off() {
         .await
         .unwrap();
 
-    let form = script.form(0);
+    let form = form(&script, 0);
     assert_eq!(value(&form, "DurationSeconds"), Some("900"));
     assert!(
         form.iter().all(|(key, _)| !key.starts_with("Tags.")),
@@ -230,15 +159,7 @@ async fn tags_are_left_out_when_the_role_turns_them_off() {
 
 #[tokio::test]
 async fn access_denied_is_classified_and_keeps_the_code() {
-    let (endpoint, script) = scripted(vec![(
-        StatusCode::FORBIDDEN,
-        error_xml(
-            "Sender",
-            "AccessDenied",
-            "User: arn:aws:sts::123456789012:assumed-role/broker/x is not authorized",
-        ),
-    )])
-    .await;
+    let (endpoint, script) = scripted(&[], Some(Fault::AccessDenied)).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
@@ -267,7 +188,7 @@ async fn access_denied_is_classified_and_keeps_the_code() {
 
 #[tokio::test]
 async fn throttling_is_retried_by_the_sdk() {
-    let (endpoint, script) = scripted(vec![throttling(), throttling(), ok()]).await;
+    let (endpoint, script) = scripted(&[Fault::Throttling, Fault::Throttling], None).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client.assume(ROLE_ARN, 900, true, &claims()).await;
@@ -280,7 +201,7 @@ async fn throttling_is_retried_by_the_sdk() {
 
 #[tokio::test]
 async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
-    let (endpoint, script) = scripted(vec![throttling()]).await;
+    let (endpoint, script) = scripted(&[], Some(Fault::Throttling)).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
@@ -300,11 +221,7 @@ async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
 
 #[tokio::test]
 async fn server_errors_are_retried_then_other() {
-    let (endpoint, script) = scripted(vec![(
-        StatusCode::SERVICE_UNAVAILABLE,
-        error_xml("Receiver", "ServiceUnavailable", "try later"),
-    )])
-    .await;
+    let (endpoint, script) = scripted(&[], Some(Fault::ServiceUnavailable)).await;
     let (client, _) = client(endpoint, tuning(2)).await;
 
     let err = client
@@ -321,15 +238,7 @@ async fn server_errors_are_retried_then_other() {
 
 #[tokio::test]
 async fn invalid_client_token_is_other_with_its_code() {
-    let (endpoint, _) = scripted(vec![(
-        StatusCode::FORBIDDEN,
-        error_xml(
-            "Sender",
-            "InvalidClientTokenId",
-            "The security token included in the request is invalid.",
-        ),
-    )])
-    .await;
+    let (endpoint, _sts) = scripted(&[], Some(Fault::InvalidClientTokenId)).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
@@ -350,67 +259,34 @@ async fn invalid_client_token_is_other_with_its_code() {
     );
 }
 
+/// An answer missing a part of the credentials is `Other`, naming what is
+/// missing. (For `Expiration` the SDK fills the missing member with the epoch
+/// instead of failing; the client catches it.)
 #[tokio::test]
-async fn answer_without_credentials_is_other() {
-    let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
-  <AssumeRoleResult></AssumeRoleResult>
-  <ResponseMetadata><RequestId>req-1</RequestId></ResponseMetadata>
-</AssumeRoleResponse>"#;
-    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml.to_owned())]).await;
-    let (client, _) = client(endpoint, tuning(1)).await;
+async fn answers_without_a_part_of_the_credentials_are_other() {
+    for (element, detail_names) in [
+        ("Credentials", "no Credentials"),
+        ("Expiration", "Expiration"),
+        ("AccessKeyId", "incomplete"),
+    ] {
+        let (endpoint, _sts) = scripted(&[], Some(Fault::Without(element))).await;
+        let (client, _) = client(endpoint, tuning(1)).await;
 
-    let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
-        .await
-        .unwrap_err();
+        let err = client
+            .assume(ROLE_ARN, 900, true, &claims())
+            .await
+            .unwrap_err();
 
-    assert!(
-        matches!(&err, StsError::Other(detail) if detail.contains("no Credentials")),
-        "{err:?}"
-    );
-}
-
-#[tokio::test]
-async fn answer_without_expiration_is_other() {
-    let xml = success_xml("").replace("<Expiration></Expiration>", "");
-    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml)]).await;
-    let (client, _) = client(endpoint, tuning(1)).await;
-
-    let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
-        .await
-        .unwrap_err();
-
-    // The SDK fills the missing member with the epoch instead of failing.
-    assert!(
-        matches!(&err, StsError::Other(detail) if detail.contains("Expiration")),
-        "{err:?}"
-    );
-}
-
-#[tokio::test]
-async fn answer_without_access_key_is_other() {
-    let xml = ok()
-        .1
-        .replace("<AccessKeyId>ASIATESTTESTTESTTEST</AccessKeyId>", "");
-    let (endpoint, _) = scripted(vec![(StatusCode::OK, xml)]).await;
-    let (client, _) = client(endpoint, tuning(1)).await;
-
-    let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
-        .await
-        .unwrap_err();
-
-    assert!(
-        matches!(&err, StsError::Other(detail) if detail.contains("incomplete")),
-        "{err:?}"
-    );
+        assert!(
+            matches!(&err, StsError::Other(detail) if detail.contains(detail_names)),
+            "without {element}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn an_unanswered_attempt_is_a_timeout() {
-    let router = axum::Router::new().route("/", axum::routing::post(never_answer));
-    let endpoint = serve(router).await;
+    let (endpoint, _sts) = scripted(&[], Some(Fault::Hang)).await;
     let short = Tuning {
         attempt: Duration::from_millis(200),
         operation: Duration::from_secs(30),

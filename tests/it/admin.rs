@@ -228,7 +228,7 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
 /// the last success says 0 (never).
 #[tokio::test]
 async fn a_replica_without_keys_reports_not_ready() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     server.set_jwks_mode(Mode::Fail500);
     let h = Harness::start_with_issuer(server, |spec| {
         spec.wait_ready = false;

@@ -6,16 +6,47 @@ use crate::support::broker::field;
 use crate::support::tokens::{CHECK_RUN_ID, REPOSITORY, SHA};
 use crate::support::{Harness, assert_forbidden, assert_issued};
 
-/// A request whose binding does not hold: generic 403, no STS call, a
-/// `credential_denied` audit event, and the token is not burned.
-async fn mismatch(extra: Value) {
+/// Requests whose binding does not hold, one broker for the table. Each: a
+/// generic 403, no STS call, a `credential_denied` audit event, one more
+/// binding mismatch counted, and the token is not burned (the same token,
+/// correctly bound, then works). Every case has its own token.
+#[tokio::test]
+async fn mismatches_are_refused_and_leave_the_token_usable() {
+    let cases = [
+        ("repo_mismatch", json!({"repo": "ourorg/other-service"})),
+        (
+            "repo_prefix_is_not_a_match",
+            json!({"repo": "ourorg/widget"}),
+        ),
+        (
+            "sha_mismatch",
+            json!({"sha": "0000000000000000000000000000000000000000"}),
+        ),
+        (
+            "sha_must_match_exactly",
+            json!({"sha": SHA.to_ascii_uppercase()}),
+        ),
+        ("short_sha_is_not_a_match", json!({"sha": &SHA[..7]})),
+        (
+            "job_id_mismatch_with_check_run_id",
+            json!({"job_id": "72463523103"}),
+        ),
+    ];
     let h = Harness::start().await;
+    for (mismatches, (name, extra)) in (1u32..).zip(cases) {
+        println!("case {name}");
+        mismatch(&h, extra, f64::from(mismatches)).await;
+    }
+}
+
+async fn mismatch(h: &Harness, extra: Value, mismatches_so_far: f64) {
     let token = h.token().build();
+    let calls_before = h.sts.calls();
     let resp = h.issue_token(&token, extra.clone()).await;
     assert_forbidden(&resp);
     assert_eq!(
         h.sts.calls(),
-        0,
+        calls_before,
         "STS called despite a binding mismatch ({extra})"
     );
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
@@ -27,42 +58,12 @@ async fn mismatch(extra: Value) {
     let metrics = h.broker.metrics().await;
     assert_eq!(
         metrics.value("ci_binding_mismatches_total", &[]),
-        Some(1.0),
+        Some(mismatches_so_far),
         "{}",
         metrics.0
     );
     // Binding is checked before the replay store: the same token, correctly bound, still works.
     assert_issued(&h.issue_token(&token, json!({})).await);
-}
-
-#[tokio::test]
-async fn repo_mismatch() {
-    mismatch(json!({"repo": "ourorg/other-service"})).await;
-}
-
-#[tokio::test]
-async fn repo_prefix_is_not_a_match() {
-    mismatch(json!({"repo": "ourorg/widget"})).await;
-}
-
-#[tokio::test]
-async fn sha_mismatch() {
-    mismatch(json!({"sha": "0000000000000000000000000000000000000000"})).await;
-}
-
-#[tokio::test]
-async fn sha_must_match_exactly() {
-    mismatch(json!({"sha": SHA.to_ascii_uppercase()})).await;
-}
-
-#[tokio::test]
-async fn short_sha_is_not_a_match() {
-    mismatch(json!({"sha": &SHA[..7]})).await;
-}
-
-#[tokio::test]
-async fn job_id_mismatch_with_check_run_id() {
-    mismatch(json!({"job_id": "72463523103"})).await;
 }
 
 #[tokio::test]

@@ -4,9 +4,22 @@ use serde_json::json;
 
 use crate::support::{Harness, Req, assert_bad_request, assert_error, assert_issued, msg};
 
+/// Bodies refused before any token is looked at, against one broker. Each case
+/// asserts that the STS was never called; the last one then issues its token
+/// (none of the refusals burned it).
 #[tokio::test]
-async fn body_that_is_not_json() {
+async fn refused_bodies_share_one_broker() {
     let h = Harness::start().await;
+    body_that_is_not_json(&h).await;
+    no_token_anywhere(&h).await;
+    body_far_over_the_limit_is_413(&h).await;
+    chunked_body_over_64_kib_is_413(&h).await;
+    wrong_content_type_is_415(&h).await;
+    form_body_with_a_bearer_token_is_still_415(&h).await;
+    fields_of_the_wrong_type(&h).await;
+}
+
+async fn body_that_is_not_json(h: &Harness) {
     for body in [
         &b"oidc_token=abc"[..],
         b"{\"oidc_token\": ",
@@ -26,9 +39,7 @@ async fn body_that_is_not_json() {
     assert_eq!(h.sts.calls(), 0);
 }
 
-#[tokio::test]
-async fn fields_of_the_wrong_type() {
-    let h = Harness::start().await;
+async fn fields_of_the_wrong_type(h: &Harness) {
     let token = h.token().build();
     for body in [
         json!({"oidc_token": 5}),
@@ -51,9 +62,7 @@ async fn fields_of_the_wrong_type() {
     assert_issued(&h.issue_token(&token, json!({})).await);
 }
 
-#[tokio::test]
-async fn no_token_anywhere() {
-    let h = Harness::start().await;
+async fn no_token_anywhere(h: &Harness) {
     for req in [
         Req::json(&json!({})),
         Req::json(&json!({"repo": "ourorg/widget-service", "job_id": "1"})),
@@ -102,19 +111,15 @@ async fn body_over_64_kib_is_413() {
     assert_issued(&h.broker.issue(&body).await);
 }
 
-#[tokio::test]
-async fn body_far_over_the_limit_is_413() {
-    let h = Harness::start().await;
+async fn body_far_over_the_limit_is_413(h: &Harness) {
     let body = vec![b' '; 512 * 1024];
     let head = post_head(&format!("Content-Length: {}\r\n", body.len()));
     let resp = h.broker.call_tcp(head, body).await;
     assert_error(&resp, 413, "invalid_request", msg::TOO_LARGE);
 }
 
-#[tokio::test]
-async fn chunked_body_over_64_kib_is_413() {
+async fn chunked_body_over_64_kib_is_413(h: &Harness) {
     // No Content-Length: the limit must hold while streaming too.
-    let h = Harness::start().await;
     let token = h.token().build();
     let json = serde_json::to_vec(&json!({"oidc_token": token, "padding": "x".repeat(80 * 1024)}))
         .unwrap();
@@ -133,9 +138,7 @@ async fn chunked_body_over_64_kib_is_413() {
     assert_eq!(h.sts.calls(), 0);
 }
 
-#[tokio::test]
-async fn wrong_content_type_is_415() {
-    let h = Harness::start().await;
+async fn wrong_content_type_is_415(h: &Harness) {
     let token = h.token().build();
     let body = serde_json::to_vec(&json!({"oidc_token": token})).unwrap();
     for content_type in [
@@ -150,9 +153,7 @@ async fn wrong_content_type_is_415() {
     assert_eq!(h.sts.calls(), 0);
 }
 
-#[tokio::test]
-async fn form_body_with_a_bearer_token_is_still_415() {
-    let h = Harness::start().await;
+async fn form_body_with_a_bearer_token_is_still_415(h: &Harness) {
     let token = h.token().build();
     let req = Req::raw(Some("application/x-www-form-urlencoded"), "role=deploy").bearer(&token);
     let resp = h.broker.call(req).await;

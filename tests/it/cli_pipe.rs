@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::broker::{DEADLINE, binary};
-use crate::support::tokens::{KEY_A, TokenBuilder};
+use crate::support::tokens::KEY_A;
 
 /// Rust's exit code after a panic.
 const PANIC_EXIT: i32 = 101;
@@ -110,7 +110,8 @@ struct Inputs {
 impl Inputs {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let token = TokenBuilder::new("https://token.actions.githubusercontent.com").build();
+        let token =
+            crate::support::tokens::token("https://token.actions.githubusercontent.com").build();
         std::fs::write(dir.path().join("token.jwt"), &token).unwrap();
         let jwks = json!({ "keys": [KEY_A.jwk()] });
         std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::support::broker::{BIN, DEADLINE, field};
 use crate::support::sts::Fault;
-use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, REPOSITORY, SHA, TokenBuilder};
+use crate::support::tokens::{AUDIENCE, CHECK_RUN_ID, REPOSITORY, SHA};
 use crate::support::{Harness, ROLE_ARN};
 
 /// The bearer token the fake runtime expects (ACTIONS_ID_TOKEN_REQUEST_TOKEN).
@@ -117,7 +117,7 @@ async fn mint(
     }
     let audience = query.get("audience").cloned();
     inner.audiences.lock().unwrap().push(audience.clone());
-    let mut token = TokenBuilder::new(&inner.issuer)
+    let mut token = crate::support::tokens::token(&inner.issuer)
         .claim("aud", audience.unwrap_or_else(|| AUDIENCE.to_owned()));
     for (name, value) in inner.claims.lock().unwrap().iter() {
         token = token.claim(name, value.clone());
@@ -669,8 +669,9 @@ async fn a_zero_retry_budget_makes_one_attempt() {
 #[tokio::test]
 async fn a_broker_that_is_down_then_comes_up_is_waited_for() {
     // The broker's address is known, but nothing listens there yet: a rollout.
-    let jwks =
-        crate::support::jwks::JwksServer::start(vec![crate::support::tokens::KEY_A.jwk()]).await;
+    let jwks = crate::support::jwks::JwksServer::start(vec![crate::support::tokens::KEY_A.jwk()])
+        .await
+        .unwrap();
     let runtime = FakeRuntime::start(&jwks.issuer()).await;
     let addr = closed_port();
     let job = Job::new(&runtime);

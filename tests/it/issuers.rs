@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::jwks::JwksServer;
-use crate::support::tokens::{AUDIENCE, TokenBuilder};
+use crate::support::tokens::AUDIENCE;
 use crate::support::{Harness, KEY_B, assert_invalid_token, assert_issued, msg};
 
 const OTHER_AUDIENCE: &str = "https://github.com/partner";
@@ -12,7 +12,7 @@ const OTHER_AUDIENCE: &str = "https://github.com/partner";
 /// Issuer 1 publishes KEY_A (audience AUDIENCE); issuer 2 publishes KEY_B
 /// (audience OTHER_AUDIENCE).
 async fn two_issuers() -> (Harness, JwksServer) {
-    let second = JwksServer::start(vec![KEY_B.jwk()]).await;
+    let second = JwksServer::start(vec![KEY_B.jwk()]).await.unwrap();
     let second_issuer = second.issuer();
     let h = Harness::start_with(|spec| {
         spec.add_issuer(&second_issuer, &[OTHER_AUDIENCE]);
@@ -25,7 +25,7 @@ async fn two_issuers() -> (Harness, JwksServer) {
 async fn each_issuer_verifies_its_own_tokens() {
     let (h, second) = two_issuers().await;
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
-    let token = TokenBuilder::new(&second.issuer())
+    let token = crate::support::tokens::token(&second.issuer())
         .header("kid", KEY_B.kid)
         .signed_by(&KEY_B)
         .claim("aud", OTHER_AUDIENCE)
@@ -38,7 +38,7 @@ async fn each_issuer_verifies_its_own_tokens() {
 async fn audiences_belong_to_their_issuer() {
     let (h, second) = two_issuers().await;
     // Issuer 1's audience on a token from issuer 2, and the reverse.
-    let token = TokenBuilder::new(&second.issuer())
+    let token = crate::support::tokens::token(&second.issuer())
         .header("kid", KEY_B.kid)
         .signed_by(&KEY_B)
         .claim("aud", AUDIENCE)
@@ -56,7 +56,7 @@ async fn keys_belong_to_their_issuer() {
     let token = h.token().header("kid", KEY_B.kid).signed_by(&KEY_B).build();
     assert_invalid_token(&h.issue_token(&token, json!({})).await, msg::BAD_SIGNATURE);
     // And the reverse.
-    let token = TokenBuilder::new(&second.issuer())
+    let token = crate::support::tokens::token(&second.issuer())
         .claim("aud", OTHER_AUDIENCE)
         .build();
     assert_invalid_token(&h.issue_token(&token, json!({})).await, msg::BAD_SIGNATURE);

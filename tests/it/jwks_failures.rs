@@ -17,7 +17,7 @@ use crate::support::{
 
 /// Starts a broker whose issuer misbehaves from the start.
 async fn harness_with_failing_issuer(discovery: Mode, jwks: Mode) -> Harness {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     server.set_discovery_mode(discovery);
     server.set_jwks_mode(jwks);
     Harness::start_with_issuer(server, |spec| {
@@ -124,7 +124,7 @@ async fn discovery_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn recovers_when_the_jwks_comes_back() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     server.set_jwks_mode(Mode::Fail500);
     let h = Harness::start_with_issuer(server, |spec| {
         spec.wait_ready = false;
@@ -282,7 +282,7 @@ async fn closed_after_refusal(h: &Harness) {
 
 #[tokio::test]
 async fn a_discovery_document_naming_another_issuer_is_refused_at_start() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     let mut document = server.default_discovery_document();
     document["issuer"] = json!("https://token.actions.githubusercontent.com");
     server.set_discovery_document(Some(document));
@@ -347,8 +347,8 @@ async fn a_discovery_document_naming_another_issuer_on_refresh_keeps_the_old_key
 #[tokio::test]
 async fn a_jwks_uri_on_another_origin_is_refused() {
     // Same host, another port: another origin.
-    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await;
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     let mut document = server.default_discovery_document();
     document["jwks_uri"] = json!(elsewhere.jwks_url());
     server.set_discovery_document(Some(document));
@@ -364,7 +364,7 @@ async fn a_jwks_uri_on_another_origin_is_refused() {
 
 #[tokio::test]
 async fn an_explicit_jwks_url_on_another_origin_is_used() {
-    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await;
+    let elsewhere = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
     let url = elsewhere.jwks_url();
     let h = Harness::start_with(|spec| {
         spec.set_issuer_key(0, "jwks_url", url.as_str());
@@ -381,7 +381,9 @@ async fn an_explicit_jwks_url_on_another_origin_is_used() {
 
 #[tokio::test]
 async fn a_key_set_listing_a_kid_twice_is_refused_at_start() {
-    let server = JwksServer::start(vec![KEY_A.jwk(), KEY_B.jwk_with_kid(KEY_A.kid)]).await;
+    let server = JwksServer::start(vec![KEY_A.jwk(), KEY_B.jwk_with_kid(KEY_A.kid)])
+        .await
+        .unwrap();
     let h = Harness::start_with_issuer(server, |spec| spec.wait_ready = false).await;
     refusal_logged(&h.broker, "is listed more than once").await;
     closed_after_refusal(&h).await;
@@ -416,8 +418,12 @@ async fn an_unreachable_issuer_is_logged_with_the_cause_and_no_keys_yet() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let sts = StsServer::start().await;
-    let mut spec = BrokerSpec::new(&format!("http://{closed}"), &sts.url(), DEFAULT_POLICY);
+    let sts = StsServer::start().await.unwrap();
+    let mut spec = BrokerSpec::new(
+        &format!("http://{closed}"),
+        sts.url().as_str(),
+        DEFAULT_POLICY,
+    );
     spec.wait_ready = false;
     let broker = Broker::start(&spec).await;
     let line = broker

@@ -37,7 +37,7 @@ const TOKEN_2022_08: RealToken = RealToken {
 async fn github_harness(real: &RealToken) -> Harness {
     let jwks: Value = serde_json::from_str(real.jwks).unwrap();
     let keys = jwks["keys"].as_array().unwrap().clone();
-    let server = JwksServer::start(keys).await;
+    let server = JwksServer::start(keys).await.unwrap();
     let jwks_url = server.jwks_url();
     server.set_issuer(GITHUB_ISSUER);
     let audience = real.audience.to_owned();

@@ -192,11 +192,12 @@ async fn a_bad_rego_module_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.rego");
     std::fs::write(&path, "package broker\nallow if {").unwrap();
-    let jwks =
-        crate::support::jwks::JwksServer::start(vec![crate::support::tokens::KEY_A.jwk()]).await;
-    let sts = crate::support::sts::StsServer::start().await;
+    let jwks = crate::support::jwks::JwksServer::start(vec![crate::support::tokens::KEY_A.jwk()])
+        .await
+        .unwrap();
+    let sts = crate::support::sts::StsServer::start().await.unwrap();
     let mut spec =
-        crate::support::broker::BrokerSpec::new(&jwks.issuer(), &sts.url(), DEFAULT_POLICY);
+        crate::support::broker::BrokerSpec::new(&jwks.issuer(), sts.url().as_str(), DEFAULT_POLICY);
     spec.set("policy.rego", path.display().to_string());
     let config = spec.write_to(dir.path());
     let out = crate::support::broker::run_to_completion(

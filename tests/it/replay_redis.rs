@@ -23,18 +23,19 @@ struct Upstreams {
 impl Upstreams {
     async fn start() -> Self {
         Self {
-            jwks: JwksServer::start(vec![KEY_A.jwk()]).await,
-            sts: StsServer::start().await,
+            jwks: JwksServer::start(vec![KEY_A.jwk()]).await.unwrap(),
+            sts: StsServer::start().await.unwrap(),
         }
     }
 
     fn token(&self) -> TokenBuilder {
-        TokenBuilder::new(&self.jwks.issuer())
+        crate::support::tokens::token(&self.jwks.issuer())
     }
 
     /// A broker using `redis` as its replay store, `fail_open` as given.
     async fn broker(&self, redis: &RedisServer, fail_open: bool) -> Broker {
-        let mut spec = BrokerSpec::new(&self.jwks.issuer(), &self.sts.url(), DEFAULT_POLICY);
+        let mut spec =
+            BrokerSpec::new(&self.jwks.issuer(), self.sts.url().as_str(), DEFAULT_POLICY);
         spec.set("replay.store", "redis")
             .set("replay.redis_url", redis.url())
             .set("replay.redis_timeout_ms", 300)
@@ -72,7 +73,9 @@ async fn store_errors(broker: &Broker) -> f64 {
 
 #[tokio::test]
 async fn two_replicas_issue_once_for_one_token_under_concurrency() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let brokers = [
         Arc::new(up.broker(&redis, false).await),
@@ -112,7 +115,9 @@ async fn two_replicas_issue_once_for_one_token_under_concurrency() {
 
 #[tokio::test]
 async fn a_token_used_on_one_replica_is_refused_on_the_other() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let (a, b) = (
         up.broker(&redis, false).await,
@@ -127,7 +132,9 @@ async fn a_token_used_on_one_replica_is_refused_on_the_other() {
 
 #[tokio::test]
 async fn an_sts_failure_on_one_replica_frees_the_token_for_the_other() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let (a, b) = (
         up.broker(&redis, false).await,
@@ -142,7 +149,9 @@ async fn an_sts_failure_on_one_replica_frees_the_token_for_the_other() {
 
 #[tokio::test]
 async fn redis_stopped_mid_run_fails_closed_and_recovers() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -176,7 +185,9 @@ async fn redis_stopped_mid_run_fails_closed_and_recovers() {
 
 #[tokio::test]
 async fn a_frozen_redis_is_a_503_not_a_hang() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = Arc::new(up.broker(&redis, false).await);
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -207,7 +218,9 @@ async fn a_frozen_redis_is_a_503_not_a_hang() {
 
 #[tokio::test]
 async fn fail_open_issues_while_redis_is_down_and_stays_ready() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, true).await;
     assert_issued(&broker.issue(&body(&up.token().build())).await);
@@ -229,10 +242,12 @@ async fn fail_open_issues_while_redis_is_down_and_stays_ready() {
 
 #[tokio::test]
 async fn a_broker_whose_redis_never_answers_is_not_ready() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     redis.stop();
     let up = Upstreams::start().await;
-    let mut spec = BrokerSpec::new(&up.jwks.issuer(), &up.sts.url(), DEFAULT_POLICY);
+    let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
     spec.set("replay.store", "redis")
         .set("replay.redis_url", redis.url())
         .set("replay.redis_timeout_ms", 300);
@@ -263,7 +278,9 @@ async fn issue_concurrently(requests: Vec<(Arc<Broker>, String)>) -> Vec<Resp> {
 
 #[tokio::test]
 async fn fail_open_still_refuses_a_replay_on_the_same_replica() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, true).await;
     redis.stop();
@@ -275,7 +292,9 @@ async fn fail_open_still_refuses_a_replay_on_the_same_replica() {
 
 #[tokio::test]
 async fn a_replica_remembers_its_own_tokens_when_redis_loses_its_data() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     let token = up.token().build();
@@ -289,7 +308,9 @@ async fn a_replica_remembers_its_own_tokens_when_redis_loses_its_data() {
 
 #[tokio::test]
 async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
     let broker = up.broker(&redis, false).await;
     redis.stop();
@@ -305,9 +326,11 @@ async fn a_token_refused_with_503_can_be_used_once_redis_is_back() {
 /// of one token sent at once are still issued exactly once, trial after trial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fail_open_with_redis_down_issues_concurrent_copies_once() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let up = Upstreams::start().await;
-    let mut spec = BrokerSpec::new(&up.jwks.issuer(), &up.sts.url(), DEFAULT_POLICY);
+    let mut spec = BrokerSpec::new(&up.jwks.issuer(), up.sts.url().as_str(), DEFAULT_POLICY);
     spec.set("replay.store", "redis")
         .set("replay.redis_url", redis.url())
         .set("replay.redis_timeout_ms", 300)

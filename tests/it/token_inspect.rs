@@ -23,7 +23,7 @@ const AT: &str = "1700000060";
 
 /// A token as GitHub would mint it for a push to main, at [`IAT`].
 fn token() -> TokenBuilder {
-    TokenBuilder::new(ISSUER)
+    crate::support::tokens::token(ISSUER)
         .issued_at(IAT)
         .claim("jti", "5a3f9c1e-0000-4000-8000-000000000002")
 }

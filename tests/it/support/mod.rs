@@ -15,6 +15,27 @@ pub use jwks::JwksServer;
 pub use sts::StsServer;
 pub use tokens::{KEY_A, KEY_B, TokenBuilder};
 
+/// Whether an external tool a test needs is there. When it is not, the test
+/// skips: this prints `skipped: TOOL not found (HINT)` past the test
+/// harness's output capture, so a plain `cargo test` shows every skip. With
+/// `BROKER_TEST_REQUIRE_ALL=1` (scripts/test.sh sets it) a missing tool fails
+/// the test instead, so CI never skips silently.
+pub fn tool_available(tool: &str, found: bool, hint: &str) -> bool {
+    if found {
+        return true;
+    }
+    let required = std::env::var("BROKER_TEST_REQUIRE_ALL").is_ok_and(|value| value == "1");
+    assert!(
+        !required,
+        "{tool} not found and BROKER_TEST_REQUIRE_ALL=1 ({hint})"
+    );
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("skipped: {tool} not found ({hint}): {test}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
+}
+
 /// The role the default policy grants.
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole";
 /// Its account.
@@ -83,14 +104,14 @@ impl Harness {
 
     /// Default config and policy, edited by `edit` before the broker starts.
     pub async fn start_with(edit: impl FnOnce(&mut BrokerSpec)) -> Self {
-        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await;
+        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
         Self::start_with_issuer(jwks, edit).await
     }
 
     /// Like [`Harness::start_with`] with an issuer the test prepared.
     pub async fn start_with_issuer(jwks: JwksServer, edit: impl FnOnce(&mut BrokerSpec)) -> Self {
-        let sts = StsServer::start().await;
-        let mut spec = BrokerSpec::new(&jwks.issuer(), &sts.url(), DEFAULT_POLICY);
+        let sts = StsServer::start().await.unwrap();
+        let mut spec = BrokerSpec::new(&jwks.issuer(), sts.url().as_str(), DEFAULT_POLICY);
         edit(&mut spec);
         let broker = Broker::start(&spec).await;
         Self { jwks, sts, broker }
@@ -98,7 +119,7 @@ impl Harness {
 
     /// A default token from this harness's issuer.
     pub fn token(&self) -> TokenBuilder {
-        TokenBuilder::new(&self.jwks.issuer())
+        crate::support::tokens::token(&self.jwks.issuer())
     }
 
     /// Posts `{"oidc_token": token}` plus `extra` fields.

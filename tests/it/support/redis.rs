@@ -48,6 +48,17 @@ pub struct RedisServer {
     tls: Option<Tls>,
 }
 
+/// Whether `redis-server` can be run (or the test must skip).
+fn have_redis() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    super::tool_available("redis-server", found, "scripts/test.sh installs it")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -95,26 +106,35 @@ fn spawn(port: u16, tls: Option<&Tls>) -> Child {
 }
 
 impl RedisServer {
-    /// Starts a server on a free loopback port and waits until it accepts.
-    pub fn start() -> Self {
+    /// Starts a server on a free loopback port and waits until it accepts;
+    /// `None` (the test skips) when `redis-server` is not installed, see
+    /// [`super::tool_available`].
+    pub fn start() -> Option<Self> {
+        if !have_redis() {
+            return None;
+        }
         let port = free_port();
-        Self {
+        Some(Self {
             child: Some(spawn(port, None)),
             port,
             tls: None,
-        }
+        })
     }
 
     /// Starts a TLS-only server (plain port off) with a certificate from a
-    /// CA made for it; see [`RedisServer::ca_file`].
-    pub fn start_tls() -> Self {
+    /// CA made for it; see [`RedisServer::ca_file`]. `None` as for
+    /// [`RedisServer::start`].
+    pub fn start_tls() -> Option<Self> {
+        if !have_redis() {
+            return None;
+        }
         let port = free_port();
         let tls = Tls::generate();
-        Self {
+        Some(Self {
             child: Some(spawn(port, Some(&tls))),
             port,
             tls: Some(tls),
-        }
+        })
     }
 
     /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` for a TLS

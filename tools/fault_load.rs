@@ -1,12 +1,14 @@
 //! Load and fault test: the release broker under steady load while its
 //! upstreams fail on a schedule. Run it with `scripts/fault-load.sh` (which
-//! builds the release binary first); it is not part of the default test run.
+//! builds the release binary and this tool, the `tools` feature, first); it is
+//! not part of the default test run.
 //!
 //! What it does, on loopback only:
-//! - starts its own OIDC issuer (discovery + JWKS for the checked-in test key A)
-//!   and its own STS (AssumeRole in the AWS Query protocol), each with a fault
-//!   switch: JWKS `500`, `hang`, `garbage` (truncated JSON, or a key set with no
-//!   usable key); STS `Throttling`, `InternalFailure` (500), `AccessDenied`, `hang`;
+//! - starts the test kit's OIDC issuer (discovery + JWKS for a key made at
+//!   start) and STS (AssumeRole in the AWS Query protocol), switching their
+//!   faults: JWKS `500`, `hang`, `garbage` (the discovery document truncated,
+//!   the key set with no usable key); STS `Throttling`, `InternalFailure` (500),
+//!   `AccessDenied`, `hang`; tokens come from the kit's minter;
 //! - starts the broker binary (`--bin`) against them, with short JWKS refresh and
 //!   STS timeouts so that the faults are actually met;
 //! - sends `POST /issue` at `--rate` requests per second for `--duration`
@@ -45,20 +47,17 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use attestation_broker::testkit::issuer::{Issuer, Mode};
+use attestation_broker::testkit::keys::SigningKey;
+use attestation_broker::testkit::sts::{Fault, Sts};
+use attestation_broker::testkit::token::{TokenBuilder, now};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use rand::Rng as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -66,8 +65,6 @@ use tokio::time::Instant;
 
 /// The audience the broker accepts.
 const AUDIENCE: &str = "https://github.com/ourorg";
-/// Kid of test key A in the JWKS.
-const KID_A: &str = "fault-load-key-a";
 /// The broker's request deadline (`server.request_timeout_seconds`).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a replayed token may have been issued before: well inside its
@@ -129,6 +126,31 @@ enum StsFault {
     Hang,
 }
 
+impl JwksFault {
+    /// How the kit's issuer answers (discovery document, key set).
+    fn modes(self) -> (Mode, Mode) {
+        match self {
+            JwksFault::Healthy => (Mode::Normal, Mode::Normal),
+            JwksFault::Status500 => (Mode::Fail500, Mode::Fail500),
+            JwksFault::Hang => (Mode::Hang, Mode::Hang),
+            JwksFault::Garbage => (Mode::Malformed, Mode::NoUsableKey),
+        }
+    }
+}
+
+impl StsFault {
+    /// The kit STS's standing fault.
+    fn fault(self) -> Option<Fault> {
+        match self {
+            StsFault::Healthy => None,
+            StsFault::Throttling => Some(Fault::Throttling),
+            StsFault::InternalFailure => Some(Fault::InternalFailure),
+            StsFault::AccessDenied => Some(Fault::AccessDenied),
+            StsFault::Hang => Some(Fault::Hang),
+        }
+    }
+}
+
 /// One cycle of the schedule: (JWKS, STS) per phase.
 const SCHEDULE: [(JwksFault, StsFault); 12] = [
     (JwksFault::Healthy, StsFault::Healthy),
@@ -145,16 +167,18 @@ const SCHEDULE: [(JwksFault, StsFault); 12] = [
     (JwksFault::Healthy, StsFault::Healthy),
 ];
 
-/// The current faults and every switch, timestamped.
+/// The kit's servers, their current faults and every switch, timestamped.
 struct Switchboard {
-    current: Mutex<(JwksFault, StsFault)>,
+    issuer: Issuer,
+    sts: Sts,
     history: Mutex<Vec<(Instant, JwksFault, StsFault)>>,
 }
 
 impl Switchboard {
-    fn new(at: Instant) -> Self {
+    fn new(at: Instant, issuer: Issuer, sts: Sts) -> Self {
         Self {
-            current: Mutex::new((JwksFault::Healthy, StsFault::Healthy)),
+            issuer,
+            sts,
             history: Mutex::new(vec![(at, JwksFault::Healthy, StsFault::Healthy)]),
         }
     }
@@ -162,15 +186,10 @@ impl Switchboard {
     fn set(&self, jwks: JwksFault, sts: StsFault) {
         // Record first, switch second: a request never meets an unrecorded fault.
         lock(&self.history).push((Instant::now(), jwks, sts));
-        *lock(&self.current) = (jwks, sts);
-    }
-
-    fn jwks(&self) -> JwksFault {
-        lock(&self.current).0
-    }
-
-    fn sts(&self) -> StsFault {
-        lock(&self.current).1
+        let (discovery, key_set) = jwks.modes();
+        self.issuer.set_discovery_mode(discovery);
+        self.issuer.set_jwks_mode(key_set);
+        self.sts.set_fault(sts.fault());
     }
 
     /// Every (JWKS, STS) state in effect at some moment of `[from, to]`.
@@ -192,146 +211,6 @@ impl Switchboard {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------- issuer
-
-struct Issuer {
-    base_url: String,
-    jwks: Value,
-    faults: Arc<Switchboard>,
-    hits: AtomicU64,
-    faulty_hits: AtomicU64,
-}
-
-async fn issuer_handler(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
-    issuer.hits.fetch_add(1, Ordering::Relaxed);
-    let fault = issuer.faults.jwks();
-    if fault != JwksFault::Healthy {
-        issuer.faulty_hits.fetch_add(1, Ordering::Relaxed);
-    }
-    match fault {
-        JwksFault::Healthy => {}
-        JwksFault::Status500 => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "issuer exploded").into_response();
-        }
-        JwksFault::Hang => return std::future::pending::<Response>().await,
-        JwksFault::Garbage => {
-            let body = if rand::random::<bool>() {
-                "{\"keys\": [ {\"kty\": \"RSA\", ".to_owned()
-            } else {
-                json!({"keys": [{"kty": "RSA", "kid": KID_A, "n": "AQAB", "e": "", "use": "enc"}]})
-                    .to_string()
-            };
-            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-        }
-    }
-    let document = match request.uri().path() {
-        "/.well-known/openid-configuration" => json!({
-            "issuer": issuer.base_url,
-            "jwks_uri": format!("{}/jwks", issuer.base_url),
-            "id_token_signing_alg_values_supported": ["RS256"],
-        }),
-        "/jwks" => issuer.jwks.clone(),
-        _ => return StatusCode::NOT_FOUND.into_response(),
-    };
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.to_string(),
-    )
-        .into_response()
-}
-
-// ---------------------------------------------------------------- STS
-
-struct Sts {
-    faults: Arc<Switchboard>,
-    calls: AtomicU64,
-    faulty_calls: AtomicU64,
-    issued: Mutex<HashSet<String>>,
-    next_key: AtomicU64,
-}
-
-fn sts_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let kind = if status.is_server_error() {
-        "Receiver"
-    } else {
-        "Sender"
-    };
-    let body = format!(
-        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type>\
-         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-load</RequestId></ErrorResponse>"
-    );
-    (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
-}
-
-async fn sts_handler(State(sts): State<Arc<Sts>>, body: Bytes) -> Response {
-    sts.calls.fetch_add(1, Ordering::Relaxed);
-    let fault = sts.faults.sts();
-    if fault != StsFault::Healthy {
-        sts.faulty_calls.fetch_add(1, Ordering::Relaxed);
-    }
-    match fault {
-        StsFault::Healthy => {}
-        StsFault::Throttling => {
-            return sts_error(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded");
-        }
-        StsFault::InternalFailure => {
-            return sts_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalFailure",
-                "The request processing has failed.",
-            );
-        }
-        StsFault::AccessDenied => {
-            return sts_error(
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                "not authorized to perform: sts:AssumeRole",
-            );
-        }
-        StsFault::Hang => return std::future::pending::<Response>().await,
-    }
-    let mut session_name = String::new();
-    let mut duration: i64 = 3600;
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        match key.as_ref() {
-            "RoleSessionName" => session_name = value.into_owned(),
-            "DurationSeconds" => duration = value.parse().unwrap_or(3600),
-            _ => {}
-        }
-    }
-    let number = sts.next_key.fetch_add(1, Ordering::Relaxed);
-    let access_key_id = format!("ASIAFAULTLOAD{number:07}");
-    lock(&sts.issued).insert(access_key_id.clone());
-    let expiration = (time::OffsetDateTime::now_utc() + time::Duration::seconds(duration))
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-         <AssumedRoleUser><AssumedRoleId>AROAFAULTLOAD:{session_name}</AssumedRoleId>\
-         <Arn>arn:aws:sts::123456789012:assumed-role/fault-load/{session_name}</Arn></AssumedRoleUser>\
-         <Credentials><AccessKeyId>{access_key_id}</AccessKeyId><SecretAccessKey>fault-load-secret-{number}</SecretAccessKey>\
-         <SessionToken>fault-load-session-token-{number}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
-         </AssumeRoleResult><ResponseMetadata><RequestId>fault-load</RequestId></ResponseMetadata></AssumeRoleResponse>"
-    );
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
-}
-
-async fn serve(router: Router) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
-            eprintln!("stub server stopped: {err}");
-        }
-    });
-    Ok(url)
 }
 
 // ---------------------------------------------------------------- tokens
@@ -396,23 +275,8 @@ impl Kind {
 
 struct Minter {
     issuer: String,
-    key_a: EncodingKey,
-    key_b: EncodingKey,
-}
-
-fn rsa_key(pem: &str) -> anyhow::Result<EncodingKey> {
-    // jsonwebtoken is built without PEM support: unwrap the PKCS#1 PEM by hand.
-    let body: String = pem
-        .lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect();
-    Ok(EncodingKey::from_rsa_der(&STANDARD.decode(body)?))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0))
+    key_a: SigningKey,
+    key_b: SigningKey,
 }
 
 fn b64_json(value: &Value) -> String {
@@ -420,8 +284,8 @@ fn b64_json(value: &Value) -> String {
 }
 
 impl Minter {
-    fn claims(&self, hot: bool) -> Value {
-        let iat = unix_now();
+    fn claims(&self, hot: bool) -> TokenBuilder {
+        let iat = now();
         let number = rand::rng().random_range(0..REPOSITORIES);
         let (repo, repository_id) = if hot {
             (
@@ -435,91 +299,54 @@ impl Minter {
             )
         };
         let run_id: u64 = rand::rng().random_range(10_000_000_000..20_000_000_000);
-        json!({
-            "jti": uuid::Uuid::new_v4().to_string(),
-            "sub": format!("repo:{repo}:ref:refs/heads/main"),
-            "aud": AUDIENCE,
-            "ref": "refs/heads/main",
-            "sha": "d6f1e2c3b4a5968778695a4b3c2d1e0f9a8b7c6d",
-            "repository": repo,
-            "repository_owner": "ourorg",
-            "repository_owner_id": "1234567",
-            "repository_id": repository_id,
-            "run_id": run_id.to_string(),
-            "run_attempt": "1",
-            "check_run_id": (run_id + 7).to_string(),
-            "actor": "fault-load",
-            "event_name": "push",
-            "job_workflow_ref": format!("{repo}/.github/workflows/deploy.yml@refs/heads/main"),
-            "runner_environment": "github-hosted",
-            "iss": self.issuer,
-            "nbf": iat - 5,
-            "iat": iat,
-            "exp": iat + 300,
-        })
-    }
-
-    fn sign(&self, header: &Value, claims: &Value, key: &EncodingKey) -> anyhow::Result<String> {
-        let input = format!("{}.{}", b64_json(header), b64_json(claims));
-        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, Algorithm::RS256)?;
-        Ok(format!("{input}.{signature}"))
+        TokenBuilder::github(&self.issuer, self.key_a.clone())
+            .claim("sub", format!("repo:{repo}:ref:refs/heads/main"))
+            .claim("aud", AUDIENCE)
+            .claim("repository", repo.as_str())
+            .claim("repository_id", repository_id)
+            .claim("run_id", run_id.to_string())
+            .claim("run_attempt", "1")
+            .claim("check_run_id", (run_id + 7).to_string())
+            .claim("actor", "fault-load")
+            .claim(
+                "job_workflow_ref",
+                format!("{repo}/.github/workflows/deploy.yml@refs/heads/main"),
+            )
+            .claim("nbf", iat - 5)
+            .claim("iat", iat)
+            .claim("exp", iat + 300)
     }
 
     /// A token of `kind` (for [`Kind::Replay`] the caller supplies the token).
     fn mint(&self, kind: Kind) -> anyhow::Result<String> {
-        let header_a = json!({"alg": "RS256", "kid": KID_A, "typ": "JWT"});
-        let mut claims = self.claims(kind == Kind::HotRepository);
-        let set = |claims: &mut Value, name: &str, value: Value| {
-            if let Some(object) = claims.as_object_mut() {
-                object.insert(name.to_owned(), value);
-            }
-        };
-        match kind {
-            Kind::Valid | Kind::Replay | Kind::HotRepository => {
-                self.sign(&header_a, &claims, &self.key_a)
-            }
-            Kind::WrongAudience => {
-                set(&mut claims, "aud", json!("https://github.com/evilorg"));
-                self.sign(&header_a, &claims, &self.key_a)
-            }
-            Kind::Expired => {
-                let iat = unix_now() - 1000;
-                set(&mut claims, "iat", json!(iat));
-                set(&mut claims, "nbf", json!(iat));
-                set(&mut claims, "exp", json!(iat + 300));
-                self.sign(&header_a, &claims, &self.key_a)
-            }
+        let token = self.claims(kind == Kind::HotRepository);
+        let signed = match kind {
+            Kind::Valid | Kind::Replay | Kind::HotRepository => token,
+            Kind::WrongAudience => token.claim("aud", "https://github.com/evilorg"),
+            Kind::Expired => token.issued_at(now() - 1000).claim("nbf", now() - 1000),
             Kind::Tampered => {
-                let token = self.sign(&header_a, &claims, &self.key_a)?;
-                set(&mut claims, "repository_owner_id", json!("666"));
-                set(&mut claims, "repository", json!("evilorg/app"));
-                let mut parts = token.split('.');
+                let signed = token.try_build()?;
+                let edited = token
+                    .claim("repository_owner_id", "666")
+                    .claim("repository", "evilorg/app");
+                let mut parts = signed.split('.');
                 let (Some(header), Some(_), Some(signature)) =
                     (parts.next(), parts.next(), parts.next())
                 else {
                     bail!("a signed token has three parts");
                 };
-                Ok(format!("{header}.{}.{signature}", b64_json(&claims)))
+                let claims = Value::Object(edited.claim_set().clone());
+                return Ok(format!("{header}.{}.{signature}", b64_json(&claims)));
             }
-            Kind::ForeignKey => self.sign(&header_a, &claims, &self.key_b),
-            Kind::Unsigned => Ok(format!(
-                "{}.{}.",
-                b64_json(&json!({"alg": "none", "kid": KID_A})),
-                b64_json(&claims)
-            )),
+            Kind::ForeignKey => token.signed_by(self.key_b.clone()),
+            Kind::Unsigned => return Ok(token.build_unsigned("none")),
             Kind::UnknownKid => {
                 let kid = format!("rotated-{}", rand::rng().random_range(0..1_000_000));
-                self.sign(
-                    &json!({"alg": "RS256", "kid": kid, "typ": "JWT"}),
-                    &claims,
-                    &self.key_b,
-                )
+                token.header("kid", kid).signed_by(self.key_b.clone())
             }
-            Kind::PolicyDenied => {
-                set(&mut claims, "runner_environment", json!("self-hosted"));
-                self.sign(&header_a, &claims, &self.key_a)
-            }
-        }
+            Kind::PolicyDenied => token.claim("runner_environment", "self-hosted"),
+        };
+        Ok(signed.try_build()?)
     }
 }
 
@@ -744,7 +571,7 @@ async fn one_request(
     let body = json!({"oidc_token": token, "repo": minter_repo(&token)});
     let answer = client
         .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body.to_string())
         .send()
         .await;
@@ -809,15 +636,14 @@ struct Report {
     hot: (usize, usize, f64),
 }
 
-fn judge(
-    outcomes: &[Outcome],
-    faults: &Switchboard,
-    sts: &Sts,
-    margin: Duration,
-    t0: Instant,
-) -> Report {
+fn judge(outcomes: &[Outcome], faults: &Switchboard, margin: Duration, t0: Instant) -> Report {
     let mut report = Report::default();
-    let stub_issued = lock(&sts.issued).clone();
+    let stub_issued: HashSet<String> = faults
+        .sts
+        .issued()
+        .into_iter()
+        .map(|issued| issued.access_key_id)
+        .collect();
     let mut issued_jtis = HashSet::new();
     let mut seen_keys = HashSet::new();
     for outcome in outcomes {
@@ -944,44 +770,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let margin = Duration::from_millis(args.margin_ms);
     let t0 = Instant::now();
-    let faults = Arc::new(Switchboard::new(t0));
-
-    let key_a_jwk: Value =
-        serde_json::from_str(include_str!("../tests/fixtures/test_key_a.jwk.json"))?;
-    let jwks = json!({"keys": [{
-        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": KID_A,
-        "n": key_a_jwk.get("n"), "e": key_a_jwk.get("e"),
-    }]});
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let issuer_url = format!("http://{}", listener.local_addr()?);
-    let issuer = Arc::new(Issuer {
-        base_url: issuer_url.clone(),
-        jwks,
-        faults: Arc::clone(&faults),
-        hits: AtomicU64::new(0),
-        faulty_hits: AtomicU64::new(0),
-    });
-    let issuer_router = Router::new()
-        .fallback(issuer_handler)
-        .with_state(Arc::clone(&issuer));
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, issuer_router).await {
-            eprintln!("issuer stopped: {err}");
-        }
-    });
-    let sts = Arc::new(Sts {
-        faults: Arc::clone(&faults),
-        calls: AtomicU64::new(0),
-        faulty_calls: AtomicU64::new(0),
-        issued: Mutex::new(HashSet::new()),
-        next_key: AtomicU64::new(0),
-    });
-    let sts_url = serve(
-        Router::new()
-            .fallback(sts_handler)
-            .with_state(Arc::clone(&sts)),
-    )
-    .await?;
+    let key_a = SigningKey::generate_async("fault-load-a").await?;
+    let key_b = SigningKey::generate_async("fault-load-b").await?;
+    let issuer = Issuer::start(vec![key_a.jwk()]).await?;
+    let issuer_url = issuer.issuer();
+    let sts = Sts::start().await?;
+    let sts_url = sts.url().to_string();
+    let faults = Arc::new(Switchboard::new(t0, issuer, sts));
 
     let mut broker = start_broker(&args.bin, &issuer_url, &sts_url).await?;
     let client = reqwest::Client::builder()
@@ -1008,8 +803,8 @@ async fn main() -> anyhow::Result<()> {
 
     let minter = Arc::new(Minter {
         issuer: issuer_url.clone(),
-        key_a: rsa_key(include_str!("../tests/fixtures/test_key_a.pem"))?,
-        key_b: rsa_key(include_str!("../tests/fixtures/test_key_b.pem"))?,
+        key_a,
+        key_b,
     });
     println!(
         "fault-load: {} s at {} req/s, phases of {} s, margin {} ms; broker {}",
@@ -1087,7 +882,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = broker.child.start_kill();
     let _ = broker.child.wait().await;
 
-    let report = judge(&outcomes, &faults, &sts, margin, t0);
+    let report = judge(&outcomes, &faults, margin, t0);
     println!(
         "\nsent {} requests in {:.1} s ({:.1} req/s); answered {}; issued {}",
         sent,
@@ -1140,11 +935,11 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "issuer: {} requests ({} while faulty); STS: {} calls ({} while faulty), {} credentials handed out",
-        issuer.hits.load(Ordering::Relaxed),
-        issuer.faulty_hits.load(Ordering::Relaxed),
-        sts.calls.load(Ordering::Relaxed),
-        sts.faulty_calls.load(Ordering::Relaxed),
-        lock(&sts.issued).len()
+        faults.issuer.total_hits(),
+        faults.issuer.faulted_hits(),
+        faults.sts.calls(),
+        faults.sts.faulted_calls(),
+        faults.sts.issued().len()
     );
     println!("audit events: {:?}", lock(&broker.audit));
     println!("broker counters:");
