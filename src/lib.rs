@@ -8,9 +8,11 @@
 //! graceful drain on shutdown.
 
 pub mod audit;
+pub mod binding;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod decision;
 pub mod dev;
 pub mod fetch;
 pub mod http;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::*;
 use crate::claims::ClaimSet;
 use crate::config::StsConfig;
+use crate::decision::Grant;
 use crate::metrics::Metrics;
 use crate::sts::StsClient;
 
@@ -283,12 +284,12 @@ async fn fake_sts_answers_the_real_client() {
 
     let before = SystemTime::now();
     let issued = client
-        .assume_for_tests(
+        .assume_role(&Grant::for_tests(
             "arn:aws:iam::123456789012:role/deploy",
             900,
             true,
             &job_claims(),
-        )
+        ))
         .await
         .unwrap();
 

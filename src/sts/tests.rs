@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::claims::ClaimSet;
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
 
@@ -167,7 +168,7 @@ async fn success_sends_role_duration_name_and_tags() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client
-        .assume(ROLE_ARN, 1800, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 1800, true, &claims()))
         .await
         .unwrap();
 
@@ -216,7 +217,7 @@ async fn tags_are_left_out_when_the_role_turns_them_off() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     client
-        .assume(ROLE_ARN, 900, false, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, false, &claims()))
         .await
         .unwrap();
 
@@ -242,7 +243,7 @@ async fn access_denied_is_classified_and_keeps_the_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -270,7 +271,9 @@ async fn throttling_is_retried_by_the_sdk() {
     let (endpoint, script) = scripted(vec![throttling(), throttling(), ok()]).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
-    let issued = client.assume(ROLE_ARN, 900, true, &claims()).await;
+    let issued = client
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .await;
 
     assert!(issued.is_ok(), "{issued:?}");
     assert_eq!(script.calls(), 3);
@@ -284,7 +287,7 @@ async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -308,7 +311,7 @@ async fn server_errors_are_retried_then_other() {
     let (client, _) = client(endpoint, tuning(2)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -333,7 +336,7 @@ async fn invalid_client_token_is_other_with_its_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -360,7 +363,7 @@ async fn answer_without_credentials_is_other() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -377,7 +380,7 @@ async fn answer_without_expiration_is_other() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -397,7 +400,7 @@ async fn answer_without_access_key_is_other() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -419,7 +422,7 @@ async fn an_unanswered_attempt_is_a_timeout() {
     let (client, metrics) = client(endpoint, short).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
