@@ -25,7 +25,7 @@ use crate::rego::RegoDecision;
 use crate::replay::{Mark, ReplayError};
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
-use crate::verify::token_sha256;
+use crate::verify::{VerifiedClaims, token_sha256};
 
 /// Longest accepted value of `repo`, `sha`, `job_id` and `role`.
 const MAX_FIELD_LEN: usize = 256;
@@ -228,69 +228,11 @@ async fn handle(
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
     };
-    let grant = match decision::decide(policy, &verified, &access, request_id, audit).await {
-        Ok(grant) => grant,
-        Err(Refusal::Rules(denial)) => return Err(deny(state, audit, &denial)),
-        Err(Refusal::Rego {
-            role,
-            rule,
-            decision,
-        }) => {
-            // Rego has the last word, but only to refuse; its detail stays in the audit log.
-            state.metrics.policy_denied(&role);
-            let detail = match &decision {
-                RegoDecision::Error(err) => format!("rego error: {err}"),
-                other => format!("rego: {}", other.label()),
-            };
-            audit.matched_rule(format!("{rule} + rego {}", decision.label()));
-            return Err(refuse(
-                audit,
-                ApiError::Forbidden,
-                &format!("policy_rego_{}", decision.label()),
-                detail,
-            ));
-        }
-    };
-
-    match state
-        .replay
-        .mark_token(&verified, state.config.verify.leeway_seconds, now)
+    let grant = decision::decide(policy, &verified, &access, request_id, audit)
         .await
-    {
-        Ok(Mark::Fresh) => {}
-        Ok(Mark::Replayed) => {
-            state.metrics.replay_rejected();
-            return Err(refuse(
-                audit,
-                ApiError::Forbidden,
-                "replayed",
-                "token id already used",
-            ));
-        }
-        Err(err @ ReplayError::Full(_)) => {
-            // Never failed open: issuing without a mark is a replay window.
-            state.metrics.replay_store_full();
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "replay_store_full",
-                err.to_string(),
-            ));
-        }
-        Err(err) if state.config.replay.fail_open => {
-            state.metrics.replay_store_error();
-            tracing::warn!(error = %err, "replay store unavailable; issuing anyway because replay.fail_open = true");
-        }
-        Err(err) => {
-            state.metrics.replay_store_error();
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "replay_store_unavailable",
-                err.to_string(),
-            ));
-        }
-    }
+        .map_err(|refusal| refused(state, audit, refusal))?;
+
+    mark_used(state, audit, &verified, now).await?;
 
     let credentials = match state.sts.assume_role(&grant).await {
         Ok(credentials) => credentials,
@@ -317,6 +259,82 @@ async fn handle(
         &expiration,
     );
     Ok(respond(format, grant.role(), &credentials, &expiration))
+}
+
+/// The answer to a refused decision: the rules' denial, or Rego's veto.
+fn refused(state: &AppState, audit: &mut AuditEvent, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Rules(denial) => deny(state, audit, &denial),
+        Refusal::Rego {
+            role,
+            rule,
+            decision,
+        } => {
+            // Rego has the last word, but only to refuse; its detail stays in the audit log.
+            state.metrics.policy_denied(&role);
+            let detail = match &decision {
+                RegoDecision::Error(err) => format!("rego error: {err}"),
+                other => format!("rego: {}", other.label()),
+            };
+            audit.matched_rule(format!("{rule} + rego {}", decision.label()));
+            refuse(
+                audit,
+                ApiError::Forbidden,
+                &format!("policy_rego_{}", decision.label()),
+                detail,
+            )
+        }
+    }
+}
+
+/// Marks the token used; the answer when it was used before or the store
+/// cannot say (fail-closed unless `replay.fail_open`; never open when full).
+async fn mark_used(
+    state: &AppState,
+    audit: &mut AuditEvent,
+    verified: &VerifiedClaims,
+    now: u64,
+) -> Result<(), ApiError> {
+    match state
+        .replay
+        .mark_token(verified, state.config.verify.leeway_seconds, now)
+        .await
+    {
+        Ok(Mark::Fresh) => Ok(()),
+        Ok(Mark::Replayed) => {
+            state.metrics.replay_rejected();
+            Err(refuse(
+                audit,
+                ApiError::Forbidden,
+                "replayed",
+                "token id already used",
+            ))
+        }
+        Err(err @ ReplayError::Full(_)) => {
+            // Never failed open: issuing without a mark is a replay window.
+            state.metrics.replay_store_full();
+            Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_full",
+                err.to_string(),
+            ))
+        }
+        Err(err) if state.config.replay.fail_open => {
+            state.metrics.replay_store_error();
+            tracing::warn!(error = %err, "replay store unavailable; issuing anyway because replay.fail_open = true");
+            Ok(())
+        }
+        Err(err) => {
+            state.metrics.replay_store_error();
+            Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_unavailable",
+                err.to_string(),
+            ))
+        }
+    }
 }
 
 fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
