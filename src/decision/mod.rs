@@ -229,8 +229,13 @@ impl Grant {
         role_arn: &str,
         duration_seconds: u32,
         with_tags: bool,
-        claims: &ClaimSet,
+        claims: &[(&str, &str)],
     ) -> Self {
+        let mut set = ClaimSet::default();
+        for (name, value) in claims {
+            set.insert(*name, *value);
+        }
+        let claims = &set;
         Self {
             role: "test".to_owned(),
             rule: "test.allow[0]".to_owned(),

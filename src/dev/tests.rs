@@ -9,7 +9,6 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::*;
-use crate::claims::ClaimSet;
 use crate::config::StsConfig;
 use crate::decision::Grant;
 use crate::metrics::Metrics;
@@ -263,18 +262,14 @@ async fn sts_client(endpoint: &url::Url) -> StsClient {
         .unwrap()
 }
 
-fn job_claims() -> ClaimSet {
-    let mut claims = ClaimSet::default();
-    for (name, value) in [
+fn job_claims() -> Vec<(&'static str, &'static str)> {
+    vec![
         ("repository", "octo/repo"),
         ("ref", "refs/heads/main"),
         ("run_id", "4242"),
         ("run_attempt", "1"),
         ("check_run_id", "777"),
-    ] {
-        claims.insert(name, value);
-    }
-    claims
+    ]
 }
 
 #[tokio::test]

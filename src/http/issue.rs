@@ -21,7 +21,6 @@ use crate::binding::{self, RequestBinding};
 use crate::decision::{self, AccessRequest, Refusal};
 use crate::policy::Denial;
 use crate::policy_set::PolicySet;
-use crate::rego::RegoDecision;
 use crate::replay::{Mark, ReplayError};
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
@@ -272,16 +271,12 @@ fn refused(state: &AppState, audit: &mut AuditEvent, refusal: Refusal) -> ApiErr
         } => {
             // Rego has the last word, but only to refuse; its detail stays in the audit log.
             state.metrics.policy_denied(&role);
-            let detail = match &decision {
-                RegoDecision::Error(err) => format!("rego error: {err}"),
-                other => format!("rego: {}", other.label()),
-            };
             audit.matched_rule(format!("{rule} + rego {}", decision.label()));
             refuse(
                 audit,
                 ApiError::Forbidden,
                 &format!("policy_rego_{}", decision.label()),
-                detail,
+                decision.audit_detail(),
             )
         }
     }

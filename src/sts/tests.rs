@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::claims::ClaimSet;
 
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/deploy";
 
@@ -18,9 +17,8 @@ fn test_credentials() -> aws_credential_types::Credentials {
     aws_credential_types::Credentials::new("AKIDTEST", "test-secret", None, None, "test")
 }
 
-fn claims() -> ClaimSet {
-    let mut set = ClaimSet::default();
-    for (name, value) in [
+fn claims() -> Vec<(&'static str, &'static str)> {
+    vec![
         ("repository", "octo-org/octo-repo"),
         ("repository_id", "123456789"),
         ("repository_owner_id", "987654"),
@@ -34,10 +32,7 @@ fn claims() -> ClaimSet {
             "job_workflow_ref",
             "octo-org/octo-repo/.github/workflows/ci.yml@refs/heads/main",
         ),
-    ] {
-        set.insert(name, value);
-    }
-    set
+    ]
 }
 
 /// One canned answer: status and XML body.
