@@ -4,13 +4,20 @@
 //! because GitHub's claims are strings and the policy language compares strings
 //! (`ref_protected = true` matches `"true"`). Arrays and objects are not kept as
 //! claims: no policy key can name them, so they can never match by accident.
-//! This module trusts nothing: a `ClaimSet` is only data. Whether it came from a
-//! verified token is carried by `verify::VerifiedClaims`, which wraps one.
+//! This module trusts nothing: a `ClaimSet` is only data, and nothing that
+//! decides or issues takes one. Where claims came from is carried by the type
+//! that wraps them: `verify::VerifiedClaims` (a token whose signature checked
+//! out; only `verify` builds it) is what the request path decides on, and
+//! [`UnverifiedClaims`] (a file, a hand-typed claim, a witness the policy
+//! tools made up) is what offline tools evaluate. No function turns the second
+//! into the first, so claims from a file can be explained but never reach STS.
 
 use std::collections::BTreeMap;
 
-/// Scalar claims by name, as strings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Scalar claims by name, as strings. Built only by this crate (from a
+/// verified token's payload, or inside [`UnverifiedClaims`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(Default))]
 pub struct ClaimSet {
     values: BTreeMap<String, String>,
 }
@@ -18,7 +25,7 @@ pub struct ClaimSet {
 impl ClaimSet {
     /// Builds a claim set from a JSON object: strings as they are, booleans and
     /// numbers in their JSON text form; null, arrays and objects are dropped.
-    pub fn from_json_object(object: &serde_json::Map<String, serde_json::Value>) -> Self {
+    pub(crate) fn from_json_object(object: &serde_json::Map<String, serde_json::Value>) -> Self {
         let values = object
             .iter()
             .filter_map(|(name, value)| scalar_string(value).map(|text| (name.clone(), text)))
@@ -31,14 +38,66 @@ impl ClaimSet {
         self.values.get(name).map(String::as_str)
     }
 
-    /// Sets one claim; used by tools that build claim sets by hand (`policy explain --claims`).
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    /// Sets one claim (unit tests build claim sets by hand).
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.values.insert(name.into(), value.into());
     }
 
     /// All claims in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Claims nobody verified: read from a file, typed on a command line, or made
+/// up by the policy tools as a witness. `policy explain`, `policy check` and
+/// `policy diff` evaluate them with `Policy::evaluate_unverified`; nothing
+/// converts them into `verify::VerifiedClaims`, so they can never lead to a
+/// credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnverifiedClaims {
+    claims: ClaimSet,
+}
+
+impl UnverifiedClaims {
+    /// Builds claims from a JSON object, as a token's payload would be read:
+    /// strings as they are, booleans and numbers in their JSON text form;
+    /// null, arrays and objects are dropped.
+    pub fn from_json_object(object: &serde_json::Map<String, serde_json::Value>) -> Self {
+        Self {
+            claims: ClaimSet::from_json_object(object),
+        }
+    }
+
+    /// Sets one claim (`policy explain --claim`, witnesses, fuzzing).
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.claims.values.insert(name.into(), value.into());
+    }
+
+    /// The claim's string value, or `None` when absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.claims.get(name)
+    }
+
+    /// All claims in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.claims.iter()
+    }
+
+    /// The claims as data, for read-only checks (binding, tracing).
+    pub fn claim_set(&self) -> &ClaimSet {
+        &self.claims
+    }
+}
+
+impl Default for UnverifiedClaims {
+    fn default() -> Self {
+        Self {
+            claims: ClaimSet {
+                values: BTreeMap::new(),
+            },
+        }
     }
 }
 

@@ -9,9 +9,11 @@
 
 pub mod api;
 pub mod audit;
+pub mod binding;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod decision;
 pub mod dev;
 pub mod fetch;
 pub mod http;

@@ -1,9 +1,12 @@
 //! Per-repository rate limit on `/issue`: a GCRA bucket (governor) per
 //! `(issuer, repository_id)`, checked after the token is verified.
 //!
-//! Trusted: only verified claims choose a bucket, so a caller can spend no
-//! budget but its own repository's, and cannot create buckets without a token
-//! the issuer signed.
+//! Trusted: only verified claims choose a bucket ([`RepositoryRateLimiter::check_token`]
+//! takes [`VerifiedClaims`]), so a caller can spend no budget but its own
+//! repository's, and cannot create buckets without a token the issuer signed.
+//! The bucket is the signed `repository_id`; a token without one (not GitHub's)
+//! falls back to its `repository`, lowercased (GitHub names are
+//! case-insensitive), and one without either shares the empty key.
 //!
 //! Invariants:
 //! - the key space is bounded: at most [`MAX_TRACKED_REPOSITORIES`] buckets
@@ -20,6 +23,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
+
+use crate::verify::VerifiedClaims;
 
 /// Most repositories tracked at once (a few hundred bytes each).
 pub const MAX_TRACKED_REPOSITORIES: u64 = 100_000;
@@ -72,9 +77,20 @@ impl RepositoryRateLimiter {
         }
     }
 
-    /// Takes one request from the bucket of `repository_id` at `issuer`.
+    /// Takes one request from the bucket of the verified token's repository.
     /// `Err` carries how long until the next request would be allowed.
-    pub fn check(&self, issuer: &str, repository_id: &str) -> Result<(), Duration> {
+    pub fn check_token(&self, token: &VerifiedClaims) -> Result<(), Duration> {
+        let claims = token.claims();
+        let repository = claims
+            .get("repository_id")
+            .map(str::to_owned)
+            .or_else(|| claims.get("repository").map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        self.check(token.issuer(), &repository)
+    }
+
+    /// Takes one request from the bucket of `repository_id` at `issuer`.
+    fn check(&self, issuer: &str, repository_id: &str) -> Result<(), Duration> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
@@ -123,6 +139,39 @@ mod tests {
         assert!(limiter.check("iss", "1").is_err());
         assert_eq!(limiter.check("iss", "2"), Ok(()));
         assert_eq!(limiter.check("other-iss", "1"), Ok(()));
+    }
+
+    fn token(issuer: &str, pairs: &[(&str, &str)]) -> VerifiedClaims {
+        let mut claims = crate::claims::ClaimSet::default();
+        for (name, value) in pairs {
+            claims.insert(*name, *value);
+        }
+        VerifiedClaims::for_tests(claims, issuer, "jti", 0)
+    }
+
+    #[test]
+    fn the_signed_repository_id_picks_the_bucket() {
+        let limiter = RepositoryRateLimiter::new(1, 1);
+        let app = token("iss", &[("repository_id", "1"), ("repository", "o/app")]);
+        assert_eq!(limiter.check_token(&app), Ok(()));
+        assert!(limiter.check_token(&app).is_err());
+        // A renamed repository keeps its id, and its bucket.
+        let renamed = token("iss", &[("repository_id", "1"), ("repository", "o/new")]);
+        assert!(limiter.check_token(&renamed).is_err());
+        // Same name at another issuer: another bucket.
+        assert_eq!(
+            limiter.check_token(&token("other", &[("repository_id", "1")])),
+            Ok(())
+        );
+        // Without an id, the lowercased name.
+        let named = token("iss", &[("repository", "O/Named")]);
+        assert_eq!(limiter.check_token(&named), Ok(()));
+        assert!(
+            limiter
+                .check_token(&token("iss", &[("repository", "o/named")]))
+                .is_err()
+        );
+        assert_eq!(limiter.check("iss", "o/other"), Ok(()));
     }
 
     #[test]

@@ -3,31 +3,15 @@
 //! Both are compiled together at start-up and on every reload, and replaced
 //! together, so a request never sees rules from one version and Rego from
 //! another. The version (a hash over both texts) is what `ci_policy_info`
-//! and every audit event report.
+//! and every audit event report. Asking both is `decision::decide`'s job.
 
 use std::path::PathBuf;
 
 use sha2::Digest;
 
-use crate::claims::ClaimSet;
 use crate::config::PolicyConfig;
-use crate::policy::{Grant, LoadedPolicy, Policy, PolicyWarning};
-use crate::rego::{RegoDecision, RegoPolicy};
-
-/// What the request asked for, as Rego sees it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RequestFacts {
-    /// `repo` from the request.
-    pub repo: Option<String>,
-    /// `sha` from the request.
-    pub sha: Option<String>,
-    /// `job_id` from the request.
-    pub job_id: Option<String>,
-    /// `role` from the request.
-    pub role: Option<String>,
-    /// `duration_seconds` from the request.
-    pub duration_seconds: Option<u64>,
-}
+use crate::policy::{LoadedPolicy, Policy, PolicyWarning};
+use crate::rego::RegoPolicy;
 
 /// Rules and Rego, compiled.
 #[derive(Debug)]
@@ -85,40 +69,6 @@ impl PolicySet {
     pub fn version(&self) -> &str {
         &self.version
     }
-
-    /// Asks Rego, when configured, about a grant of the built-in rules, within
-    /// the evaluation time limit and off the async workers.
-    /// `None` means no Rego is configured (the rules alone decide).
-    pub async fn ask_rego(
-        &self,
-        claims: &ClaimSet,
-        request: &RequestFacts,
-        grant: &Grant,
-        request_id: &str,
-    ) -> Option<RegoDecision> {
-        let rego = self.rego.as_ref()?;
-        Some(
-            rego.evaluate_within_limit(rego_input(claims, request, grant), request_id)
-                .await,
-        )
-    }
-}
-
-/// The Rego input document: `{claims, request, role}`.
-pub fn rego_input(claims: &ClaimSet, request: &RequestFacts, grant: &Grant) -> serde_json::Value {
-    let claims: serde_json::Map<String, serde_json::Value> = claims
-        .iter()
-        .map(|(name, value)| (name.to_owned(), serde_json::Value::from(value)))
-        .collect();
-    serde_json::json!({
-        "claims": claims,
-        "request": request,
-        "role": {
-            "name": grant.role_name(),
-            "role_arn": grant.role_arn(),
-            "duration_seconds": grant.duration_seconds(),
-        },
-    })
 }
 
 /// Files whose content makes up the policy set, for change detection.

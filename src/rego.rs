@@ -72,6 +72,14 @@ impl RegoDecision {
         matches!(self, RegoDecision::Allow)
     }
 
+    /// The audit detail of a refusal: `rego: <label>`, or the error.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            RegoDecision::Error(err) => format!("rego error: {err}"),
+            other => format!("rego: {}", other.label()),
+        }
+    }
+
     /// A short word for audit and `policy explain`.
     pub fn label(&self) -> &'static str {
         match self {

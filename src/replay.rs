@@ -43,7 +43,19 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 
 use crate::config::{ConfigError, RedisUrl, ReplayConfig, ReplayStoreKind};
+use crate::verify::VerifiedClaims;
 use local::{LocalMark, LocalMarks};
+
+/// How long a token's mark must last: until the token stops verifying, which
+/// is `exp` plus the verification leeway, counted from `now` (unix seconds);
+/// at least one second, so a mark is never written already expired.
+pub fn token_ttl(exp: u64, leeway_seconds: u64, now: u64) -> Duration {
+    Duration::from_secs(
+        exp.saturating_add(leeway_seconds)
+            .saturating_sub(now)
+            .max(1),
+    )
+}
 
 /// Outcome of marking a token as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +354,24 @@ impl ReplayStore {
             local: std::sync::Arc::new(LocalMarks::new(local_entries)),
             fail_open,
         }))
+    }
+
+    /// Marks a verified token used until it stops verifying ([`token_ttl`]:
+    /// `exp` + `leeway_seconds`, from `now`); tells whether it was already used.
+    pub async fn mark_token(
+        &self,
+        token: &VerifiedClaims,
+        leeway_seconds: u64,
+        now: u64,
+    ) -> Result<Mark, ReplayError> {
+        let ttl = token_ttl(token.exp(), leeway_seconds, now);
+        self.mark(token.issuer(), token.jti(), ttl).await
+    }
+
+    /// Forgets a verified token's mark, so a caller whose issuance failed
+    /// upstream may retry with the same token.
+    pub async fn release_token(&self, token: &VerifiedClaims) -> Result<(), ReplayError> {
+        self.release(token.issuer(), token.jti()).await
     }
 
     /// Marks `(issuer, jti)` used for `ttl`; tells whether it was already used.

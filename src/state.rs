@@ -1,8 +1,9 @@
 //! `AppState`: everything a request needs, built once in `build_app`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -24,8 +25,10 @@ pub struct Inner {
     pub config: Config,
     /// Token verification (owns the JWKS cache).
     pub verifier: Verifier,
-    /// The compiled policy (rules and Rego); replaced whole on reload.
-    policy: RwLock<Arc<PolicySet>>,
+    /// The compiled policy (rules and Rego); replaced whole on reload. A
+    /// request takes the pointer once and keeps that version to its end; a
+    /// reload never waits for requests, nor they for it.
+    policy: ArcSwap<PolicySet>,
     /// The STS client.
     pub sts: StsClient,
     /// Used token ids.
@@ -57,7 +60,7 @@ impl AppState {
         Self(Arc::new(Inner {
             config,
             verifier,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: ArcSwap::from_pointee(policy),
             sts,
             replay,
             metrics,
@@ -69,10 +72,7 @@ impl AppState {
 
     /// The policy in force for a new request.
     pub fn policy(&self) -> Arc<PolicySet> {
-        match self.0.policy.read() {
-            Ok(policy) => Arc::clone(&policy),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.0.policy.load_full()
     }
 
     /// Replaces the policy for requests that start from now on.
@@ -81,11 +81,7 @@ impl AppState {
         self.0
             .metrics
             .register_roles(policy.rules.roles().iter().map(|role| role.name.as_str()));
-        let mut slot = match self.0.policy.write() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = Arc::new(policy);
+        self.0.policy.store(Arc::new(policy));
     }
 
     /// Marks the instance as draining: readiness fails from now on.

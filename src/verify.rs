@@ -131,6 +131,21 @@ impl VerifiedClaims {
     }
 }
 
+/// Verified claims without a token, for other modules' unit tests: outside
+/// tests only [`pipeline`] makes them, after a signature checked out.
+#[cfg(test)]
+impl VerifiedClaims {
+    pub(crate) fn for_tests(claims: ClaimSet, issuer: &str, jti: &str, exp: u64) -> Self {
+        Self {
+            claims,
+            issuer: issuer.to_owned(),
+            jti: jti.to_owned(),
+            exp,
+            token_sha256: token_sha256(jti),
+        }
+    }
+}
+
 /// What the header says, parsed without trusting it. A member named twice is
 /// refused (serde), so no later reader can see another `alg` or `kid`.
 #[derive(Debug, serde::Deserialize)]

@@ -8,12 +8,12 @@
 
 #![no_main]
 
-use attestation_broker::claims::ClaimSet;
+use attestation_broker::claims::UnverifiedClaims;
 use attestation_broker::policy::{Policy, RoleRequest};
 use libfuzzer_sys::fuzz_target;
 
-fn claims() -> ClaimSet {
-    let mut claims = ClaimSet::default();
+fn claims() -> UnverifiedClaims {
+    let mut claims = UnverifiedClaims::default();
     for (name, value) in [
         ("repository", "OurOrg/Widget-Service"),
         ("repository_owner", "ourorg"),
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         });
     }
     for request in &requests {
-        let decision = policy.evaluate(&claims, request);
+        let decision = policy.evaluate_unverified(&claims, request);
         let explanation = policy.explain(&claims, request);
         assert_eq!(decision, explanation.outcome);
         if let Ok(grant) = &decision {

@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use attestation_broker::claims::ClaimSet;
+use attestation_broker::claims::UnverifiedClaims;
 use attestation_broker::policy::{Denial, Policy, RoleRequest};
 use libfuzzer_sys::fuzz_target;
 
@@ -69,7 +69,7 @@ fn policy() -> &'static Policy {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let mut claims = ClaimSet::default();
+    let mut claims = UnverifiedClaims::default();
     let mut role = None;
     let mut duration_seconds = None;
     for line in text.split('\n') {
@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
         duration_seconds,
     };
     let policy = policy();
-    let decision = policy.evaluate(&claims, &request);
+    let decision = policy.evaluate_unverified(&claims, &request);
     let explanation = policy.explain(&claims, &request);
     assert_eq!(decision, explanation.outcome);
     match &decision {

@@ -9,8 +9,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::*;
-use crate::claims::ClaimSet;
 use crate::config::StsConfig;
+use crate::decision::Grant;
 use crate::metrics::Metrics;
 use crate::sts::StsClient;
 use crate::testkit::ensure_loopback;
@@ -263,18 +263,14 @@ async fn sts_client(endpoint: &url::Url) -> StsClient {
         .unwrap()
 }
 
-fn job_claims() -> ClaimSet {
-    let mut claims = ClaimSet::default();
-    for (name, value) in [
+fn job_claims() -> Vec<(&'static str, &'static str)> {
+    vec![
         ("repository", "octo/repo"),
         ("ref", "refs/heads/main"),
         ("run_id", "4242"),
         ("run_attempt", "1"),
         ("check_run_id", "777"),
-    ] {
-        claims.insert(name, value);
-    }
-    claims
+    ]
 }
 
 #[tokio::test]
@@ -284,12 +280,12 @@ async fn fake_sts_answers_the_real_client() {
 
     let before = SystemTime::now();
     let issued = client
-        .assume_for_tests(
+        .assume_role(&Grant::for_tests(
             "arn:aws:iam::123456789012:role/deploy",
             900,
             true,
             &job_claims(),
-        )
+        ))
         .await
         .unwrap();
 

@@ -1,6 +1,8 @@
-//! POST /issue: glue only. parse → verify → bind → policy → replay → STS →
-//! audit → respond. Each step lives in its own module; this one decides the
-//! order and maps each outcome to a documented answer.
+//! POST /issue: glue only. parse → verify → rate limit → bind → decide
+//! (rules and Rego) → replay → STS → audit → respond. Each step lives in its
+//! own module; this one decides the order and maps each outcome to a
+//! documented answer. The credential call takes the `Grant` that
+//! `decision::decide` returned, and nothing else.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,16 +17,28 @@ use super::RequestId;
 use super::error::ApiError;
 use crate::api::{CredentialProcess, IssueRequest, IssueResponse, JobId};
 use crate::audit::AuditEvent;
-use crate::claims::ClaimSet;
-use crate::policy::{Denial, RoleRequest};
-use crate::policy_set::{PolicySet, RequestFacts};
+use crate::binding::{self, RequestBinding};
+use crate::decision::{self, AccessRequest, Refusal};
+use crate::policy::Denial;
+use crate::policy_set::PolicySet;
 use crate::replay::{Mark, ReplayError};
 use crate::state::AppState;
 use crate::sts::IssuedCredentials;
-use crate::verify::token_sha256;
+use crate::verify::{VerifiedClaims, token_sha256};
 
 /// Longest accepted value of `repo`, `sha`, `job_id` and `role`.
 const MAX_FIELD_LEN: usize = 256;
+
+impl IssueRequest {
+    /// What the request says about its job, with `job_id` already as text.
+    fn binding<'a>(&'a self, job_id: Option<&'a str>) -> RequestBinding<'a> {
+        RequestBinding {
+            repo: self.repo.as_deref(),
+            sha: self.sha.as_deref(),
+            job_id,
+        }
+    }
+}
 
 /// Answer shape, chosen by `?format=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,18 +158,16 @@ async fn handle(
             ));
         }
     };
-    let claims = verified.claims();
-    audit.claims(verified.issuer(), claims, verified.token_sha256());
+    audit.claims(
+        verified.issuer(),
+        verified.claims(),
+        verified.token_sha256(),
+    );
 
     // Only after verification: the bucket is chosen by a signed claim, so
     // nobody can spend another repository's budget. Before the replay mark,
     // so a limited request does not burn its token.
-    let repository = claims
-        .get("repository_id")
-        .map(str::to_owned)
-        .or_else(|| claims.get("repository").map(str::to_ascii_lowercase))
-        .unwrap_or_default();
-    if let Err(wait) = state.repository_limit.check(verified.issuer(), &repository) {
+    if let Err(wait) = state.repository_limit.check_token(&verified) {
         state.metrics.rate_limited("repository");
         let answer = ApiError::RateLimited {
             retry_after_seconds: crate::limits::retry_after_seconds(wait),
@@ -171,7 +183,8 @@ async fn handle(
         ));
     }
 
-    if let Some(field) = binding_mismatch(&request, claims) {
+    let job_id = request.job_id.as_ref().map(JobId::to_text);
+    if let Some(field) = binding::mismatch(&request.binding(job_id.as_deref()), verified.claims()) {
         state.metrics.binding_mismatch(field);
         return Err(refuse(
             audit,
@@ -181,106 +194,25 @@ async fn handle(
         ));
     }
 
-    let role_request = RoleRequest {
-        role: request.role.as_deref(),
-        duration_seconds: request.duration_seconds,
-    };
-    let grant = match policy.rules.evaluate(claims, &role_request) {
-        Ok(grant) => grant,
-        Err(denial) => return Err(deny(state, audit, &denial)),
-    };
-    audit.role(grant.role_name());
-    audit.matched_rule(grant.matched_rule());
-    let facts = RequestFacts {
+    let access = AccessRequest {
         repo: request.repo.clone(),
         sha: request.sha.clone(),
-        job_id: request.job_id.as_ref().map(JobId::to_text),
+        job_id,
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
     };
-    if let Some(decision) = policy.ask_rego(claims, &facts, &grant, request_id).await
-        && !decision.allows()
-    {
-        // Rego has the last word, but only to refuse; its detail stays in the audit log.
-        state.metrics.policy_denied(grant.role_name());
-        let detail = match &decision {
-            crate::rego::RegoDecision::Error(err) => format!("rego error: {err}"),
-            other => format!("rego: {}", other.label()),
-        };
-        audit.matched_rule(format!(
-            "{} + rego {}",
-            grant.matched_rule(),
-            decision.label()
-        ));
-        return Err(refuse(
-            audit,
-            ApiError::Forbidden,
-            &format!("policy_rego_{}", decision.label()),
-            detail,
-        ));
-    }
-
-    let ttl = Duration::from_secs(
-        verified
-            .exp()
-            .saturating_add(state.config.verify.leeway_seconds)
-            .saturating_sub(now)
-            .max(1),
-    );
-    match state
-        .replay
-        .mark(verified.issuer(), verified.jti(), ttl)
+    let grant = decision::decide(policy, &verified, &access, request_id, audit)
         .await
-    {
-        Ok(Mark::Fresh) => {}
-        Ok(Mark::Replayed) => {
-            state.metrics.replay_rejected();
-            return Err(refuse(
-                audit,
-                ApiError::Forbidden,
-                "replayed",
-                "token id already used",
-            ));
-        }
-        Err(err @ ReplayError::Full(_)) => {
-            // Never failed open: issuing without a mark is a replay window.
-            state.metrics.replay_store_full();
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "replay_store_full",
-                err.to_string(),
-            ));
-        }
-        Err(err) if state.config.replay.fail_open => {
-            state.metrics.replay_store_error();
-            tracing::warn!(error = %err, "replay store unavailable; issuing anyway because replay.fail_open = true");
-        }
-        Err(err) => {
-            state.metrics.replay_store_error();
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "replay_store_unavailable",
-                err.to_string(),
-            ));
-        }
-    }
+        .map_err(|refusal| refused(state, audit, refusal))?;
 
-    let credentials = match state.sts.assume_role(&grant, claims).await {
+    mark_used(state, audit, &verified, now).await?;
+
+    let credentials = match state.sts.assume_role(&grant).await {
         Ok(credentials) => credentials,
         Err(err) => {
             // The caller may retry with the same token: nothing was issued.
-            if let Err(release) = state
-                .replay
-                .release(verified.issuer(), verified.jti())
-                .await
-            {
+            if let Err(release) = state.replay.release_token(&verified).await {
                 tracing::warn!(error = %release, "could not release the replay mark after an STS failure");
-            }
-            if matches!(err, crate::sts::StsError::AccessDenied(_)) {
-                tracing::error!(policy.role = %grant.role_name(), aws.role_arn = %grant.role_arn(), error = %err,
-                    "STS refused AssumeRole: check the role's trust policy (sts:AssumeRole and sts:TagSession for the broker)");
             }
             return Err(refuse(
                 audit,
@@ -293,18 +225,85 @@ async fn handle(
     let expiration = rfc3339(credentials.expiration);
     state
         .metrics
-        .credential_issued(grant.role_name(), credentials.expiration);
+        .credential_issued(grant.role(), credentials.expiration);
     audit.issued(
         &credentials.session_name,
         &credentials.access_key_id,
         &expiration,
     );
-    Ok(respond(
-        format,
-        grant.role_name(),
-        &credentials,
-        &expiration,
-    ))
+    Ok(respond(format, grant.role(), &credentials, &expiration))
+}
+
+/// The answer to a refused decision: the rules' denial, or Rego's veto.
+fn refused(state: &AppState, audit: &mut AuditEvent, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Rules(denial) => deny(state, audit, &denial),
+        Refusal::Rego {
+            role,
+            rule,
+            decision,
+        } => {
+            // Rego has the last word, but only to refuse; its detail stays in the audit log.
+            state.metrics.policy_denied(&role);
+            audit.matched_rule(format!("{rule} + rego {}", decision.label()));
+            refuse(
+                audit,
+                ApiError::Forbidden,
+                &format!("policy_rego_{}", decision.label()),
+                decision.audit_detail(),
+            )
+        }
+    }
+}
+
+/// Marks the token used; the answer when it was used before or the store
+/// cannot say (fail-closed unless `replay.fail_open`; never open when full).
+async fn mark_used(
+    state: &AppState,
+    audit: &mut AuditEvent,
+    verified: &VerifiedClaims,
+    now: u64,
+) -> Result<(), ApiError> {
+    match state
+        .replay
+        .mark_token(verified, state.config.verify.leeway_seconds, now)
+        .await
+    {
+        Ok(Mark::Fresh) => Ok(()),
+        Ok(Mark::Replayed) => {
+            state.metrics.replay_rejected();
+            Err(refuse(
+                audit,
+                ApiError::Forbidden,
+                "replayed",
+                "token id already used",
+            ))
+        }
+        Err(err @ ReplayError::Full(_)) => {
+            // Never failed open: issuing without a mark is a replay window.
+            state.metrics.replay_store_full();
+            Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_full",
+                err.to_string(),
+            ))
+        }
+        Err(err) if state.config.replay.fail_open => {
+            state.metrics.replay_store_error();
+            tracing::warn!(error = %err, "replay store unavailable; issuing anyway because replay.fail_open = true");
+            Ok(())
+        }
+        Err(err) => {
+            state.metrics.replay_store_error();
+            Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "replay_store_unavailable",
+                err.to_string(),
+            ))
+        }
+    }
 }
 
 fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
@@ -458,11 +457,15 @@ pub fn fuzz_decode_issue_request(
         &headers,
         request.oidc_token.as_ref().map(ExposeSecret::expose_secret),
     )?;
-    let mut claims = ClaimSet::default();
+    let mut claims = crate::claims::UnverifiedClaims::default();
     claims.insert("repository", "ourorg/widget-service");
     claims.insert("sha", "d6f1e2c3b4a5968778695a4b3c2d1e0f9a8b7c6d");
     claims.insert("check_run_id", "72463523102");
-    Ok(binding_mismatch(&request, &claims))
+    let job_id = request.job_id.as_ref().map(JobId::to_text);
+    Ok(binding::mismatch(
+        &request.binding(job_id.as_deref()),
+        claims.claim_set(),
+    ))
 }
 
 /// The token from the body or the `Authorization: Bearer` header; both at
@@ -482,31 +485,6 @@ fn pick_token(headers: &HeaderMap, from_body: Option<&str>) -> Result<SecretStri
         (Some(token), _) | (None, Some(token)) => Ok(SecretString::from(token.to_owned())),
         (None, None) => Err(ApiError::MissingToken),
     }
-}
-
-/// The request field that contradicts the token, if any.
-fn binding_mismatch(request: &IssueRequest, claims: &ClaimSet) -> Option<&'static str> {
-    if let Some(repo) = &request.repo {
-        // GitHub names are ASCII case-insensitive.
-        if !claims
-            .get("repository")
-            .is_some_and(|claim| claim.eq_ignore_ascii_case(repo))
-        {
-            return Some("repo");
-        }
-    }
-    if let Some(sha) = &request.sha
-        && claims.get("sha") != Some(sha.as_str())
-    {
-        return Some("sha");
-    }
-    if let Some(job_id) = request.job_id.as_ref().map(JobId::to_text) {
-        // GitHub signs no job_id: the per-job identity is check_run_id.
-        if !job_id.is_empty() && claims.get("check_run_id") != Some(job_id.as_str()) {
-            return Some("job_id");
-        }
-    }
-    None
 }
 
 fn respond(
@@ -557,6 +535,13 @@ pub fn rfc3339(at: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claims::ClaimSet;
+
+    /// Binds a request as the handler does: `job_id` (text or number) as text.
+    fn binding_mismatch(request: &IssueRequest, claims: &ClaimSet) -> Option<&'static str> {
+        let job_id = request.job_id.as_ref().map(JobId::to_text);
+        binding::mismatch(&request.binding(job_id.as_deref()), claims)
+    }
 
     fn claims() -> ClaimSet {
         let mut claims = ClaimSet::default();

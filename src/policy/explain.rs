@@ -12,15 +12,15 @@ use std::fmt;
 use crate::claims::ClaimSet;
 
 use super::model::{Condition, Role, RoleOutcome, Rule, RuleKind};
-use super::{Denial, Grant};
+use super::{Allowed, Denial};
 
 /// Everything a decision looked at, and the decision.
 #[derive(Clone, Debug)]
 pub struct Explanation {
     /// The roles considered: the named one, or all of them in file order.
     pub roles: Vec<RoleTrace>,
-    /// Exactly what [`super::Policy::evaluate`] returns for the same input.
-    pub outcome: Result<Grant, Denial>,
+    /// Exactly what [`super::Policy::evaluate`] returns for the same claims.
+    pub outcome: Result<Allowed, Denial>,
 }
 
 /// How one role decided.

@@ -468,7 +468,7 @@ fn confirm(policy: &Policy, roles: &[&Role], witness: &Witness) -> Result<(), Un
             role: Some(&role.name),
             duration_seconds: None,
         };
-        if policy.evaluate(&claims, &request).is_err() {
+        if policy.evaluate_unverified(&claims, &request).is_err() {
             return Err(Undecided::Unconfirmed(format!(
                 "witness is not granted by role `{}`: {}",
                 role.name,

@@ -6,12 +6,16 @@
 //! one of its patterns (see `glob.rs`) matches the whole value. The language is
 //! documented for operators in `docs/policy.md`.
 //!
-//! Trust: this module sees only a [`ClaimSet`], never a raw token; it trusts the
-//! caller to have verified the claims. It trusts nothing in the policy text: the
+//! Trust: this module sees claims, never a raw token. The request path hands it
+//! [`VerifiedClaims`] ([`Policy::evaluate`]); the offline tools hand it
+//! [`UnverifiedClaims`] ([`Policy::evaluate_unverified`], [`Policy::explain`]).
+//! Either way the answer is an [`Allowed`]: which role the rules chose, not a
+//! permission to issue. Only `decision` turns an `Allowed` into a `Grant`, from
+//! verified claims and after Rego agreed. It trusts nothing in the policy text: the
 //! whole file is validated at load and refused on any error, because a partly
 //! loaded policy is a security bug.
 //!
-//! Invariants: only this module constructs a [`Grant`], and only after an allow
+//! Invariants: only this module constructs an [`Allowed`], and only after an allow
 //! rule matched, no deny rule of that role matched, and the duration is within
 //! 900 s and the role's maximum. The duration is checked only once a role has been
 //! granted, so an unauthorised caller learns nothing about the roles.
@@ -32,7 +36,8 @@ mod tests;
 
 use std::path::Path;
 
-use crate::claims::ClaimSet;
+use crate::claims::{ClaimSet, UnverifiedClaims};
+use crate::verify::VerifiedClaims;
 
 pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
 pub use model::RoleOutcome;
@@ -164,9 +169,11 @@ pub struct RoleSummary {
     pub deny_rules: usize,
 }
 
-/// Permission to assume one role; only this module constructs it.
+/// The rules' answer: the role they allow and for how long. Only this module
+/// constructs it. It is not a permission to issue: `decision` makes a `Grant`
+/// from it once Rego (when configured) agreed too.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub struct Allowed {
     role_name: String,
     role_arn: String,
     duration_seconds: u32,
@@ -174,7 +181,7 @@ pub struct Grant {
     matched_rule: String,
 }
 
-impl Grant {
+impl Allowed {
     /// Policy name of the role.
     pub fn role_name(&self) -> &str {
         &self.role_name
@@ -187,7 +194,7 @@ impl Grant {
     pub fn duration_seconds(&self) -> u32 {
         self.duration_seconds
     }
-    /// Whether to send session tags.
+    /// Whether the role's credentials carry session tags.
     pub fn session_tags(&self) -> bool {
         self.session_tags
     }
@@ -319,7 +326,7 @@ impl Policy {
             .collect()
     }
 
-    /// Decides a request. Deny by default.
+    /// Decides a request on verified claims. Deny by default.
     ///
     /// With a role named, only that role is evaluated. Without one, every role is,
     /// and exactly one must grant: none is [`Denial::NotPermitted`], several is
@@ -330,7 +337,27 @@ impl Policy {
     /// (first in file order), otherwise the allow rule with the most matching
     /// conditions (earliest in file order on ties), and its first failing
     /// condition in claim-name order.
-    pub fn evaluate(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Result<Grant, Denial> {
+    pub fn evaluate(
+        &self,
+        claims: &VerifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claims(), request)
+    }
+
+    /// Decides a request on claims nobody verified, exactly as
+    /// [`Policy::evaluate`] would: for the offline tools (`policy explain`,
+    /// `policy check` witnesses, `policy diff` witnesses). The answer cannot
+    /// lead to a credential.
+    pub fn evaluate_unverified(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claim_set(), request)
+    }
+
+    fn decide(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Result<Allowed, Denial> {
         if let Some(name) = request.role {
             let role = self.role(name).ok_or(Denial::UnknownRole)?;
             return match role.outcome(claims) {
@@ -372,7 +399,9 @@ impl Policy {
     /// condition of every rule of every role considered (only the named role when
     /// the request names one), with the claim values seen. For operators
     /// (`policy explain`), not for the request path.
-    pub fn explain(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Explanation {
+    pub fn explain(&self, claims: &UnverifiedClaims, request: &RoleRequest<'_>) -> Explanation {
+        let outcome = self.evaluate_unverified(claims, request);
+        let claims = claims.claim_set();
         let considered: Vec<&Role> = match request.role {
             Some(name) => self.role(name).into_iter().collect(),
             None => self.roles.iter().collect(),
@@ -382,7 +411,7 @@ impl Policy {
                 .into_iter()
                 .map(|role| RoleTrace::of(role, claims))
                 .collect(),
-            outcome: self.evaluate(claims, request),
+            outcome,
         }
     }
 
@@ -391,8 +420,8 @@ impl Policy {
     }
 }
 
-/// Builds the grant once `role` matched through allow rule `allow`; checks the duration.
-fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Grant, Denial> {
+/// Builds the answer once `role` matched through allow rule `allow`; checks the duration.
+fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Allowed, Denial> {
     let duration_seconds = match requested {
         None => role.duration_seconds,
         Some(requested) => u32::try_from(requested)
@@ -404,7 +433,7 @@ fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Grant, Den
                 max: role.duration_seconds,
             })?,
     };
-    Ok(Grant {
+    Ok(Allowed {
         role_name: role.name.clone(),
         role_arn: role.arn.as_str().to_owned(),
         duration_seconds,

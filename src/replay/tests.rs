@@ -428,3 +428,56 @@ fn capacity_is_exact_when_threads_race_for_the_last_slots() {
 fn issuer_and_jti_are_separated() {
     assert_ne!(entry_key("ab", "c"), entry_key("a", "bc"));
 }
+
+#[test]
+fn a_mark_lasts_until_the_token_stops_verifying() {
+    assert_eq!(token_ttl(1_000, 60, 900), Duration::from_secs(160));
+    assert_eq!(token_ttl(1_000, 0, 1_000), Duration::from_secs(1));
+    assert_eq!(token_ttl(1_000, 60, 5_000), Duration::from_secs(1));
+    assert_eq!(token_ttl(u64::MAX, 60, 0), Duration::from_secs(u64::MAX));
+}
+
+#[tokio::test]
+async fn a_verified_token_is_marked_by_issuer_and_jti_and_released() {
+    let store = ReplayStore::memory(100);
+    let token = |issuer: &str, jti: &str| {
+        crate::verify::VerifiedClaims::for_tests(
+            crate::claims::ClaimSet::default(),
+            issuer,
+            jti,
+            2_000,
+        )
+    };
+    let used = token("iss", "a");
+    assert_eq!(
+        store.mark_token(&used, 60, 1_000).await.unwrap(),
+        Mark::Fresh
+    );
+    assert_eq!(
+        store
+            .mark_token(&token("iss", "a"), 60, 1_000)
+            .await
+            .unwrap(),
+        Mark::Replayed
+    );
+    assert_eq!(
+        store
+            .mark("iss", "a", Duration::from_secs(1))
+            .await
+            .unwrap(),
+        Mark::Replayed,
+        "the same key as mark(issuer, jti)"
+    );
+    assert_eq!(
+        store
+            .mark_token(&token("other", "a"), 60, 1_000)
+            .await
+            .unwrap(),
+        Mark::Fresh
+    );
+    store.release_token(&used).await.unwrap();
+    assert_eq!(
+        store.mark_token(&used, 60, 1_000).await.unwrap(),
+        Mark::Fresh
+    );
+}

@@ -1,4 +1,4 @@
-//! AWS STS: turns a policy `Grant` into temporary credentials with AssumeRole.
+//! AWS STS: turns a `Grant` of AWS credentials into temporary credentials with AssumeRole.
 //!
 //! One `aws_sdk_sts::Client` is built at start-up and shared. It signs with the
 //! broker's own identity: the static credentials handed to `StsClient::new` (only
@@ -12,12 +12,13 @@
 //! exponential backoff and full jitter (`aws-smithy-runtime`'s
 //! `StandardRetryStrategy`). Nothing is retried by hand here.
 //!
-//! Trust: the role ARN and duration come from a `Grant` (the policy decided);
-//! the session name and tags come from verified claims only, mapped into STS's
-//! alphabets by [`session_name`] and [`session_tags`]. Error texts are for the
-//! audit log only: the HTTP layer answers every `StsError` with a generic 503.
+//! Trust: everything the call sends comes from a `Grant`, which only
+//! `decision::decide` makes, once the rules and Rego agreed: the role ARN and
+//! duration the policy chose, and the session name and tags it built from the
+//! verified claims it decided on (already in STS's alphabets). Nothing else is
+//! an input. Error texts are for the audit log only: the HTTP layer answers
+//! every `StsError` with a generic 503.
 
-mod naming;
 #[cfg(test)]
 mod tests;
 
@@ -30,15 +31,9 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use secrecy::SecretString;
 
-use crate::claims::ClaimSet;
 use crate::config::StsConfig;
+use crate::decision::{AwsSession, CredentialRequest, Grant};
 use crate::metrics::Metrics;
-use crate::policy::Grant;
-
-pub use naming::{
-    MAX_SESSION_TAGS, SESSION_NAME_MAX_LEN, SESSION_NAME_MIN_LEN, TAG_KEY_MAX_LEN,
-    TAG_VALUE_MAX_LEN, session_name, session_tags,
-};
 
 /// First retry delay for throttling; later retries double it, each with full
 /// jitter. The SDK's default (1 s) suits STS's per-account request quota: retrying
@@ -185,50 +180,24 @@ impl StsClient {
         })
     }
 
-    /// Calls AssumeRole for `grant` with a session name and tags from `claims`.
+    /// Calls AssumeRole for `grant`: its role, duration, session name and tags.
     ///
     /// Records the round trip in `ci_sts_latency_seconds` and each failed call
-    /// once in `ci_sts_errors_total{kind}`.
-    pub async fn assume_role(
-        &self,
-        grant: &Grant,
-        claims: &ClaimSet,
-    ) -> Result<IssuedCredentials, StsError> {
-        self.assume(
-            grant.role_arn(),
-            grant.duration_seconds(),
-            grant.session_tags(),
-            claims,
-        )
-        .await
+    /// once in `ci_sts_errors_total{kind}`. An AccessDenied is logged as an
+    /// error: the role's trust policy needs fixing by a human.
+    pub async fn assume_role(&self, grant: &Grant) -> Result<IssuedCredentials, StsError> {
+        let CredentialRequest::Aws(session) = grant.credential();
+        let result = self.assume(session).await;
+        if let Err(err @ StsError::AccessDenied(_)) = &result {
+            tracing::error!(policy.role = %grant.role(), aws.role_arn = %session.role_arn(), error = %err,
+                "STS refused AssumeRole: check the role's trust policy (sts:AssumeRole and sts:TagSession for the broker)");
+        }
+        result
     }
 
-    /// `assume_role` without a `Grant`, which only `policy` can build: lets other
-    /// modules' tests drive the real client.
-    #[cfg(test)]
-    pub(crate) async fn assume_for_tests(
-        &self,
-        role_arn: &str,
-        duration_seconds: u32,
-        with_tags: bool,
-        claims: &ClaimSet,
-    ) -> Result<IssuedCredentials, StsError> {
-        self.assume(role_arn, duration_seconds, with_tags, claims)
-            .await
-    }
-
-    async fn assume(
-        &self,
-        role_arn: &str,
-        duration_seconds: u32,
-        with_tags: bool,
-        claims: &ClaimSet,
-    ) -> Result<IssuedCredentials, StsError> {
+    async fn assume(&self, session: &AwsSession) -> Result<IssuedCredentials, StsError> {
         let result = match tokio::time::timeout(self.slot_wait, self.in_flight.acquire()).await {
-            Ok(Ok(_slot)) => {
-                self.call(role_arn, duration_seconds, with_tags, claims)
-                    .await
-            }
+            Ok(Ok(_slot)) => self.call(session).await,
             Ok(Err(_)) => Err(StsError::Other("STS call limiter closed".to_owned())),
             Err(_) => Err(StsError::Timeout),
         };
@@ -238,32 +207,24 @@ impl StsClient {
         result
     }
 
-    async fn call(
-        &self,
-        role_arn: &str,
-        duration_seconds: u32,
-        with_tags: bool,
-        claims: &ClaimSet,
-    ) -> Result<IssuedCredentials, StsError> {
-        let session_name = session_name(claims);
+    async fn call(&self, session: &AwsSession) -> Result<IssuedCredentials, StsError> {
+        let duration_seconds = session.duration_seconds();
         let duration = i32::try_from(duration_seconds).map_err(|_| {
             StsError::Other(format!("duration_seconds {duration_seconds} out of range"))
         })?;
         let mut request = self
             .client
             .assume_role()
-            .role_arn(role_arn)
-            .role_session_name(session_name.clone())
+            .role_arn(session.role_arn())
+            .role_session_name(session.session_name())
             .duration_seconds(duration);
-        if with_tags {
-            for (key, value) in session_tags(claims) {
-                let tag = Tag::builder()
-                    .key(key)
-                    .value(value)
-                    .build()
-                    .map_err(|err| StsError::Other(format!("session tag: {err}")))?;
-                request = request.tags(tag);
-            }
+        for (key, value) in session.tags() {
+            let tag = Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|err| StsError::Other(format!("session tag: {err}")))?;
+            request = request.tags(tag);
         }
 
         // tokio's clock, so that paused-time tests drive it.
@@ -297,7 +258,7 @@ impl StsClient {
             secret_access_key: SecretString::from(credentials.secret_access_key()),
             session_token: SecretString::from(credentials.session_token()),
             expiration,
-            session_name,
+            session_name: session.session_name().to_owned(),
         })
     }
 }

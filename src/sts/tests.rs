@@ -12,9 +12,8 @@ fn test_credentials() -> aws_credential_types::Credentials {
     aws_credential_types::Credentials::new("AKIDTEST", "test-secret", None, None, "test")
 }
 
-fn claims() -> ClaimSet {
-    let mut set = ClaimSet::default();
-    for (name, value) in [
+fn claims() -> Vec<(&'static str, &'static str)> {
+    vec![
         ("repository", "octo-org/octo-repo"),
         ("repository_id", "123456789"),
         ("repository_owner_id", "987654"),
@@ -28,10 +27,7 @@ fn claims() -> ClaimSet {
             "job_workflow_ref",
             "octo-org/octo-repo/.github/workflows/ci.yml@refs/heads/main",
         ),
-    ] {
-        set.insert(name, value);
-    }
-    set
+    ]
 }
 
 /// The test kit's STS: the first calls fail with `queued` faults, in order,
@@ -84,7 +80,7 @@ async fn success_sends_role_duration_name_and_tags() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client
-        .assume(ROLE_ARN, 1800, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 1800, true, &claims()))
         .await
         .unwrap();
 
@@ -145,7 +141,7 @@ async fn tags_are_left_out_when_the_role_turns_them_off() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     client
-        .assume(ROLE_ARN, 900, false, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, false, &claims()))
         .await
         .unwrap();
 
@@ -163,7 +159,7 @@ async fn access_denied_is_classified_and_keeps_the_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -191,7 +187,9 @@ async fn throttling_is_retried_by_the_sdk() {
     let (endpoint, script) = scripted(&[Fault::Throttling, Fault::Throttling], None).await;
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
-    let issued = client.assume(ROLE_ARN, 900, true, &claims()).await;
+    let issued = client
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .await;
 
     assert!(issued.is_ok(), "{issued:?}");
     assert_eq!(script.calls(), 3);
@@ -205,7 +203,7 @@ async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -225,7 +223,7 @@ async fn server_errors_are_retried_then_other() {
     let (client, _) = client(endpoint, tuning(2)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -242,7 +240,7 @@ async fn invalid_client_token_is_other_with_its_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 
@@ -273,7 +271,7 @@ async fn answers_without_a_part_of_the_credentials_are_other() {
         let (client, _) = client(endpoint, tuning(1)).await;
 
         let err = client
-            .assume(ROLE_ARN, 900, true, &claims())
+            .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
             .await
             .unwrap_err();
 
@@ -295,7 +293,7 @@ async fn an_unanswered_attempt_is_a_timeout() {
     let (client, metrics) = client(endpoint, short).await;
 
     let err = client
-        .assume(ROLE_ARN, 900, true, &claims())
+        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
         .await
         .unwrap_err();
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
-use crate::claims::ClaimSet;
+use crate::claims::UnverifiedClaims;
 use crate::cli::output::{emit, report};
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
 use crate::policy::{
@@ -204,7 +204,7 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
     }
 }
 
-fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
+fn read_claims(args: &ExplainArgs) -> Result<(UnverifiedClaims, Source), String> {
     if let Some(path) = &args.claims {
         let text = read_capped(path, MAX_INPUT_BYTES)?;
         let value: Value = serde_json::from_str(&text)
@@ -216,7 +216,7 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
             ));
         };
         return Ok((
-            ClaimSet::from_json_object(&object),
+            UnverifiedClaims::from_json_object(&object),
             Source {
                 kind: "claims",
                 file: path.display().to_string(),
@@ -288,7 +288,7 @@ fn read_claims(args: &ExplainArgs) -> Result<(ClaimSet, Source), String> {
     }
     let verified = args.jwks.is_some();
     Ok((
-        ClaimSet::from_json_object(payload),
+        UnverifiedClaims::from_json_object(payload),
         Source {
             kind: "token",
             file,

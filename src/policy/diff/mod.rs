@@ -247,13 +247,13 @@ fn confirm(
         role: Some(role),
         duration_seconds: None,
     };
-    if granting.evaluate(&claims, &request).is_err() {
+    if granting.evaluate_unverified(&claims, &request).is_err() {
         return Err(Undecided::Unconfirmed(format!(
             "witness for role `{role}` is not granted by {granting_label}: {}",
             witness.one_line()
         )));
     }
-    if refusing.evaluate(&claims, &request).is_ok() {
+    if refusing.evaluate_unverified(&claims, &request).is_ok() {
         return Err(Undecided::Unconfirmed(format!(
             "witness for role `{role}` is also granted by {refusing_label}: {}",
             witness.one_line()

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::claims::ClaimSet;
+use crate::claims::UnverifiedClaims;
 use crate::policy::glob::{CaseFold, Glob, Token};
 use crate::policy::model::{Role, Rule};
 
@@ -192,8 +192,8 @@ pub struct Witness {
 
 impl Witness {
     /// The claim set a token with exactly these claims would have.
-    pub fn to_claim_set(&self) -> ClaimSet {
-        let mut set = ClaimSet::default();
+    pub fn to_claim_set(&self) -> UnverifiedClaims {
+        let mut set = UnverifiedClaims::default();
         for (name, value) in &self.claims {
             if let Some(value) = value {
                 set.insert(name.clone(), value.clone());

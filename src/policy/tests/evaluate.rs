@@ -1,8 +1,8 @@
 //! Evaluation: matching semantics, role selection, durations, audit text, explain.
 
 use super::{claims, compile_ok};
-use crate::claims::ClaimSet;
-use crate::policy::{Denial, Grant, Policy, RoleOutcome, RoleRequest};
+use crate::claims::UnverifiedClaims;
+use crate::policy::{Allowed, Denial, Policy, RoleOutcome, RoleRequest};
 
 /// Two roles over the same org: `ci` for any branch, `deploy` for main pushes
 /// from hosted runners, with deny rules on a blocked actor and self-hosted runners.
@@ -40,7 +40,7 @@ fn compiled() -> Policy {
 }
 
 /// A push to main of ourorg/app from a hosted runner.
-fn main_push() -> ClaimSet {
+fn main_push() -> UnverifiedClaims {
     claims(&[
         ("repository_owner_id", "1234567"),
         ("repository", "ourorg/app"),
@@ -52,13 +52,13 @@ fn main_push() -> ClaimSet {
     ])
 }
 
-fn with(mut set: ClaimSet, name: &str, value: &str) -> ClaimSet {
+fn with(mut set: UnverifiedClaims, name: &str, value: &str) -> UnverifiedClaims {
     set.insert(name, value);
     set
 }
 
-fn without(set: &ClaimSet, name: &str) -> ClaimSet {
-    let mut out = ClaimSet::default();
+fn without(set: &UnverifiedClaims, name: &str) -> UnverifiedClaims {
+    let mut out = UnverifiedClaims::default();
     for (key, value) in set.iter().filter(|(key, _)| *key != name) {
         out.insert(key, value);
     }
@@ -72,7 +72,7 @@ fn named(role: &str) -> RoleRequest<'_> {
     }
 }
 
-fn grant(result: Result<Grant, Denial>) -> Grant {
+fn grant(result: Result<Allowed, Denial>) -> Allowed {
     match result {
         Ok(grant) => grant,
         Err(denial) => panic!("expected a grant, got {denial:?}"),
@@ -81,7 +81,7 @@ fn grant(result: Result<Grant, Denial>) -> Grant {
 
 #[test]
 fn named_role_is_granted_with_its_settings() {
-    let grant = grant(compiled().evaluate(&main_push(), &named("deploy")));
+    let grant = grant(compiled().evaluate_unverified(&main_push(), &named("deploy")));
     assert_eq!(grant.role_name(), "deploy");
     assert_eq!(
         grant.role_arn(),
@@ -99,7 +99,7 @@ fn role_selection() {
     let outsider = with(main_push(), "repository_owner_id", "999");
 
     // Exactly one role matches: chosen without being named.
-    let chosen = grant(policy.evaluate(&feature, &RoleRequest::default()));
+    let chosen = grant(policy.evaluate_unverified(&feature, &RoleRequest::default()));
     assert_eq!(
         (chosen.role_name(), chosen.matched_rule()),
         ("ci", "ci.allow[0]")
@@ -108,19 +108,19 @@ fn role_selection() {
 
     // Both match: the caller must name one.
     assert_eq!(
-        policy.evaluate(&main_push(), &RoleRequest::default()),
+        policy.evaluate_unverified(&main_push(), &RoleRequest::default()),
         Err(Denial::Ambiguous {
             roles: vec!["ci".into(), "deploy".into()]
         })
     );
     assert_eq!(
-        grant(policy.evaluate(&main_push(), &named("ci"))).role_name(),
+        grant(policy.evaluate_unverified(&main_push(), &named("ci"))).role_name(),
         "ci"
     );
 
     // None match.
     let denial = policy
-        .evaluate(&outsider, &RoleRequest::default())
+        .evaluate_unverified(&outsider, &RoleRequest::default())
         .unwrap_err();
     assert!(
         matches!(denial, Denial::NotPermitted { role: None, .. }),
@@ -129,16 +129,18 @@ fn role_selection() {
 
     // Named but unknown; unknown even when the token would match nothing else.
     assert_eq!(
-        policy.evaluate(&main_push(), &named("admin")),
+        policy.evaluate_unverified(&main_push(), &named("admin")),
         Err(Denial::UnknownRole)
     );
     assert_eq!(
-        policy.evaluate(&outsider, &named("Deploy")),
+        policy.evaluate_unverified(&outsider, &named("Deploy")),
         Err(Denial::UnknownRole)
     );
 
     // Named and known, but its rules do not match.
-    let denial = policy.evaluate(&feature, &named("deploy")).unwrap_err();
+    let denial = policy
+        .evaluate_unverified(&feature, &named("deploy"))
+        .unwrap_err();
     assert_eq!(
         denial,
         Denial::NotPermitted {
@@ -153,7 +155,9 @@ fn role_selection() {
 fn deny_wins_over_allow() {
     let policy = compiled();
     let self_hosted = with(main_push(), "runner_environment", "self-hosted");
-    let denial = policy.evaluate(&self_hosted, &named("deploy")).unwrap_err();
+    let denial = policy
+        .evaluate_unverified(&self_hosted, &named("deploy"))
+        .unwrap_err();
     assert_eq!(
         denial,
         Denial::DeniedByRule {
@@ -165,7 +169,7 @@ fn deny_wins_over_allow() {
     // Deny rules use the claim's case rules too: `actor` is case-insensitive.
     let mallory = with(main_push(), "actor", "Mallory");
     assert_eq!(
-        policy.evaluate(&mallory, &named("deploy")),
+        policy.evaluate_unverified(&mallory, &named("deploy")),
         Err(Denial::DeniedByRule {
             role: "deploy".into(),
             rule: "deploy.deny[1]".into()
@@ -173,7 +177,7 @@ fn deny_wins_over_allow() {
     );
     // Unnamed: the denied role does not count, so `ci` is the single match.
     assert_eq!(
-        grant(policy.evaluate(&self_hosted, &RoleRequest::default())).role_name(),
+        grant(policy.evaluate_unverified(&self_hosted, &RoleRequest::default())).role_name(),
         "ci"
     );
 }
@@ -184,7 +188,7 @@ fn absent_claims_never_match() {
     // In an allow rule: the condition fails.
     let no_ref = without(&main_push(), "ref");
     assert_eq!(
-        policy.evaluate(&no_ref, &named("deploy")),
+        policy.evaluate_unverified(&no_ref, &named("deploy")),
         Err(Denial::NotPermitted {
             role: Some("deploy".into()),
             first_failed: "deploy.allow[0].ref: claim absent".into()
@@ -193,7 +197,7 @@ fn absent_claims_never_match() {
     // In a deny rule: absent means the deny rule does not apply.
     let no_runner = without(&main_push(), "runner_environment");
     assert_eq!(
-        grant(policy.evaluate(&no_runner, &named("deploy"))).role_name(),
+        grant(policy.evaluate_unverified(&no_runner, &named("deploy"))).role_name(),
         "deploy"
     );
     // Even a `**` pattern does not match an absent claim.
@@ -204,12 +208,12 @@ fn absent_claims_never_match() {
     .policy;
     assert!(
         anything
-            .evaluate(&claims(&[("repository_owner_id", "1")]), &named("r"))
+            .evaluate_unverified(&claims(&[("repository_owner_id", "1")]), &named("r"))
             .is_err()
     );
     assert!(
         anything
-            .evaluate(
+            .evaluate_unverified(
                 &claims(&[("repository_owner_id", "1"), ("environment", "")]),
                 &named("r")
             )
@@ -223,32 +227,47 @@ fn case_rules_per_claim() {
     // `repository = "OurOrg/*"` in ci matches the lowercase claim and vice versa.
     for repository in ["ourorg/app", "OURORG/App"] {
         let set = with(main_push(), "repository", repository);
-        assert!(policy.evaluate(&set, &named("ci")).is_ok(), "{repository}");
+        assert!(
+            policy.evaluate_unverified(&set, &named("ci")).is_ok(),
+            "{repository}"
+        );
     }
     // `ref` compares exactly.
     let shouting = with(main_push(), "ref", "refs/heads/Main");
-    assert!(policy.evaluate(&shouting, &named("deploy")).is_err());
+    assert!(
+        policy
+            .evaluate_unverified(&shouting, &named("deploy"))
+            .is_err()
+    );
     let text = "[[roles]]\nname = \"r\"\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\n\
                 [[roles.allow]]\nrepository_owner_id = \"1\"\nref = \"refs/heads/Main\"\n";
     let exact = compile_ok(text).policy;
     let set = claims(&[("repository_owner_id", "1"), ("ref", "refs/heads/main")]);
-    assert!(exact.evaluate(&set, &named("r")).is_err());
+    assert!(exact.evaluate_unverified(&set, &named("r")).is_err());
 }
 
 #[test]
 fn booleans_and_integers_compare_as_strings() {
     let policy = compiled();
     // `ref_protected = true` and `repository_owner_id = 1234567` (unquoted) in deploy.
-    assert!(policy.evaluate(&main_push(), &named("deploy")).is_ok());
+    assert!(
+        policy
+            .evaluate_unverified(&main_push(), &named("deploy"))
+            .is_ok()
+    );
     let unprotected = with(main_push(), "ref_protected", "false");
-    assert!(policy.evaluate(&unprotected, &named("deploy")).is_err());
+    assert!(
+        policy
+            .evaluate_unverified(&unprotected, &named("deploy"))
+            .is_err()
+    );
     // A claim set built from JSON booleans and numbers gives the same strings.
     let json = serde_json::json!({
         "repository_owner_id": 1234567, "repository": "ourorg/app", "ref": "refs/heads/main",
         "event_name": "push", "ref_protected": true, "runner_environment": "github-hosted"
     });
-    let set = ClaimSet::from_json_object(json.as_object().unwrap());
-    assert!(policy.evaluate(&set, &named("deploy")).is_ok());
+    let set = UnverifiedClaims::from_json_object(json.as_object().unwrap());
+    assert!(policy.evaluate_unverified(&set, &named("deploy")).is_ok());
 }
 
 #[test]
@@ -273,7 +292,7 @@ fn durations() {
         ("ci", Some(901), None),
     ];
     for (role, requested, expected) in cases {
-        let result = policy.evaluate(&main_push(), &request(role, *requested));
+        let result = policy.evaluate_unverified(&main_push(), &request(role, *requested));
         match (expected, result) {
             (Some(seconds), Ok(grant)) => assert_eq!(grant.duration_seconds(), *seconds),
             (
@@ -303,12 +322,12 @@ fn duration_is_checked_only_after_a_grant() {
         duration_seconds: Some(1),
     };
     assert!(matches!(
-        policy.evaluate(&outsider, &request),
+        policy.evaluate_unverified(&outsider, &request),
         Err(Denial::NotPermitted { .. })
     ));
     let self_hosted = with(main_push(), "runner_environment", "self-hosted");
     assert!(matches!(
-        policy.evaluate(&self_hosted, &request),
+        policy.evaluate_unverified(&self_hosted, &request),
         Err(Denial::DeniedByRule { .. })
     ));
 }
@@ -320,7 +339,7 @@ fn first_failed_reports_the_closest_miss() {
     // deploy.allow[0] fails one of five; the rule with more matches wins.
     let outsider = with(main_push(), "repository_owner_id", "999");
     assert_eq!(
-        policy.evaluate(&outsider, &RoleRequest::default()),
+        policy.evaluate_unverified(&outsider, &RoleRequest::default()),
         Err(Denial::NotPermitted {
             role: None,
             first_failed:
@@ -335,7 +354,7 @@ fn first_failed_reports_the_closest_miss() {
     let denied = compile_ok(text).policy;
     let set = claims(&[("repository_owner_id", "1"), ("ref", "refs/heads/x")]);
     assert_eq!(
-        denied.evaluate(&set, &RoleRequest::default()),
+        denied.evaluate_unverified(&set, &RoleRequest::default()),
         Err(Denial::NotPermitted {
             role: None,
             first_failed: "r.allow[0] matched, but so did r.deny[0]".into()
@@ -354,7 +373,9 @@ fn first_failed_is_one_bounded_line() {
     let long = compile_ok(&text).policy;
     let value = format!("refs/heads/{}\nforged audit line", "x".repeat(5000));
     let set = claims(&[("repository_owner_id", "1"), ("ref", &value)]);
-    let Err(Denial::NotPermitted { first_failed, .. }) = long.evaluate(&set, &named("r")) else {
+    let Err(Denial::NotPermitted { first_failed, .. }) =
+        long.evaluate_unverified(&set, &named("r"))
+    else {
         panic!("expected NotPermitted");
     };
     assert_eq!(first_failed.lines().count(), 1, "{first_failed}");
@@ -377,7 +398,9 @@ fn first_failed_is_one_bounded_line() {
     );
     let wide = compile_ok(&text).policy;
     let set = claims(&[("repository_owner_id", "1"), ("ref", "x")]);
-    let Err(Denial::NotPermitted { first_failed, .. }) = wide.evaluate(&set, &named("r")) else {
+    let Err(Denial::NotPermitted { first_failed, .. }) =
+        wide.evaluate_unverified(&set, &named("r"))
+    else {
         panic!("expected NotPermitted");
     };
     assert_eq!(first_failed.chars().count(), 1024, "{first_failed}");
@@ -406,7 +429,18 @@ fn explain_traces_everything_and_agrees_with_evaluate() {
     ];
     for (set, request) in &cases {
         let explanation = policy.explain(set, request);
-        assert_eq!(explanation.outcome, policy.evaluate(set, request));
+        assert_eq!(
+            explanation.outcome,
+            policy.evaluate_unverified(set, request)
+        );
+        // The request path decides the same claims, verified, the same way.
+        let verified = crate::verify::VerifiedClaims::for_tests(
+            set.claim_set().clone(),
+            "https://issuer.test",
+            "jti",
+            0,
+        );
+        assert_eq!(policy.evaluate(&verified, request), explanation.outcome);
         let expected_roles = match request.role {
             Some("nope") => 0,
             Some(_) => 1,

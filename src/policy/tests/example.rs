@@ -1,12 +1,12 @@
 //! The example policy shipped in `config/policy.toml` loads cleanly and means what its comments say.
 
 use super::{claims, compile_ok};
-use crate::claims::ClaimSet;
+use crate::claims::UnverifiedClaims;
 use crate::policy::{Denial, RoleRequest};
 
 const EXAMPLE: &str = include_str!("../../../config/policy.toml");
 
-fn token(reference: &str, event: &str, runner: &str) -> ClaimSet {
+fn token(reference: &str, event: &str, runner: &str) -> UnverifiedClaims {
     claims(&[
         ("repository_owner_id", "1234567"),
         ("repository_owner", "ourorg"),
@@ -18,7 +18,7 @@ fn token(reference: &str, event: &str, runner: &str) -> ClaimSet {
     ])
 }
 
-fn role_for(set: &ClaimSet, role: Option<&str>) -> Result<String, Denial> {
+fn role_for(set: &UnverifiedClaims, role: Option<&str>) -> Result<String, Denial> {
     let loaded = compile_ok(EXAMPLE);
     let request = RoleRequest {
         role,
@@ -26,7 +26,7 @@ fn role_for(set: &ClaimSet, role: Option<&str>) -> Result<String, Denial> {
     };
     loaded
         .policy
-        .evaluate(set, &request)
+        .evaluate_unverified(set, &request)
         .map(|grant| grant.role_name().to_owned())
 }
 

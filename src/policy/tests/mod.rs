@@ -5,7 +5,7 @@ mod example;
 mod glob;
 mod load;
 
-use crate::claims::ClaimSet;
+use crate::claims::UnverifiedClaims;
 
 use super::{LoadedPolicy, Policy, PolicyError};
 
@@ -31,8 +31,8 @@ fn load_error(text: &str) -> String {
 }
 
 /// A claim set from `(name, value)` pairs.
-fn claims(pairs: &[(&str, &str)]) -> ClaimSet {
-    let mut set = ClaimSet::default();
+fn claims(pairs: &[(&str, &str)]) -> UnverifiedClaims {
+    let mut set = UnverifiedClaims::default();
     for (name, value) in pairs {
         set.insert(*name, *value);
     }

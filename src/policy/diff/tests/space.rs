@@ -34,9 +34,15 @@ fn a_point_outside_a_union_must_escape_each_box_on_some_claim() {
         .expect("single-segment branches other than a push to main are granted");
     let witness = space.witness(&point).unwrap();
     let claims = witness.to_claim_set();
-    assert!(p.roles[0].allow[0].matches(&claims), "{witness:?}");
     assert!(
-        !p.roles[0].deny.iter().any(|rule| rule.matches(&claims)),
+        p.roles[0].allow[0].matches(claims.claim_set()),
+        "{witness:?}"
+    );
+    assert!(
+        !p.roles[0]
+            .deny
+            .iter()
+            .any(|rule| rule.matches(claims.claim_set())),
         "{witness:?}"
     );
     // Deny everything the allow rule covers: no point is left.
@@ -62,7 +68,9 @@ fn the_everything_product_contains_absent_claims() {
         .find_point(&everything, &grants.allow)
         .unwrap()
         .unwrap();
-    assert!(!p.roles[0].allow[0].matches(&space.witness(&point).unwrap().to_claim_set()));
+    assert!(
+        !p.roles[0].allow[0].matches(space.witness(&point).unwrap().to_claim_set().claim_set())
+    );
     assert!(space.same(&everything, &space.everything()));
     let lang = space.lang_of(&everything, "ref").unwrap();
     assert!(lang.has_absent());

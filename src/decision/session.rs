@@ -1,4 +1,5 @@
-//! Session name and session tags for AssumeRole, built from verified claims only.
+//! Session name and session tags for AssumeRole, built from verified claims only:
+//! `decision` builds them into a grant's `AwsSession` from the claims it decided on.
 //!
 //! Trust: the claims come from a token whose signature checked out, but their
 //! values are still strings a workflow author shaped (branch and environment

@@ -1,0 +1,254 @@
+//! The decision: verified claims and a request in, a [`Grant`] out, or the
+//! reason there is none. The one place a `Grant` is made.
+//!
+//! [`decide`] asks the built-in rules ([`crate::policy::Policy::evaluate`]),
+//! and, when they allow a role and a Rego module is configured, Rego
+//! ([`crate::rego::RegoPolicy::evaluate_within_limit`]: off the async workers,
+//! within its time limit). Both must agree; Rego can only refuse. Only then is
+//! the `Grant` built, and it carries everything the credential call needs,
+//! taken from the same verified claims the decision was made on: for AWS the
+//! role ARN, the duration, the session name and the session tags
+//! ([`session`] maps the claims into STS's alphabets). The credential issuer
+//! (`sts::StsClient::assume_role`) takes a `Grant` and nothing else, so no
+//! code path reaches it without the rules and Rego having agreed, and session
+//! tags can only describe the token that was judged.
+//!
+//! Trust: the claims are [`VerifiedClaims`], which only `verify` builds; the
+//! request fields are the caller's and are only compared by the rules and
+//! shown to Rego. What is granted is a [`CredentialRequest`]: a further kind of
+//! credential is a further variant, decided by the same function.
+
+mod session;
+
+use serde::Serialize;
+
+use crate::audit::AuditEvent;
+use crate::claims::ClaimSet;
+use crate::policy::{Allowed, Denial, RoleRequest};
+use crate::policy_set::PolicySet;
+use crate::rego::RegoDecision;
+use crate::verify::VerifiedClaims;
+
+pub use session::{
+    MAX_SESSION_TAGS, SESSION_NAME_MAX_LEN, SESSION_NAME_MIN_LEN, TAG_KEY_MAX_LEN,
+    TAG_VALUE_MAX_LEN, session_name, session_tags,
+};
+
+/// What the caller asked for, beyond its token: Rego sees it as `input.request`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessRequest {
+    /// `repo` from the request.
+    pub repo: Option<String>,
+    /// `sha` from the request.
+    pub sha: Option<String>,
+    /// `job_id` from the request, as text.
+    pub job_id: Option<String>,
+    /// `role` from the request.
+    pub role: Option<String>,
+    /// `duration_seconds` from the request.
+    pub duration_seconds: Option<u64>,
+}
+
+/// Permission to obtain one credential, decided on verified claims by the
+/// rules and Rego together. Only this module constructs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    role: String,
+    rule: String,
+    policy_version: String,
+    credential: CredentialRequest,
+}
+
+impl Grant {
+    /// Policy name of the granted role.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+    /// The allow rule that granted, e.g. `deploy.allow[0]`.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+    /// Version of the policy set that decided.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+    /// The credential to obtain.
+    pub fn credential(&self) -> &CredentialRequest {
+        &self.credential
+    }
+}
+
+/// What a grant lets the broker obtain for the caller; one variant per kind
+/// of credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialRequest {
+    /// Temporary AWS credentials from STS AssumeRole.
+    Aws(AwsSession),
+}
+
+/// Everything one AssumeRole call sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsSession {
+    role_arn: String,
+    duration_seconds: u32,
+    session_name: String,
+    tags: Vec<(String, String)>,
+}
+
+impl AwsSession {
+    /// Builds the session for `role_arn` from verified claims; tags only when
+    /// the role asks for them.
+    fn from_claims(
+        role_arn: &str,
+        duration_seconds: u32,
+        with_tags: bool,
+        claims: &ClaimSet,
+    ) -> Self {
+        Self {
+            role_arn: role_arn.to_owned(),
+            duration_seconds,
+            session_name: session_name(claims),
+            tags: if with_tags {
+                session_tags(claims)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// ARN to assume.
+    pub fn role_arn(&self) -> &str {
+        &self.role_arn
+    }
+    /// Lifetime to ask STS for, in seconds.
+    pub fn duration_seconds(&self) -> u32 {
+        self.duration_seconds
+    }
+    /// RoleSessionName, already in STS's alphabet.
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+    /// Session tags, already in STS's alphabet; empty when the role sends none.
+    pub fn tags(&self) -> &[(String, String)] {
+        &self.tags
+    }
+}
+
+/// Why there is no grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The built-in rules refused.
+    Rules(Denial),
+    /// The rules allowed `role` through `rule`; Rego did not.
+    Rego {
+        /// Policy name of the role the rules allowed.
+        role: String,
+        /// The allow rule that matched.
+        rule: String,
+        /// Rego's answer: anything but [`RegoDecision::Allow`].
+        decision: RegoDecision,
+    },
+}
+
+/// Decides `request` on `claims` under `policy`: the rules, then Rego (when
+/// configured) within its time limit. Deny by default.
+///
+/// Once the rules allow a role, its name and rule are recorded in `audit`
+/// before Rego is asked, so an event cut short while Rego runs (the request
+/// deadline) still names them. `request_id` names the request in the log line
+/// of an abandoned Rego evaluation.
+pub async fn decide(
+    policy: &PolicySet,
+    claims: &VerifiedClaims,
+    request: &AccessRequest,
+    request_id: &str,
+    audit: &mut AuditEvent,
+) -> Result<Grant, Refusal> {
+    let role_request = RoleRequest {
+        role: request.role.as_deref(),
+        duration_seconds: request.duration_seconds,
+    };
+    let allowed = policy
+        .rules
+        .evaluate(claims, &role_request)
+        .map_err(Refusal::Rules)?;
+    audit.role(allowed.role_name());
+    audit.matched_rule(allowed.matched_rule());
+    if let Some(rego) = &policy.rego {
+        let input = rego_input(claims.claims(), request, &allowed);
+        let decision = rego.evaluate_within_limit(input, request_id).await;
+        if !decision.allows() {
+            return Err(Refusal::Rego {
+                role: allowed.role_name().to_owned(),
+                rule: allowed.matched_rule().to_owned(),
+                decision,
+            });
+        }
+    }
+    Ok(grant(policy.version(), &allowed, claims.claims()))
+}
+
+/// The grant for what the rules (and Rego) allowed, with its session identity
+/// from the claims the decision was made on.
+fn grant(policy_version: &str, allowed: &Allowed, claims: &ClaimSet) -> Grant {
+    Grant {
+        role: allowed.role_name().to_owned(),
+        rule: allowed.matched_rule().to_owned(),
+        policy_version: policy_version.to_owned(),
+        credential: CredentialRequest::Aws(AwsSession::from_claims(
+            allowed.role_arn(),
+            allowed.duration_seconds(),
+            allowed.session_tags(),
+            claims,
+        )),
+    }
+}
+
+/// The Rego input document: `{claims, request, role}`.
+fn rego_input(claims: &ClaimSet, request: &AccessRequest, allowed: &Allowed) -> serde_json::Value {
+    let claims: serde_json::Map<String, serde_json::Value> = claims
+        .iter()
+        .map(|(name, value)| (name.to_owned(), serde_json::Value::from(value)))
+        .collect();
+    serde_json::json!({
+        "claims": claims,
+        "request": request,
+        "role": {
+            "name": allowed.role_name(),
+            "role_arn": allowed.role_arn(),
+            "duration_seconds": allowed.duration_seconds(),
+        },
+    })
+}
+
+/// A grant for an AWS role without a decision, for other modules' unit tests
+/// (the STS client against its fakes): outside tests only [`decide`] makes one.
+#[cfg(test)]
+impl Grant {
+    pub(crate) fn for_tests(
+        role_arn: &str,
+        duration_seconds: u32,
+        with_tags: bool,
+        claims: &[(&str, &str)],
+    ) -> Self {
+        let mut set = ClaimSet::default();
+        for (name, value) in claims {
+            set.insert(*name, *value);
+        }
+        let claims = &set;
+        Self {
+            role: "test".to_owned(),
+            rule: "test.allow[0]".to_owned(),
+            policy_version: "test".to_owned(),
+            credential: CredentialRequest::Aws(AwsSession::from_claims(
+                role_arn,
+                duration_seconds,
+                with_tags,
+                claims,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! The decision: rules and Rego must both agree, and the grant carries the
+//! session identity of the claims it was decided on.
+
+use super::*;
+use crate::policy::Policy;
+use crate::rego::{DEFAULT_QUERY, RegoPolicy};
+
+const RULES: &str = r#"
+[[roles]]
+name = "deploy"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+duration_seconds = 3600
+
+[[roles.allow]]
+repository = "ourorg/*"
+ref = "refs/heads/main"
+
+[[roles]]
+name = "quiet"
+role_arn = "arn:aws:iam::123456789012:role/quiet"
+session_tags = false
+
+[[roles.allow]]
+repository = "ourorg/quiet"
+"#;
+
+/// Allows only ourorg/app, and only for the role the rules chose.
+const REGO: &str = r#"
+package broker
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.claims.repository == "ourorg/app"
+    input.role.name == "deploy"
+    input.role.role_arn == "arn:aws:iam::123456789012:role/deploy"
+    input.request.job_id == "31337"
+}
+"#;
+
+fn policy(rego: Option<&str>) -> PolicySet {
+    let rules = Policy::compile(RULES, "rules.toml").unwrap().policy;
+    let rego = rego.map(|text| RegoPolicy::compile(text, "broker.rego", DEFAULT_QUERY).unwrap());
+    PolicySet::new(rules, rego)
+}
+
+fn verified(repository: &str) -> VerifiedClaims {
+    let mut claims = ClaimSet::default();
+    for (name, value) in [
+        ("repository", repository),
+        ("repository_id", "123456789"),
+        ("ref", "refs/heads/main"),
+        ("sha", "0123456789abcdef0123456789abcdef01234567"),
+        ("run_id", "1234567890"),
+        ("run_attempt", "2"),
+        ("check_run_id", "31337"),
+        ("event_name", "push"),
+    ] {
+        claims.insert(name, value);
+    }
+    VerifiedClaims::for_tests(claims, "https://issuer.test", "jti-1", 4_102_444_800)
+}
+
+fn request(role: Option<&str>, duration_seconds: Option<u64>) -> AccessRequest {
+    AccessRequest {
+        repo: Some("ourorg/app".to_owned()),
+        sha: None,
+        job_id: Some("31337".to_owned()),
+        role: role.map(str::to_owned),
+        duration_seconds,
+    }
+}
+
+/// Decides, retrying a few times when Rego answers with a time-limit error: a
+/// machine busy enough to hold the evaluation thread off the CPU for the
+/// whole limit refuses like a runaway module would (the test of that lives in
+/// `rego`).
+async fn decide_settled(
+    policy: &PolicySet,
+    claims: &VerifiedClaims,
+    request: &AccessRequest,
+) -> Result<Grant, Refusal> {
+    let mut outcome = Err(Refusal::Rules(Denial::UnknownRole));
+    for _ in 0..5 {
+        let mut audit = AuditEvent::new("test", policy.version());
+        outcome = decide(policy, claims, request, "test", &mut audit).await;
+        match &outcome {
+            Err(Refusal::Rego {
+                decision: RegoDecision::Error(why),
+                ..
+            }) if why.contains("50 ms") => {}
+            _ => break,
+        }
+    }
+    outcome
+}
+
+fn aws(grant: &Grant) -> &AwsSession {
+    let CredentialRequest::Aws(session) = grant.credential();
+    session
+}
+
+#[tokio::test]
+async fn the_grant_carries_the_role_and_the_session_of_the_judged_claims() {
+    let policy = policy(None);
+    let claims = verified("ourorg/app");
+    let grant = decide_settled(&policy, &claims, &request(Some("deploy"), Some(1800)))
+        .await
+        .unwrap();
+    assert_eq!(grant.role(), "deploy");
+    assert_eq!(grant.rule(), "deploy.allow[0]");
+    assert_eq!(grant.policy_version(), policy.version());
+    let session = aws(&grant);
+    assert_eq!(session.role_arn(), "arn:aws:iam::123456789012:role/deploy");
+    assert_eq!(session.duration_seconds(), 1800);
+    assert_eq!(session.session_name(), "gh-1234567890-2-31337");
+    assert_eq!(session.session_name(), session_name(claims.claims()));
+    assert_eq!(session.tags(), session_tags(claims.claims()).as_slice());
+    assert!(
+        session
+            .tags()
+            .contains(&("repository".to_owned(), "ourorg/app".to_owned())),
+        "{:?}",
+        session.tags()
+    );
+}
+
+#[tokio::test]
+async fn a_role_without_session_tags_gets_none_and_the_default_duration() {
+    let policy = policy(None);
+    let grant = decide_settled(
+        &policy,
+        &verified("ourorg/quiet"),
+        &request(Some("quiet"), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(grant.role(), "quiet");
+    let session = aws(&grant);
+    assert_eq!(session.duration_seconds(), 900);
+    assert!(session.tags().is_empty(), "{:?}", session.tags());
+    assert_eq!(session.session_name(), "gh-1234567890-2-31337");
+}
+
+#[tokio::test]
+async fn a_rules_denial_is_the_rules_answer() {
+    let policy = policy(Some(REGO));
+    let claims = verified("theirorg/app");
+    let role_request = RoleRequest {
+        role: Some("deploy"),
+        duration_seconds: None,
+    };
+    let expected = policy.rules.evaluate(&claims, &role_request).unwrap_err();
+    assert!(
+        matches!(expected, Denial::NotPermitted { .. }),
+        "{expected:?}"
+    );
+    assert_eq!(
+        decide_settled(&policy, &claims, &request(Some("deploy"), None)).await,
+        Err(Refusal::Rules(expected))
+    );
+    assert_eq!(
+        decide_settled(
+            &policy,
+            &verified("ourorg/app"),
+            &request(Some("deploy"), Some(7200))
+        )
+        .await,
+        Err(Refusal::Rules(Denial::DurationOutOfRange {
+            role: "deploy".to_owned(),
+            requested: 7200,
+            max: 3600
+        }))
+    );
+}
+
+#[tokio::test]
+async fn rego_must_agree_too() {
+    let policy = policy(Some(REGO));
+    // The rules allow ourorg/other (ourorg/*); Rego does not.
+    assert_eq!(
+        decide_settled(
+            &policy,
+            &verified("ourorg/other"),
+            &request(Some("deploy"), None)
+        )
+        .await,
+        Err(Refusal::Rego {
+            role: "deploy".to_owned(),
+            rule: "deploy.allow[0]".to_owned(),
+            decision: RegoDecision::Deny,
+        })
+    );
+    // Rego sees the request: a different job_id is refused.
+    let mut other_job = request(Some("deploy"), None);
+    other_job.job_id = Some("1".to_owned());
+    assert!(matches!(
+        decide_settled(&policy, &verified("ourorg/app"), &other_job).await,
+        Err(Refusal::Rego {
+            decision: RegoDecision::Deny,
+            ..
+        })
+    ));
+    // Both agree: a grant.
+    let grant = decide_settled(
+        &policy,
+        &verified("ourorg/app"),
+        &request(Some("deploy"), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(grant.role(), "deploy");
+    assert_eq!(grant.policy_version(), policy.version());
+    assert_ne!(
+        policy.version(),
+        policy.rules.version(),
+        "Rego is part of the version"
+    );
+}
+
+#[test]
+fn the_rego_input_is_claims_request_and_role() {
+    let policy = policy(None);
+    let claims = verified("ourorg/app");
+    let role_request = RoleRequest {
+        role: Some("deploy"),
+        duration_seconds: None,
+    };
+    let allowed = policy.rules.evaluate(&claims, &role_request).unwrap();
+    let input = rego_input(claims.claims(), &request(Some("deploy"), None), &allowed);
+    assert_eq!(input["claims"]["repository"], "ourorg/app");
+    assert_eq!(input["claims"]["run_attempt"], "2");
+    assert_eq!(
+        input["request"],
+        serde_json::json!({"repo": "ourorg/app", "sha": null, "job_id": "31337", "role": "deploy", "duration_seconds": null})
+    );
+    assert_eq!(
+        input["role"],
+        serde_json::json!({"name": "deploy", "role_arn": "arn:aws:iam::123456789012:role/deploy", "duration_seconds": 3600})
+    );
+}
