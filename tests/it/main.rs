@@ -1,4 +1,5 @@
-//! Black-box integration tests: the real `attestation-broker` binary against a
+//! Black-box integration tests: the real `attestation-broker` binary, or its
+//! router served in this process where the binary adds nothing, against a
 //! loopback OIDC issuer and a loopback STS (see `support/`).
 //!
 //! Every module is `#[cfg(test)]` (always true in this binary) so that
