@@ -28,7 +28,7 @@ const CLAIM_FIELDS: [&str; 13] = [
 
 /// One decision; emitted when dropped.
 #[derive(Debug, Default)]
-pub struct AuditEvent {
+pub(crate) struct AuditEvent {
     issued: bool,
     request_id: String,
     policy_version: String,
@@ -48,7 +48,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// Starts the event for one request; it is a denial until `issued` is called.
-    pub fn new(request_id: &str, policy_version: &str) -> Self {
+    pub(crate) fn new(request_id: &str, policy_version: &str) -> Self {
         let mut event = Self::default();
         event.request_id = request_id.to_owned();
         event.policy_version = policy_version.to_owned();
@@ -58,7 +58,7 @@ impl AuditEvent {
     }
 
     /// Copies the identifying claims of a verified token.
-    pub fn claims(&mut self, issuer: &str, claims: &ClaimSet, token_sha256: &str) {
+    pub(crate) fn claims(&mut self, issuer: &str, claims: &ClaimSet, token_sha256: &str) {
         self.issuer = issuer.to_owned();
         self.token_sha256 = token_sha256.to_owned();
         for (slot, name) in self.claims.iter_mut().zip(CLAIM_FIELDS) {
@@ -67,12 +67,12 @@ impl AuditEvent {
     }
 
     /// The token hash, known before verification succeeds.
-    pub fn token_sha256(&mut self, token_sha256: String) {
+    pub(crate) fn token_sha256(&mut self, token_sha256: String) {
         self.token_sha256 = token_sha256;
     }
 
     /// Records a refusal: a closed `reason` code and a one-line `detail`.
-    pub fn denied(&mut self, status: u16, reason: &str, detail: impl Into<String>) {
+    pub(crate) fn denied(&mut self, status: u16, reason: &str, detail: impl Into<String>) {
         self.issued = false;
         self.status = status;
         self.reason = reason.to_owned();
@@ -80,17 +80,17 @@ impl AuditEvent {
     }
 
     /// The role considered (granted or evaluated).
-    pub fn role(&mut self, role: &str) {
+    pub(crate) fn role(&mut self, role: &str) {
         self.role = role.to_owned();
     }
 
     /// The allow rule that granted, or the first failed condition on a denial.
-    pub fn matched_rule(&mut self, rule: impl Into<String>) {
+    pub(crate) fn matched_rule(&mut self, rule: impl Into<String>) {
         self.matched_rule = rule.into();
     }
 
     /// Records an issuance.
-    pub fn issued(&mut self, session_name: &str, access_key_id: &str, expiration: &str) {
+    pub(crate) fn issued(&mut self, session_name: &str, access_key_id: &str, expiration: &str) {
         self.issued = true;
         self.status = 200;
         self.reason = "issued".to_owned();
@@ -98,11 +98,6 @@ impl AuditEvent {
         self.session_name = session_name.to_owned();
         self.access_key_id = access_key_id.to_owned();
         self.expiration = expiration.to_owned();
-    }
-
-    /// Sets the session name (also known on STS failures).
-    pub fn session_name(&mut self, session_name: &str) {
-        self.session_name = session_name.to_owned();
     }
 }
 

@@ -14,7 +14,7 @@ use crate::claims::ClaimSet;
 
 /// What the request says about its job; each field is optional.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RequestBinding<'a> {
+pub(crate) struct RequestBinding<'a> {
     /// `repo`: `owner/name`, compared ASCII case-insensitively (GitHub names are).
     pub repo: Option<&'a str>,
     /// `sha`: compared exactly.
@@ -25,7 +25,7 @@ pub struct RequestBinding<'a> {
 
 /// The request field that contradicts the token (`repo`, `sha` or `job_id`),
 /// if any; checked in that order.
-pub fn mismatch(request: &RequestBinding<'_>, claims: &ClaimSet) -> Option<&'static str> {
+pub(crate) fn mismatch(request: &RequestBinding<'_>, claims: &ClaimSet) -> Option<&'static str> {
     if let Some(repo) = request.repo {
         // GitHub names are ASCII case-insensitive.
         if !claims

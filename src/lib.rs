@@ -8,28 +8,28 @@
 //! graceful drain on shutdown.
 
 pub mod api;
-pub mod audit;
-pub mod binding;
+mod audit;
+mod binding;
 pub mod claims;
 pub mod cli;
 pub mod config;
-pub mod decision;
+mod decision;
 pub mod dev;
 pub mod fetch;
 pub mod http;
 pub mod jwks;
-pub mod limits;
-pub mod metrics;
+mod limits;
+mod metrics;
 pub mod policy;
-pub mod policy_set;
-pub mod rego;
-pub mod reload;
-pub mod replay;
-pub mod state;
-pub mod sts;
-pub mod telemetry;
+mod policy_set;
+mod rego;
+mod reload;
+mod replay;
+mod state;
+mod sts;
+mod telemetry;
 pub mod testkit;
-pub mod tls;
+mod tls;
 pub mod verify;
 
 use std::future::Future;
@@ -64,11 +64,11 @@ pub struct AppOptions {
 #[derive(Debug)]
 pub struct App {
     /// Shared state.
-    pub state: AppState,
+    pub(crate) state: AppState,
     /// Router for the main listener.
-    pub public: Router,
+    pub(crate) public: Router,
     /// Router for the admin listener.
-    pub admin: Router,
+    pub(crate) admin: Router,
     /// Whether the `[policy]` files are watched for changes (not for a built-in policy).
     watch_policy: bool,
     /// TLS of the main listener, when configured.

@@ -27,11 +27,11 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use crate::verify::VerifiedClaims;
 
 /// Most repositories tracked at once (a few hundred bytes each).
-pub const MAX_TRACKED_REPOSITORIES: u64 = 100_000;
+pub(crate) const MAX_TRACKED_REPOSITORIES: u64 = 100_000;
 
 /// The per-repository limiter of one broker instance; cheap to clone.
 #[derive(Clone)]
-pub struct RepositoryRateLimiter {
+pub(crate) struct RepositoryRateLimiter {
     inner: Option<Arc<Inner>>,
 }
 
@@ -52,7 +52,7 @@ impl std::fmt::Debug for RepositoryRateLimiter {
 impl RepositoryRateLimiter {
     /// `per_minute` requests per repository per minute with bursts of up to
     /// `burst`; `per_minute = 0` turns the limit off (a `burst` of 0 counts as 1).
-    pub fn new(per_minute: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
         let Some(rate) = NonZeroU32::new(per_minute) else {
             return Self { inner: None };
         };
@@ -79,7 +79,7 @@ impl RepositoryRateLimiter {
 
     /// Takes one request from the bucket of the verified token's repository.
     /// `Err` carries how long until the next request would be allowed.
-    pub fn check_token(&self, token: &VerifiedClaims) -> Result<(), Duration> {
+    pub(crate) fn check_token(&self, token: &VerifiedClaims) -> Result<(), Duration> {
         let claims = token.claims();
         let repository = claims
             .get("repository_id")
@@ -106,7 +106,7 @@ impl RepositoryRateLimiter {
 }
 
 /// Seconds for a `Retry-After` header: the wait rounded up, at least 1.
-pub fn retry_after_seconds(wait: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
     let whole = wait.as_secs();
     let rounded = if wait.subsec_nanos() > 0 {
         whole.saturating_add(1)

@@ -23,7 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// `ci_token_rejections_total{reason}`: every `VerifyError::reason_code`.
-pub const TOKEN_REJECTION_REASONS: &[&str] = &[
+pub(crate) const TOKEN_REJECTION_REASONS: &[&str] = &[
     "malformed",
     "algorithm",
     "missing_kid",
@@ -39,24 +39,24 @@ pub const TOKEN_REJECTION_REASONS: &[&str] = &[
     "keys_unavailable",
 ];
 /// `ci_sts_errors_total{kind}`: every `StsError::kind`.
-pub const STS_ERROR_KINDS: &[&str] = &["throttled", "timeout", "denied", "other"];
+pub(crate) const STS_ERROR_KINDS: &[&str] = &["throttled", "timeout", "denied", "other"];
 /// `ci_binding_mismatches_total{field}`: the request fields bound to the token.
-pub const BINDING_FIELDS: &[&str] = &["repo", "sha", "job_id"];
+pub(crate) const BINDING_FIELDS: &[&str] = &["repo", "sha", "job_id"];
 /// `ci_jwks_refresh_total{result}`.
-pub const JWKS_REFRESH_RESULTS: &[&str] = &["ok", "error", "unchanged"];
+pub(crate) const JWKS_REFRESH_RESULTS: &[&str] = &["ok", "error", "unchanged"];
 /// `ci_policy_reloads_total{result}` and `ci_tls_reloads_total{result}`.
-pub const RELOAD_RESULTS: &[&str] = &["ok", "error"];
+pub(crate) const RELOAD_RESULTS: &[&str] = &["ok", "error"];
 /// `ci_rate_limited_total{scope}`.
-pub const RATE_LIMIT_SCOPES: &[&str] = &["repository", "global"];
+pub(crate) const RATE_LIMIT_SCOPES: &[&str] = &["repository", "global"];
 /// The statuses `POST /issue` answers with (the API's status map), exported
 /// for `ci_http_requests_total{route="/issue"}` from start-up so that a 5xx
 /// ratio has a denominator and numerator from the first scrape. (431 is
 /// answered by the HTTP layer before any route is matched.)
-pub const ISSUE_STATUSES: &[&str] = &[
+pub(crate) const ISSUE_STATUSES: &[&str] = &[
     "200", "400", "401", "403", "405", "413", "415", "429", "500", "503",
 ];
 /// The role label of a policy denial that matched no role.
-pub const NO_ROLE: &str = "none";
+pub(crate) const NO_ROLE: &str = "none";
 
 /// The build's source revision: `BROKER_GIT_REVISION` at compile time (the
 /// Dockerfile passes it as a build argument), `unknown` without it.

@@ -5,8 +5,6 @@
 //! another. The version (a hash over both texts) is what `ci_policy_info`
 //! and every audit event report. Asking both is `decision::decide`'s job.
 
-use std::path::PathBuf;
-
 use sha2::Digest;
 
 use crate::config::PolicyConfig;
@@ -15,7 +13,7 @@ use crate::rego::RegoPolicy;
 
 /// Rules and Rego, compiled.
 #[derive(Debug)]
-pub struct PolicySet {
+pub(crate) struct PolicySet {
     /// The built-in rules.
     pub rules: Policy,
     /// The Rego module, when configured.
@@ -25,7 +23,7 @@ pub struct PolicySet {
 
 /// Why the policy set could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum PolicySetError {
+pub(crate) enum PolicySetError {
     /// The rules.
     #[error(transparent)]
     Rules(#[from] crate::policy::PolicyError),
@@ -35,7 +33,7 @@ pub enum PolicySetError {
 }
 
 /// The version of a rules text hash and an optional Rego hash.
-pub fn combined_version(rules_version: &str, rego_hash: Option<&str>) -> String {
+pub(crate) fn combined_version(rules_version: &str, rego_hash: Option<&str>) -> String {
     match rego_hash {
         None => rules_version.to_owned(),
         Some(rego) => hex::encode(sha2::Sha256::digest(
@@ -46,7 +44,7 @@ pub fn combined_version(rules_version: &str, rego_hash: Option<&str>) -> String 
 
 impl PolicySet {
     /// Combines compiled rules and an optional compiled Rego module.
-    pub fn new(rules: Policy, rego: Option<RegoPolicy>) -> Self {
+    pub(crate) fn new(rules: Policy, rego: Option<RegoPolicy>) -> Self {
         let version = combined_version(rules.version(), rego.as_ref().map(RegoPolicy::hash));
         Self {
             rules,
@@ -56,7 +54,9 @@ impl PolicySet {
     }
 
     /// Loads what `[policy]` names: the rules file and the Rego file, if any.
-    pub fn load(config: &PolicyConfig) -> Result<(Self, Vec<PolicyWarning>), PolicySetError> {
+    pub(crate) fn load(
+        config: &PolicyConfig,
+    ) -> Result<(Self, Vec<PolicyWarning>), PolicySetError> {
         let LoadedPolicy { policy, warnings } = Policy::load(&config.file)?;
         let rego = match &config.rego {
             Some(path) => Some(RegoPolicy::load(path, &config.rego_query)?),
@@ -66,14 +66,7 @@ impl PolicySet {
     }
 
     /// Hash of everything in force.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.version
     }
-}
-
-/// Files whose content makes up the policy set, for change detection.
-pub fn watched_files(config: &PolicyConfig) -> Vec<PathBuf> {
-    let mut files = vec![config.file.clone()];
-    files.extend(config.rego.clone());
-    files
 }

@@ -27,15 +27,13 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-/// The default query (`policy.rego_query` when not set).
-pub use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
 /// Wall-clock limit of one evaluation, from its start; the wait for a place
 /// and a thread to start it on has the same bound.
-pub const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
+pub(crate) const EVALUATION_LIMIT: Duration = Duration::from_millis(50);
 /// Limit of the one evaluation (on an empty input) made when a module is loaded.
 const LOAD_PROBE_LIMIT: Duration = Duration::from_secs(2);
 /// Most evaluations running at once in the process, abandoned ones included.
-pub const MAX_EVALUATIONS_IN_FLIGHT: usize = 8;
+pub(crate) const MAX_EVALUATIONS_IN_FLIGHT: usize = 8;
 /// The places of [`MAX_EVALUATIONS_IN_FLIGHT`]; one is held until the evaluation
 /// itself ends, not until its request stops waiting.
 static EVALUATION_SLOTS: tokio::sync::Semaphore =
@@ -46,7 +44,7 @@ const MAX_REGO_BYTES: u64 = 1024 * 1024;
 /// Why a Rego module could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
-pub struct RegoError {
+pub(crate) struct RegoError {
     /// File or source name.
     pub path: String,
     /// Why.
@@ -55,7 +53,7 @@ pub struct RegoError {
 
 /// The outcome of one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegoDecision {
+pub(crate) enum RegoDecision {
     /// The query evaluated to `true`.
     Allow,
     /// The query evaluated to `false`.
@@ -68,12 +66,12 @@ pub enum RegoDecision {
 
 impl RegoDecision {
     /// Whether this decision allows.
-    pub fn allows(&self) -> bool {
+    pub(crate) fn allows(&self) -> bool {
         matches!(self, RegoDecision::Allow)
     }
 
     /// The audit detail of a refusal: `rego: <label>`, or the error.
-    pub fn audit_detail(&self) -> String {
+    pub(crate) fn audit_detail(&self) -> String {
         match self {
             RegoDecision::Error(err) => format!("rego error: {err}"),
             other => format!("rego: {}", other.label()),
@@ -81,7 +79,7 @@ impl RegoDecision {
     }
 
     /// A short word for audit and `policy explain`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             RegoDecision::Allow => "allow",
             RegoDecision::Deny => "deny",
@@ -93,7 +91,7 @@ impl RegoDecision {
 
 /// A compiled Rego module and the query to ask it.
 #[derive(Clone)]
-pub struct RegoPolicy {
+pub(crate) struct RegoPolicy {
     engine: regorus::Engine,
     query: String,
     hash: String,
@@ -109,7 +107,7 @@ impl std::fmt::Debug for RegoPolicy {
 
 impl RegoPolicy {
     /// Reads and compiles `path`.
-    pub fn load(path: &Path, query: &str) -> Result<Self, RegoError> {
+    pub(crate) fn load(path: &Path, query: &str) -> Result<Self, RegoError> {
         let name = path.display().to_string();
         let error = |reason: String| RegoError {
             path: name.clone(),
@@ -128,7 +126,7 @@ impl RegoPolicy {
     /// Compiles Rego text; `source` names it in errors. The query must name a
     /// rule under a package the module defines, so a typo fails here rather
     /// than denying every request.
-    pub fn compile(text: &str, source: &str, query: &str) -> Result<Self, RegoError> {
+    pub(crate) fn compile(text: &str, source: &str, query: &str) -> Result<Self, RegoError> {
         let error = |reason: String| RegoError {
             path: source.to_owned(),
             reason,
@@ -173,12 +171,13 @@ impl RegoPolicy {
     }
 
     /// Hash of the query and the module text.
-    pub fn hash(&self) -> &str {
+    pub(crate) fn hash(&self) -> &str {
         &self.hash
     }
 
     /// Evaluations running now, abandoned ones included.
-    pub fn evaluations_running() -> usize {
+    #[cfg(test)]
+    pub(crate) fn evaluations_running() -> usize {
         MAX_EVALUATIONS_IN_FLIGHT.saturating_sub(EVALUATION_SLOTS.available_permits())
     }
 
@@ -188,7 +187,7 @@ impl RegoPolicy {
     /// the answer is an error, and an evaluation still running is left to
     /// finish on its thread, still holding its place.
     /// `request_id` names the request in the log line of an abandoned evaluation.
-    pub async fn evaluate_within_limit(
+    pub(crate) async fn evaluate_within_limit(
         &self,
         input: serde_json::Value,
         request_id: &str,
@@ -253,7 +252,8 @@ impl RegoPolicy {
 
     /// Evaluates the query on `input` (`{claims, request, role}`) on this
     /// thread; regorus's own clock stops it between interpreter steps only.
-    pub fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
+    #[cfg(test)]
+    pub(crate) fn evaluate(&self, input: &serde_json::Value) -> RegoDecision {
         decide(self.engine.clone(), self.query.clone(), input)
     }
 }
@@ -284,6 +284,7 @@ fn decide(mut engine: regorus::Engine, query: String, input: &serde_json::Value)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
 
     const MODULE: &str = r#"
 package broker

@@ -22,7 +22,7 @@ const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What one reload attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     /// The file's content equals the loaded policy (or the last failed attempt).
     Unchanged,
     /// A new policy is in force.
@@ -39,7 +39,7 @@ pub enum ReloadOutcome {
 
 /// Watches the `[policy]` files (rules and Rego) for one broker.
 #[derive(Debug)]
-pub struct PolicyWatcher {
+pub(crate) struct PolicyWatcher {
     state: AppState,
     config: PolicyConfig,
     last_failed: Option<String>,
@@ -63,7 +63,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl PolicyWatcher {
     /// A watcher of the files `config` names, for `state`.
-    pub fn new(state: AppState, config: PolicyConfig) -> Self {
+    pub(crate) fn new(state: AppState, config: PolicyConfig) -> Self {
         Self {
             state,
             config,
@@ -86,7 +86,7 @@ impl PolicyWatcher {
     }
 
     /// Checks the files once; `force` retries even content that failed before (SIGHUP).
-    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+    pub(crate) fn reload(&mut self, force: bool) -> ReloadOutcome {
         let version = match self.version_on_disk() {
             Ok(version) => version,
             Err(reason) => return self.fail(reason, None),
@@ -124,7 +124,7 @@ impl PolicyWatcher {
     /// Reloads on SIGHUP and every `interval` (when not zero), in a task. The
     /// SIGHUP handler is installed before this returns, so a SIGHUP sent once
     /// the broker announced itself is never the default (fatal) one.
-    pub fn spawn(mut self, interval: Duration) {
+    pub(crate) fn spawn(mut self, interval: Duration) {
         let mut trigger = ReloadTrigger::new(interval);
         tokio::spawn(async move {
             loop {
@@ -142,7 +142,7 @@ impl PolicyWatcher {
 /// Shared by the policy and the TLS certificate watchers; each installs its
 /// own SIGHUP handler, and tokio delivers the signal to every one.
 #[derive(Debug)]
-pub struct ReloadTrigger {
+pub(crate) struct ReloadTrigger {
     #[cfg(unix)]
     hangup: Option<tokio::signal::unix::Signal>,
     tick: Option<tokio::time::Interval>,
@@ -152,7 +152,7 @@ impl ReloadTrigger {
     /// Installs the SIGHUP handler now (so a SIGHUP is never the default,
     /// fatal one once this returns); polls every `interval`, first one
     /// `interval` from now; 0 turns polling off.
-    pub fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         let tick = (!interval.is_zero()).then(|| {
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -167,7 +167,7 @@ impl ReloadTrigger {
     }
 
     /// Waits for the next trigger; `true` when it was SIGHUP.
-    pub async fn next(&mut self) -> bool {
+    pub(crate) async fn next(&mut self) -> bool {
         let polled = async {
             match self.tick.as_mut() {
                 Some(tick) => {

@@ -49,7 +49,7 @@ use local::{LocalMark, LocalMarks};
 /// How long a token's mark must last: until the token stops verifying, which
 /// is `exp` plus the verification leeway, counted from `now` (unix seconds);
 /// at least one second, so a mark is never written already expired.
-pub fn token_ttl(exp: u64, leeway_seconds: u64, now: u64) -> Duration {
+pub(crate) fn token_ttl(exp: u64, leeway_seconds: u64, now: u64) -> Duration {
     Duration::from_secs(
         exp.saturating_add(leeway_seconds)
             .saturating_sub(now)
@@ -59,7 +59,7 @@ pub fn token_ttl(exp: u64, leeway_seconds: u64, now: u64) -> Duration {
 
 /// Outcome of marking a token as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
+pub(crate) enum Mark {
     /// First use: go on.
     Fresh,
     /// Seen before: refuse.
@@ -68,7 +68,7 @@ pub enum Mark {
 
 /// Why the store gave no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     /// Redis could not answer in time. The caller fails closed unless
     /// `replay.fail_open` says otherwise.
     #[error("replay store unavailable: {0}")]
@@ -98,7 +98,7 @@ impl ReplayError {
 
 /// Where used token ids live.
 #[derive(Clone)]
-pub enum ReplayStore {
+pub(crate) enum ReplayStore {
     /// In process (one replica).
     Memory(std::sync::Arc<LocalMarks>),
     /// Shared Redis (several replicas), behind this replica's own marks.
@@ -108,7 +108,7 @@ pub enum ReplayStore {
 /// A pooled Redis client with a deadline on every operation, and this
 /// replica's own marks in front of it.
 #[derive(Clone)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     pool: deadpool_redis::Pool,
     timeout: Duration,
     local: std::sync::Arc<LocalMarks>,
@@ -120,6 +120,7 @@ pub struct RedisStore {
 const REDIS_KEY_PREFIX: &str = "attestation-broker:replay:";
 
 /// Local marks of a Redis store built by [`ReplayStore::redis`].
+#[cfg(test)]
 const DEFAULT_LOCAL_ENTRIES: u64 = 1_000_000;
 
 /// Shortest time a mark is kept, ms: a token at the edge of its validity
@@ -205,7 +206,8 @@ fn mark_local(local: &LocalMarks, key: [u8; 32], ttl: Duration) -> Result<Mark, 
 /// the pool will use it (see [`RedisUrl`] for what the URL must be). Reads
 /// `ca_file` and requires at least one usable CA certificate in it; the CA
 /// then replaces the system roots for this connection.
-pub fn redis_connection(
+#[cfg(test)]
+pub(crate) fn redis_connection(
     url: &str,
     ca_file: Option<&Path>,
 ) -> Result<redis::ConnectionInfo, ReplayError> {
@@ -245,7 +247,7 @@ fn connection_with_ca(
 /// Checks that the Redis CA file `config` names (if any) is usable with its
 /// URL, so that a bad one stops the start-up (and `check-config`) with
 /// `FILE: key KEY: REASON`. `file` is the configuration file, for the message.
-pub fn check_config(config: &ReplayConfig, file: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_config(config: &ReplayConfig, file: &str) -> Result<(), ConfigError> {
     let (Some(url), Some(ca_file)) = (&config.redis_url, &config.redis_ca_file) else {
         return Ok(());
     };
@@ -285,7 +287,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
 
 impl ReplayStore {
     /// The store `[replay]` asks for.
-    pub fn from_config(config: &ReplayConfig) -> Result<Self, ReplayError> {
+    pub(crate) fn from_config(config: &ReplayConfig) -> Result<Self, ReplayError> {
         match config.store {
             ReplayStoreKind::Memory => Ok(Self::memory(config.max_entries)),
             ReplayStoreKind::Redis => Self::redis_with(
@@ -305,7 +307,7 @@ impl ReplayStore {
     }
 
     /// An in-process store remembering at most `max_entries` unexpired tokens.
-    pub fn memory(max_entries: u64) -> Self {
+    pub(crate) fn memory(max_entries: u64) -> Self {
         ReplayStore::Memory(std::sync::Arc::new(LocalMarks::new(max_entries)))
     }
 
@@ -313,7 +315,12 @@ impl ReplayStore {
     /// closed; every operation (pool wait, connect, command) must finish
     /// within `timeout`. Connections are made lazily: an unreachable Redis
     /// shows in readiness.
-    pub fn redis(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, ReplayError> {
+    #[cfg(test)]
+    pub(crate) fn redis(
+        url: &str,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, ReplayError> {
         Self::redis_with(
             redis_connection(url, None)?,
             pool_size,
@@ -358,7 +365,7 @@ impl ReplayStore {
 
     /// Marks a verified token used until it stops verifying ([`token_ttl`]:
     /// `exp` + `leeway_seconds`, from `now`); tells whether it was already used.
-    pub async fn mark_token(
+    pub(crate) async fn mark_token(
         &self,
         token: &VerifiedClaims,
         leeway_seconds: u64,
@@ -370,12 +377,17 @@ impl ReplayStore {
 
     /// Forgets a verified token's mark, so a caller whose issuance failed
     /// upstream may retry with the same token.
-    pub async fn release_token(&self, token: &VerifiedClaims) -> Result<(), ReplayError> {
+    pub(crate) async fn release_token(&self, token: &VerifiedClaims) -> Result<(), ReplayError> {
         self.release(token.issuer(), token.jti()).await
     }
 
     /// Marks `(issuer, jti)` used for `ttl`; tells whether it was already used.
-    pub async fn mark(&self, issuer: &str, jti: &str, ttl: Duration) -> Result<Mark, ReplayError> {
+    pub(crate) async fn mark(
+        &self,
+        issuer: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<Mark, ReplayError> {
         let key = entry_key(issuer, jti);
         match self {
             ReplayStore::Memory(local) => mark_local(local, key, ttl),
@@ -407,7 +419,7 @@ impl ReplayStore {
 
     /// Forgets a mark, so a caller whose issuance failed upstream may retry
     /// with the same token.
-    pub async fn release(&self, issuer: &str, jti: &str) -> Result<(), ReplayError> {
+    pub(crate) async fn release(&self, issuer: &str, jti: &str) -> Result<(), ReplayError> {
         let key = entry_key(issuer, jti);
         match self {
             ReplayStore::Memory(local) => {
@@ -425,7 +437,7 @@ impl ReplayStore {
     }
 
     /// Whether the store can currently answer (readiness).
-    pub async fn healthy(&self) -> bool {
+    pub(crate) async fn healthy(&self) -> bool {
         match self {
             ReplayStore::Memory(_) => true,
             ReplayStore::Redis(store) => store.run::<String>(redis::cmd("PING")).await.is_ok(),

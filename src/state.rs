@@ -16,11 +16,11 @@ use crate::verify::Verifier;
 
 /// Shared state of one broker instance; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct AppState(Arc<Inner>);
+pub(crate) struct AppState(Arc<Inner>);
 
 /// The parts of the state.
 #[derive(Debug)]
-pub struct Inner {
+pub(crate) struct Inner {
     /// Validated configuration.
     pub config: Config,
     /// Token verification (owns the JWKS cache).
@@ -44,7 +44,7 @@ pub struct Inner {
 
 impl AppState {
     /// Assembles the state.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         verifier: Verifier,
         policy: PolicySet,
@@ -71,12 +71,12 @@ impl AppState {
     }
 
     /// The policy in force for a new request.
-    pub fn policy(&self) -> Arc<PolicySet> {
+    pub(crate) fn policy(&self) -> Arc<PolicySet> {
         self.0.policy.load_full()
     }
 
     /// Replaces the policy for requests that start from now on.
-    pub fn replace_policy(&self, policy: PolicySet) {
+    pub(crate) fn replace_policy(&self, policy: PolicySet) {
         self.0.metrics.set_policy_version(policy.version());
         self.0
             .metrics
@@ -85,12 +85,12 @@ impl AppState {
     }
 
     /// Marks the instance as draining: readiness fails from now on.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::SeqCst);
     }
 
     /// Whether the instance is draining.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.0.shutting_down.load(Ordering::SeqCst)
     }
 }

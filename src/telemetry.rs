@@ -10,7 +10,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber; `level` is a tracing filter such as `info`.
-pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub(crate) fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -35,12 +35,12 @@ use crate::reload::ReloadOutcome;
 /// Largest certificate, key or CA file read; a bigger one is an error, not an allocation.
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
-pub use crate::config::TlsFiles;
+pub(crate) use crate::config::TlsFiles;
 
 /// Why a TLS configuration could not be built. Each names the configuration
 /// key and the file at fault; none carries key material.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {reason}")]
     Unreadable {
@@ -75,7 +75,7 @@ pub enum TlsError {
 
 impl TlsError {
     /// The configuration key this error is about (`server.tls_cert`, …).
-    pub fn config_key(&self) -> &'static str {
+    pub(crate) fn config_key(&self) -> &'static str {
         match self {
             TlsError::Unreadable { key, .. }
             | TlsError::BadPem { key, .. }
@@ -217,7 +217,7 @@ fn build(files: &TlsFiles, bytes: &TlsBytes) -> Result<rustls::ServerConfig, Tls
 }
 
 /// Reads the files and builds a rustls server configuration from them.
-pub fn load_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn load_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let bytes = TlsBytes::read(files)?;
     build(files, &bytes).map(Arc::new)
 }
@@ -226,7 +226,7 @@ pub fn load_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>,
 /// so that a certificate that does not load stops the start-up (and
 /// `check-config`) with `FILE: key KEY: REASON`, not the first handshake.
 /// `file` is the configuration file, for the message.
-pub fn check_config(server: &ServerConfig, file: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_config(server: &ServerConfig, file: &str) -> Result<(), ConfigError> {
     match server.tls_files() {
         Some(files) => load_server_config(&files)
             .map(drop)
@@ -246,7 +246,7 @@ fn leaf_fingerprint(files: &TlsFiles, bytes: &TlsBytes) -> String {
 
 /// TLS of the main listener: the live configuration and what it was built from.
 #[derive(Clone)]
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     files: TlsFiles,
     live: RustlsConfig,
     digest: String,
@@ -264,7 +264,7 @@ impl std::fmt::Debug for TlsListener {
 
 impl TlsListener {
     /// Loads the files; fails with the key and file at fault.
-    pub fn load(files: TlsFiles, handshake_timeout: Duration) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: TlsFiles, handshake_timeout: Duration) -> Result<Self, TlsError> {
         let bytes = TlsBytes::read(&files)?;
         let config = build(&files, &bytes)?;
         tracing::info!(
@@ -283,13 +283,13 @@ impl TlsListener {
 
     /// The acceptor for the main listener; it reads the live configuration at
     /// every handshake, so reloads reach new connections only.
-    pub fn acceptor(&self) -> axum_server::tls_rustls::RustlsAcceptor {
+    pub(crate) fn acceptor(&self) -> axum_server::tls_rustls::RustlsAcceptor {
         axum_server::tls_rustls::RustlsAcceptor::new(self.live.clone())
             .handshake_timeout(self.handshake_timeout)
     }
 
     /// A watcher that reloads this listener's files.
-    pub fn watcher(&self, metrics: Metrics) -> TlsWatcher {
+    pub(crate) fn watcher(&self, metrics: Metrics) -> TlsWatcher {
         TlsWatcher {
             files: self.files.clone(),
             live: self.live.clone(),
@@ -301,7 +301,7 @@ impl TlsListener {
 }
 
 /// Reloads the certificate, key and client CA when their content changes.
-pub struct TlsWatcher {
+pub(crate) struct TlsWatcher {
     files: TlsFiles,
     live: RustlsConfig,
     /// Digest of the files behind the live configuration.
@@ -322,7 +322,7 @@ impl std::fmt::Debug for TlsWatcher {
 
 impl TlsWatcher {
     /// Checks the files once; `force` retries even a content that failed before (SIGHUP).
-    pub fn reload(&mut self, force: bool) -> ReloadOutcome {
+    pub(crate) fn reload(&mut self, force: bool) -> ReloadOutcome {
         let bytes = match TlsBytes::read(&self.files) {
             Ok(bytes) => bytes,
             // Not remembered as failed: a missing file mid-rotation is retried at the next poll.
@@ -362,7 +362,7 @@ impl TlsWatcher {
     /// Runs forever: reloads on SIGHUP and every `interval` (when not zero).
     /// The SIGHUP handler is installed before this returns, so a SIGHUP sent
     /// once the broker announced itself is never the default (fatal) one.
-    pub fn spawn(mut self, interval: Duration) {
+    pub(crate) fn spawn(mut self, interval: Duration) {
         let mut trigger = crate::reload::ReloadTrigger::new(interval);
         tokio::spawn(async move {
             loop {

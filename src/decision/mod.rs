@@ -29,14 +29,11 @@ use crate::policy_set::PolicySet;
 use crate::rego::RegoDecision;
 use crate::verify::VerifiedClaims;
 
-pub use session::{
-    MAX_SESSION_TAGS, SESSION_NAME_MAX_LEN, SESSION_NAME_MIN_LEN, TAG_KEY_MAX_LEN,
-    TAG_VALUE_MAX_LEN, session_name, session_tags,
-};
+pub(crate) use session::{session_name, session_tags};
 
 /// What the caller asked for, beyond its token: Rego sees it as `input.request`.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct AccessRequest {
+pub(crate) struct AccessRequest {
     /// `repo` from the request.
     pub repo: Option<String>,
     /// `sha` from the request.
@@ -52,7 +49,7 @@ pub struct AccessRequest {
 /// Permission to obtain one credential, decided on verified claims by the
 /// rules and Rego together. Only this module constructs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     role: String,
     rule: String,
     policy_version: String,
@@ -61,19 +58,21 @@ pub struct Grant {
 
 impl Grant {
     /// Policy name of the granted role.
-    pub fn role(&self) -> &str {
+    pub(crate) fn role(&self) -> &str {
         &self.role
     }
     /// The allow rule that granted, e.g. `deploy.allow[0]`.
-    pub fn rule(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn rule(&self) -> &str {
         &self.rule
     }
     /// Version of the policy set that decided.
-    pub fn policy_version(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn policy_version(&self) -> &str {
         &self.policy_version
     }
     /// The credential to obtain.
-    pub fn credential(&self) -> &CredentialRequest {
+    pub(crate) fn credential(&self) -> &CredentialRequest {
         &self.credential
     }
 }
@@ -81,14 +80,14 @@ impl Grant {
 /// What a grant lets the broker obtain for the caller; one variant per kind
 /// of credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialRequest {
+pub(crate) enum CredentialRequest {
     /// Temporary AWS credentials from STS AssumeRole.
     Aws(AwsSession),
 }
 
 /// Everything one AssumeRole call sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AwsSession {
+pub(crate) struct AwsSession {
     role_arn: String,
     duration_seconds: u32,
     session_name: String,
@@ -117,26 +116,26 @@ impl AwsSession {
     }
 
     /// ARN to assume.
-    pub fn role_arn(&self) -> &str {
+    pub(crate) fn role_arn(&self) -> &str {
         &self.role_arn
     }
     /// Lifetime to ask STS for, in seconds.
-    pub fn duration_seconds(&self) -> u32 {
+    pub(crate) fn duration_seconds(&self) -> u32 {
         self.duration_seconds
     }
     /// RoleSessionName, already in STS's alphabet.
-    pub fn session_name(&self) -> &str {
+    pub(crate) fn session_name(&self) -> &str {
         &self.session_name
     }
     /// Session tags, already in STS's alphabet; empty when the role sends none.
-    pub fn tags(&self) -> &[(String, String)] {
+    pub(crate) fn tags(&self) -> &[(String, String)] {
         &self.tags
     }
 }
 
 /// Why there is no grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The built-in rules refused.
     Rules(Denial),
     /// The rules allowed `role` through `rule`; Rego did not.
@@ -157,7 +156,7 @@ pub enum Refusal {
 /// before Rego is asked, so an event cut short while Rego runs (the request
 /// deadline) still names them. `request_id` names the request in the log line
 /// of an abandoned Rego evaluation.
-pub async fn decide(
+pub(crate) async fn decide(
     policy: &PolicySet,
     claims: &VerifiedClaims,
     request: &AccessRequest,

@@ -14,15 +14,15 @@
 use crate::claims::ClaimSet;
 
 /// Longest RoleSessionName STS accepts.
-pub const SESSION_NAME_MAX_LEN: usize = 64;
+pub(crate) const SESSION_NAME_MAX_LEN: usize = 64;
 /// Shortest RoleSessionName STS accepts.
-pub const SESSION_NAME_MIN_LEN: usize = 2;
+pub(crate) const SESSION_NAME_MIN_LEN: usize = 2;
 /// Most session tags STS accepts in one AssumeRole.
-pub const MAX_SESSION_TAGS: usize = 50;
+pub(crate) const MAX_SESSION_TAGS: usize = 50;
 /// Longest session tag key, in characters.
-pub const TAG_KEY_MAX_LEN: usize = 128;
+pub(crate) const TAG_KEY_MAX_LEN: usize = 128;
 /// Longest session tag value, in characters.
-pub const TAG_VALUE_MAX_LEN: usize = 256;
+pub(crate) const TAG_VALUE_MAX_LEN: usize = 256;
 
 /// Each part of the session name is cut to this many characters, so that an
 /// oversized claim cannot push the later parts out of the name:
@@ -53,7 +53,7 @@ const TAG_CLAIMS: [&str; 10] = [
 /// Without `check_run_id` the first 12 characters of `sha` take its place; absent
 /// (or empty) parts are left out. Every character outside STS's `[\w+=,.@-]` (ASCII
 /// `\w`) becomes `-`, each part is cut to 19 characters and the whole to 64.
-pub fn session_name(claims: &ClaimSet) -> String {
+pub(crate) fn session_name(claims: &ClaimSet) -> String {
     let present = |name: &str| claims.get(name).filter(|value| !value.is_empty());
     let job = present("check_run_id")
         .map(str::to_owned)
@@ -88,7 +88,7 @@ pub fn session_name(claims: &ClaimSet) -> String {
 /// Absent claims are skipped. Values are mapped into STS's tag alphabet (Unicode
 /// letters, digits and spaces, and `_ . : / = + - @`; anything else becomes `-`)
 /// and cut to 256 characters. An empty value is kept: STS allows values of length 0.
-pub fn session_tags(claims: &ClaimSet) -> Vec<(String, String)> {
+pub(crate) fn session_tags(claims: &ClaimSet) -> Vec<(String, String)> {
     TAG_CLAIMS
         .iter()
         .filter_map(|key| {

@@ -2,8 +2,9 @@
 //! session identity of the claims it was decided on.
 
 use super::*;
+use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
 use crate::policy::Policy;
-use crate::rego::{DEFAULT_QUERY, RegoPolicy};
+use crate::rego::RegoPolicy;
 
 const RULES: &str = r#"
 [[roles]]

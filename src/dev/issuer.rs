@@ -41,7 +41,7 @@ const WORKFLOW_PATH: &str = ".github/workflows/dev.yml";
 /// `actor` claim of every dev token.
 pub const DEV_ACTOR: &str = "dev-user";
 /// Path of the Actions-style ID-token endpoint.
-pub const ACTIONS_TOKEN_PATH: &str = "/actions/id-token";
+pub(super) const ACTIONS_TOKEN_PATH: &str = "/actions/id-token";
 
 /// The development issuer: its key, issuer URL and default audience.
 pub struct DevIssuer {

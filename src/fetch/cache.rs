@@ -39,9 +39,9 @@ use super::{FetchArgs, FetchError, RunnerEnv};
 /// 10 s at most; Go SDK v2: none by default), so an SDK asking again near
 /// expiry gets a fresh credential, not the one it is replacing; short enough
 /// that one issuance serves 14 of a 15-minute credential's minutes.
-pub const DEFAULT_MARGIN_SECONDS: u64 = 60;
+pub(super) const DEFAULT_MARGIN_SECONDS: u64 = 60;
 /// Name of the cache directory under `RUNNER_TEMP`.
-pub const DIR_NAME: &str = "attestation-broker-cache";
+pub(super) const DIR_NAME: &str = "attestation-broker-cache";
 /// Prefix of cache file names.
 const FILE_PREFIX: &str = "credential-";
 /// Prefix of temporary files.

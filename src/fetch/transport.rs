@@ -16,17 +16,17 @@ use tokio::time::Instant;
 
 /// Largest answer body read from the runtime or the broker (bytes). A real
 /// answer is a few kilobytes; anything bigger is malformed.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// TCP/TLS connect deadline per attempt.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whole-request deadline per attempt (the broker's own deadline is 15 s by
 /// default, but a healthy issuance takes well under a second).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When and how often to try again: as often as the budget allows, with
 /// exponentially growing, fully jittered pauses.
 #[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
+pub(super) struct RetryPolicy {
     /// Upper bound of the first pause; doubles per retry.
     pub base_delay: Duration,
     /// Largest upper bound of a single pause.
@@ -41,12 +41,12 @@ pub struct RetryPolicy {
 /// of the broker's replicas (a pod's readiness gate plus a load balancer's
 /// health check take tens of seconds), short enough that a broken broker
 /// fails the step within about a minute.
-pub const DEFAULT_RETRY_MAX_SECONDS: u64 = 60;
+pub(super) const DEFAULT_RETRY_MAX_SECONDS: u64 = 60;
 
 impl RetryPolicy {
     /// Pauses drawn from [0, 1 s], [0, 2 s], [0, 4 s], [0, 8 s], then [0, 10 s]
     /// each, for `total`.
-    pub fn with_budget(total: Duration) -> Self {
+    pub(super) fn with_budget(total: Duration) -> Self {
         Self {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(10),
@@ -56,7 +56,7 @@ impl RetryPolicy {
 
     /// The upper bound of the pause before retry `retry` (1 = the first):
     /// `min(max_delay, base_delay * 2^(retry-1))`.
-    pub fn ceiling(&self, retry: u32) -> Duration {
+    pub(super) fn ceiling(&self, retry: u32) -> Duration {
         let exponent = retry.saturating_sub(1).min(16);
         self.base_delay
             .saturating_mul(1u32 << exponent)
@@ -66,7 +66,7 @@ impl RetryPolicy {
     /// "Full jitter": a uniformly random pause in `[0, ceiling(retry)]`, so
     /// that many jobs failing together (a broker rollout) spread their
     /// retries out instead of arriving in waves.
-    pub fn backoff(&self, retry: u32) -> Duration {
+    pub(super) fn backoff(&self, retry: u32) -> Duration {
         let ceiling = u64::try_from(self.ceiling(retry).as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::rng().random_range(0..=ceiling))
     }
@@ -75,7 +75,7 @@ impl RetryPolicy {
     /// end at or past `deadline` (including a `Retry-After` that asks for
     /// longer than the budget has left). A `Retry-After` is honoured as a
     /// minimum.
-    pub fn pause_before(
+    pub(super) fn pause_before(
         &self,
         retry: u32,
         retry_after: Option<Duration>,
@@ -93,7 +93,7 @@ impl RetryPolicy {
 
 /// `Retry-After` as a number of seconds (the HTTP-date form is ignored: our
 /// backoff applies then).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?;
     text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
@@ -102,13 +102,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// limit, or a gateway's), 500 and gateway trouble (502/503/504, what a
 /// load balancer answers while replicas roll). No other 4xx: the same
 /// request would fail the same way.
-pub fn is_transient_status(status: u16) -> bool {
+pub(super) fn is_transient_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// An HTTP answer read to the end (up to [`MAX_BODY_BYTES`]).
 #[derive(Debug)]
-pub struct Answer {
+pub(super) struct Answer {
     /// Status code.
     pub status: u16,
     /// Response headers.
@@ -119,7 +119,7 @@ pub struct Answer {
 
 /// Why one attempt produced no answer.
 #[derive(Debug)]
-pub enum SendError {
+pub(super) enum SendError {
     /// Connecting or sending failed, or the attempt timed out.
     Transport(String),
     /// The answer's body exceeded [`MAX_BODY_BYTES`].
@@ -127,7 +127,7 @@ pub enum SendError {
 }
 
 /// Sends one request and reads the whole answer, within `timeout`.
-pub async fn send(
+pub(super) async fn send(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<Answer, SendError> {
@@ -158,7 +158,7 @@ pub async fn send(
 
 /// An error and its causes on one line (reqwest's own `Display` stops at
 /// "error sending request").
-pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -174,7 +174,7 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Builds a client: connect timeout, no redirects, proxies from `env`, and,
 /// when `roots` is given, those certificates as the only trust anchors.
-pub fn build_client(
+pub(super) fn build_client(
     env: &BTreeMap<String, String>,
     roots: Option<Vec<reqwest::Certificate>>,
 ) -> Result<reqwest::Client, String> {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::state::AppState;
 
 /// 200 while the process serves.
-pub async fn healthz() -> Response {
+pub(super) async fn healthz() -> Response {
     (
         StatusCode::OK,
         axum::Json(serde_json::json!({"status": "ok"})),
@@ -20,7 +20,7 @@ pub async fn healthz() -> Response {
 /// replay store answers (unless configured to fail open) and the instance is
 /// not draining. The body names the failing checks; this listener is not
 /// exposed outside the cluster.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let failing = failing_checks(&state).await;
     state.metrics.set_ready(failing.is_empty());
     let policy = state.policy();
@@ -52,7 +52,7 @@ async fn failing_checks(state: &AppState) -> Vec<&'static str> {
 /// scrape, with the same checks as `/readyz`: a pod the readiness probe takes
 /// out of the Service is still scraped (Prometheus discovers not-ready
 /// endpoints too) and reports 0.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     state.verifier.jwks().record_ages();
     let ready = failing_checks(&state).await.is_empty();
     state.metrics.set_ready(ready);

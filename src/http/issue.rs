@@ -48,7 +48,7 @@ enum Format {
 }
 
 /// The handler: reads the body, sheds load, applies the deadline, and answers.
-pub async fn issue(
+pub(crate) async fn issue(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     RawQuery(query): RawQuery,
@@ -520,7 +520,7 @@ fn unix_now() -> u64 {
 }
 
 /// RFC 3339 UTC with whole seconds, e.g. `2026-11-22T09:15:00Z`.
-pub fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let seconds = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());

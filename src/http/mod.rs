@@ -15,7 +15,7 @@
 //! id and an audit event.
 
 pub mod error;
-pub mod health;
+mod health;
 pub mod issue;
 
 use std::time::Instant;
@@ -33,17 +33,17 @@ use crate::state::AppState;
 use error::ApiError;
 
 /// Header carrying the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The id of one request, shared by the response header, the error body and the audit event.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub(crate) String);
 
 /// Routes known to each listener; anything else is counted as `unmatched`.
 const KNOWN_ROUTES: [&str; 4] = ["/issue", "/metrics", "/healthz", "/readyz"];
 
 /// The public router (`POST /issue`).
-pub fn public_router(state: AppState) -> Router {
+pub(crate) fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/issue", post(issue::issue).fallback(method_not_allowed))
         .fallback(not_found)
@@ -55,7 +55,7 @@ pub fn public_router(state: AppState) -> Router {
 }
 
 /// The admin router (`/metrics`, `/healthz`, `/readyz`).
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::healthz))
@@ -113,7 +113,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
 /// Size of a request head as clients send it: the request line
 /// (`METHOD SP target SP HTTP/1.1 CRLF`), one `name: value CRLF` line per
 /// header, and the blank line that ends the head.
-pub fn head_size(request: &Request) -> usize {
+pub(crate) fn head_size(request: &Request) -> usize {
     const VERSION_AND_CRLF: usize = "HTTP/1.1\r\n".len();
     let target = request.uri().to_string().len();
     let line = request.method().as_str().len() + 1 + target + 1 + VERSION_AND_CRLF;

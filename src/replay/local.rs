@@ -90,7 +90,7 @@ impl Shard {
 }
 
 /// Bounded, sharded replay marks. See the module documentation.
-pub struct LocalMarks {
+pub(crate) struct LocalMarks {
     shards: Vec<Mutex<Shard>>,
     /// Marks held in all shards (changed only under a shard lock).
     len: AtomicU64,

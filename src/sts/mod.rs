@@ -42,7 +42,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Temporary credentials returned by STS.
 #[derive(Debug)]
-pub struct IssuedCredentials {
+pub(crate) struct IssuedCredentials {
     /// `ASIA…` access key id (not secret; goes to the audit log).
     pub access_key_id: String,
     /// Secret access key.
@@ -57,7 +57,7 @@ pub struct IssuedCredentials {
 
 /// Why AssumeRole failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StsError {
+pub(crate) enum StsError {
     /// STS throttled us, after retries.
     #[error("STS throttled the request")]
     Throttled,
@@ -74,7 +74,7 @@ pub enum StsError {
 
 impl StsError {
     /// Closed label for `ci_sts_errors_total{kind}`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             StsError::Throttled => "throttled",
             StsError::Timeout => "timeout",
@@ -86,7 +86,7 @@ impl StsError {
 
 /// The STS client, built once at start-up and shared.
 #[derive(Clone, Debug)]
-pub struct StsClient {
+pub(crate) struct StsClient {
     client: aws_sdk_sts::Client,
     metrics: Metrics,
     /// AssumeRole calls in flight; bounds the SDK's connection pool and our
@@ -126,7 +126,7 @@ impl StsClient {
     /// endpoints set through `AWS_ENDPOINT_URL*` or the shared AWS config file are
     /// ignored, so the configuration's loopback-only rule for `http://` holds.
     /// Credentials are resolved on the first call, not here.
-    pub async fn new(
+    pub(crate) async fn new(
         config: &StsConfig,
         credentials: Option<aws_credential_types::Credentials>,
         metrics: Metrics,
@@ -185,7 +185,7 @@ impl StsClient {
     /// Records the round trip in `ci_sts_latency_seconds` and each failed call
     /// once in `ci_sts_errors_total{kind}`. An AccessDenied is logged as an
     /// error: the role's trust policy needs fixing by a human.
-    pub async fn assume_role(&self, grant: &Grant) -> Result<IssuedCredentials, StsError> {
+    pub(crate) async fn assume_role(&self, grant: &Grant) -> Result<IssuedCredentials, StsError> {
         let CredentialRequest::Aws(session) = grant.credential();
         let result = self.assume(session).await;
         if let Err(err @ StsError::AccessDenied(_)) = &result {

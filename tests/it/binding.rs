@@ -32,7 +32,7 @@ async fn mismatches_are_refused_and_leave_the_token_usable() {
             json!({"job_id": "72463523103"}),
         ),
     ];
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     for (mismatches, (name, extra)) in (1u32..).zip(cases) {
         println!("case {name}");
         mismatch(&h, extra, f64::from(mismatches)).await;
@@ -68,7 +68,7 @@ async fn mismatch(h: &Harness, extra: Value, mismatches_so_far: f64) {
 
 #[tokio::test]
 async fn job_id_given_but_token_has_no_check_run_id() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().without_claim("check_run_id").build();
     let resp = h.issue_token(&token, json!({"job_id": CHECK_RUN_ID})).await;
     assert_forbidden(&resp);
@@ -78,7 +78,7 @@ async fn job_id_given_but_token_has_no_check_run_id() {
 #[tokio::test]
 async fn job_id_is_not_matched_against_other_claims() {
     // GitHub signs no job_id; run_id or the workflow's job name must not satisfy it.
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     for job_id in [crate::support::tokens::RUN_ID, "deploy", "Deploy widget"] {
         let token = h.token().without_claim("check_run_id").build();
         let resp = h.issue_token(&token, json!({"job_id": job_id})).await;
@@ -89,7 +89,7 @@ async fn job_id_is_not_matched_against_other_claims() {
 
 #[tokio::test]
 async fn all_bindings_matching_succeeds() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().build();
     let resp = h
         .issue_token(
@@ -103,14 +103,14 @@ async fn all_bindings_matching_succeeds() {
 #[tokio::test]
 async fn empty_job_id_is_no_binding() {
     // "when present and non-empty": an empty job_id (e.g. an unset workflow variable) binds nothing.
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().without_claim("check_run_id").build();
     assert_issued(&h.issue_token(&token, json!({"job_id": ""})).await);
 }
 
 #[tokio::test]
 async fn one_mismatching_field_among_matching_ones_is_enough() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().build();
     let resp = h
         .issue_token(

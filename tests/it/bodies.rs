@@ -9,7 +9,7 @@ use crate::support::{Harness, Req, assert_bad_request, assert_error, assert_issu
 /// (none of the refusals burned it).
 #[tokio::test]
 async fn refused_bodies_share_one_broker() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     body_that_is_not_json(&h).await;
     no_token_anywhere(&h).await;
     body_far_over_the_limit_is_413(&h).await;
@@ -76,7 +76,7 @@ async fn no_token_anywhere(h: &Harness) {
 
 #[tokio::test]
 async fn unknown_fields_are_ignored() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let resp = h
         .issue_token(
             &h.token().build(),
@@ -94,7 +94,7 @@ fn post_head(headers: &str) -> String {
 
 #[tokio::test]
 async fn body_over_64_kib_is_413() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().build();
     let body = serde_json::to_vec(&json!({"oidc_token": token, "padding": "x".repeat(65 * 1024)}))
         .unwrap();

@@ -1,8 +1,14 @@
-//! Black-box integration tests: the real `attestation-broker` binary against a
+//! Black-box integration tests: the real `attestation-broker` binary, or its
+//! router served in this process where the binary adds nothing, against a
 //! loopback OIDC issuer and a loopback STS (see `support/`).
 //!
 //! Every module is `#[cfg(test)]` (always true in this binary) so that
 //! clippy's `allow-unwrap-in-tests` and friends also cover the helpers.
+//!
+//! `unreachable_pub` guards the library's surface; this crate has none, and
+//! `pub` in `support/` only means "shared between the test files".
+
+#![allow(unreachable_pub)]
 
 #[cfg(test)]
 mod support;

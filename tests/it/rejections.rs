@@ -118,7 +118,7 @@ async fn refusals_need_only_the_token() {
             msg::MISSING_CLAIM,
         ),
     ];
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     for (name, make, message) in cases {
         println!("case {name}");
         let token = make(&h);
@@ -136,7 +136,7 @@ async fn refusals_need_only_the_token() {
 
 #[tokio::test]
 async fn unknown_kids_refetch_the_jwks_at_most_once_per_cooldown() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let before = h.jwks.hits(JWKS_PATH);
     for kid in ["unknown-kid-1", "unknown-kid-2", "unknown-kid-3"] {
         let token = h.token().header("kid", kid).signed_by(&KEY_B).build();
@@ -201,7 +201,7 @@ async fn hs256_signed_with_the_rsa_public_key(h: &Harness) {
 #[tokio::test]
 async fn expired_within_leeway_is_accepted() {
     // exp is 2 s in the past; the configured leeway is 10 s.
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let token = h.token().issued_at(now() - 302).build();
     assert_issued(&h.issue_token(&token, json!({})).await);
 }
@@ -287,7 +287,7 @@ async fn oversized_token(h: &Harness) {
 
 #[tokio::test]
 async fn tampered_payload_keeping_the_signature() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let good = h.token().build();
     for (claim, value) in [
         ("repository", "ourorg/crown-jewels"),
@@ -321,7 +321,7 @@ async fn bearer_header_is_verified_like_the_body(h: &Harness) {
 #[tokio::test]
 async fn key_location_headers_are_never_followed() {
     // An attacker publishes KEY_B and points jku / x5u at it, or embeds it as `jwk`.
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let attacker = JwksServer::start(vec![KEY_B.jwk_with_kid("attacker-kid")])
         .await
         .unwrap();
@@ -375,7 +375,7 @@ fn tokens_with_unsupported_header_parameters(h: &Harness) -> Vec<(&'static str, 
 
 #[tokio::test]
 async fn unsupported_header_parameters_are_refused() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let cases = tokens_with_unsupported_header_parameters(&h);
     for (what, token) in &cases {
         let resp = h.issue_token(token, json!({})).await;
@@ -407,7 +407,7 @@ async fn unsupported_header_parameters_are_refused() {
 
 #[tokio::test]
 async fn a_refused_header_never_fetches_the_jwks() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let fetched = h.jwks.hits(JWKS_PATH);
     let token = h
         .token()
@@ -424,7 +424,7 @@ async fn a_refused_header_never_fetches_the_jwks() {
 
 #[tokio::test]
 async fn rejections_are_counted_and_audited() {
-    let h = Harness::start().await;
+    let h = Harness::in_process().await;
     let resp = h
         .issue_token(&h.token().issued_at(now() - 3600).build(), json!({}))
         .await;

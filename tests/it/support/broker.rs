@@ -1,5 +1,6 @@
 //! Runs the real `attestation-broker` binary against a config written to a
-//! temporary directory, captures its output line by line, and talks to it.
+//! temporary directory, captures its output line by line, and talks to it;
+//! or serves the same config in this process (`Broker::start_in_process`).
 
 use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -477,9 +478,17 @@ fn parse_http_response(raw: &[u8]) -> Resp {
     }
 }
 
-/// A running broker process; killed on drop.
+/// What runs a [`Broker`].
+enum Runner {
+    /// The binary, as `serve --config`.
+    Process(Child),
+    /// The real router in this process (see `in_process.rs`).
+    InProcess(super::in_process::InProcess),
+}
+
+/// A running broker, a process or in this process; stopped on drop.
 pub struct Broker {
-    child: Child,
+    runner: Runner,
     lines: Arc<Mutex<Vec<String>>>,
     /// `http://127.0.0.1:PORT` of the main listener.
     pub base_url: String,
@@ -487,6 +496,16 @@ pub struct Broker {
     pub admin_url: String,
     client: reqwest::Client,
     _dir: TempDir,
+}
+
+/// The HTTP client of every broker.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// A JSON log line's top-level string field.
@@ -511,12 +530,6 @@ impl Broker {
         let lines = Arc::new(Mutex::new(Vec::new()));
         collect_lines(child.stdout.take().unwrap(), Arc::clone(&lines));
         collect_lines(child.stderr.take().unwrap(), Arc::clone(&lines));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
 
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let (listen, admin_listen) = loop {
@@ -545,17 +558,50 @@ impl Broker {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let broker = Self {
-            child,
+            runner: Runner::Process(child),
             lines,
             base_url: format!("http://{listen}"),
             admin_url: format!("http://{admin_listen}"),
-            client,
+            client: client(),
             _dir: dir,
         };
         if spec.wait_ready {
             broker.wait_ready().await;
         }
         broker
+    }
+
+    /// Like [`Broker::start`], but serves the spec in this process: same
+    /// config file, same checks, same routers on real sockets, and the log
+    /// lines (audit events included) the binary would print. `spec.env`
+    /// reaches the configuration as it would the process. No process: for
+    /// signals, exit codes and start-up output, use [`Broker::start`].
+    pub async fn start_in_process(spec: &BrokerSpec) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = spec.write_to(dir.path());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (runner, listen, admin_listen) =
+            super::in_process::start(&config_path, &spec.env, Arc::clone(&lines)).await;
+        let broker = Self {
+            runner: Runner::InProcess(runner),
+            lines,
+            base_url: format!("http://{listen}"),
+            admin_url: format!("http://{admin_listen}"),
+            client: client(),
+            _dir: dir,
+        };
+        if spec.wait_ready {
+            broker.wait_ready().await;
+        }
+        broker
+    }
+
+    /// The process, which an in-process broker does not have.
+    fn child(&mut self) -> &mut Child {
+        match &mut self.runner {
+            Runner::Process(child) => child,
+            Runner::InProcess(_) => unreachable!("an in-process broker has no process"),
+        }
     }
 
     /// Polls `/readyz` until it answers 200.
@@ -579,7 +625,10 @@ impl Broker {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.runner {
+            Runner::Process(child) => child.id(),
+            Runner::InProcess(_) => unreachable!("an in-process broker has no process"),
+        }
     }
 
     /// Sends a signal by name (`TERM`, `HUP`) to the process, with `kill(1)`.
@@ -594,7 +643,8 @@ impl Broker {
     /// Waits (at most [`DEADLINE`]) for the process to exit; its exit code,
     /// `None` when a signal ended it.
     pub async fn wait_exit(&mut self) -> Option<i32> {
-        let status = eventually("the broker to exit", || self.child.try_wait().unwrap()).await;
+        let child = self.child();
+        let status = eventually("the broker to exit", || child.try_wait().unwrap()).await;
         status.code()
     }
 
@@ -705,8 +755,13 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.runner {
+            Runner::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Runner::InProcess(broker) => broker.stop(),
+        }
         if std::thread::panicking() {
             // The test failed: show what the broker said.
             eprintln!(

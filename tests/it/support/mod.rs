@@ -1,7 +1,9 @@
-//! The harness: loopback issuer, loopback STS, the real broker binary, and
-//! assertions on the broker's error contract.
+//! The harness: loopback issuer, loopback STS, the real broker (the binary,
+//! or its router in this process), and assertions on the broker's error
+//! contract.
 
 pub mod broker;
+mod in_process;
 pub mod jwks;
 pub mod redis;
 pub mod sts;
@@ -110,11 +112,30 @@ impl Harness {
 
     /// Like [`Harness::start_with`] with an issuer the test prepared.
     pub async fn start_with_issuer(jwks: JwksServer, edit: impl FnOnce(&mut BrokerSpec)) -> Self {
+        let (jwks, sts, spec) = Self::peers(jwks, edit).await;
+        let broker = Broker::start(&spec).await;
+        Self { jwks, sts, broker }
+    }
+
+    /// Like [`Harness::start`], with the broker in this process
+    /// ([`Broker::start_in_process`]): for tests of answers, metrics and
+    /// audit events, where the binary adds nothing.
+    pub async fn in_process() -> Self {
+        let jwks = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
+        let (jwks, sts, spec) = Self::peers(jwks, |_| {}).await;
+        let broker = Broker::start_in_process(&spec).await;
+        Self { jwks, sts, broker }
+    }
+
+    /// The STS stub, and the spec of a broker trusting `jwks` and calling it.
+    async fn peers(
+        jwks: JwksServer,
+        edit: impl FnOnce(&mut BrokerSpec),
+    ) -> (JwksServer, StsServer, BrokerSpec) {
         let sts = StsServer::start().await.unwrap();
         let mut spec = BrokerSpec::new(&jwks.issuer(), sts.url().as_str(), DEFAULT_POLICY);
         edit(&mut spec);
-        let broker = Broker::start(&spec).await;
-        Self { jwks, sts, broker }
+        (jwks, sts, spec)
     }
 
     /// A default token from this harness's issuer.
