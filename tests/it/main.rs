@@ -8,7 +8,10 @@
 //! `unreachable_pub` guards the library's surface; this crate has none, and
 //! `pub` in `support/` only means "shared between the test files".
 
-#![allow(unreachable_pub)]
+#![expect(
+    unreachable_pub,
+    reason = "`pub` in support/ only shares helpers between the test files"
+)]
 
 #[cfg(test)]
 mod support;
