@@ -141,14 +141,13 @@ async fn handle(
         request.oidc_token.as_ref().map(ExposeSecret::expose_secret),
     )
     .map_err(|err| refuse(audit, err, "bad_token_field", "token missing or sent twice"))?;
-    let sha = token_sha256(token.expose_secret());
-
     let now = unix_now();
     let verified = match state.verifier.verify(&token, now).await {
         Ok(verified) => verified,
         Err(err) => {
             state.metrics.token_rejected(err.reason_code());
-            audit.token_sha256(sha);
+            // A verified token carries its digest; only a refused one needs it here.
+            audit.token_sha256(token_sha256(token.expose_secret()));
             let answer = ApiError::from_verify(&err);
             return Err(refuse(
                 audit,
