@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::{Broker, BrokerSpec, eventually};
 use crate::support::jwks::{
     DISCOVERY_PATH, JWKS_PATH, JwksServer, Mode, REDIRECTED_DISCOVERY_PATH, REDIRECTED_JWKS_PATH,
@@ -163,11 +164,7 @@ async fn last_good_keys_keep_serving_through_an_outage() {
     );
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_jwks_refresh_total", &[("result", "error")], 1.0);
 }
 
 #[tokio::test]
@@ -237,17 +234,8 @@ async fn a_rotated_out_key_stops_verifying_after_a_refresh() {
 async fn jwks_metrics() {
     let h = Harness::start().await;
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_jwks_keys", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert!(
-        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "ok")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_jwks_keys", &[], 1.0);
+    metrics.assert_at_least("ci_jwks_refresh_total", &[("result", "ok")], 1.0);
 }
 
 /// The broker's log line for a refused discovery document or key set.
@@ -267,11 +255,7 @@ async fn closed_after_refusal(h: &Harness) {
     assert_unavailable(&resp);
     assert_eq!(h.sts.calls(), 0);
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_jwks_refresh_total", &[("result", "error")], 1.0);
     assert_eq!(
         metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "ok")]),
         0.0,
@@ -337,11 +321,7 @@ async fn a_discovery_document_naming_another_issuer_on_refresh_keeps_the_old_key
     );
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "error")]) >= 3.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_jwks_refresh_total", &[("result", "error")], 3.0);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::field;
 use crate::support::{Harness, Req, assert_forbidden, assert_issued, assert_unavailable};
 
@@ -16,18 +17,8 @@ async fn the_same_token_twice_is_refused_before_sts() {
     assert_forbidden(&resp);
     assert_eq!(h.sts.calls(), 1, "STS must be called once");
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_replay_rejections_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert_eq!(
-        metrics.value("ci_creds_issued_total", &[("role", "deploy")]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_replay_rejections_total", &[], 1.0);
+    metrics.assert_value("ci_creds_issued_total", &[("role", "deploy")], 1.0);
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert_eq!(
         field(&event, "event").as_deref(),
@@ -231,10 +222,5 @@ async fn a_full_replay_store_refuses_new_tokens_and_forgets_no_used_one() {
     }
     assert_eq!(h.sts.calls(), 2);
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_replay_store_full_total", &[]),
-        Some(3.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_replay_store_full_total", &[], 3.0);
 }

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::sts::Fault;
 use crate::support::{
     ACCOUNT_ID, Harness, ROLE_ARN, assert_issued, assert_no_leak, assert_unavailable, msg,
@@ -15,12 +16,7 @@ async fn one_throttle_is_retried() {
     assert_eq!(h.sts.calls(), 2);
     // ci_sts_errors_total counts failed AssumeRole calls, not retried attempts.
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_sts_errors_total", &[("kind", "throttled")]),
-        Some(0.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_sts_errors_total", &[("kind", "throttled")], 0.0);
 }
 
 #[tokio::test]
@@ -32,11 +28,7 @@ async fn persistent_throttling_is_503_after_max_attempts() {
     assert!(!resp.text().contains("Rate exceeded"));
     assert_eq!(h.sts.calls(), 3, "sts.max_attempts = 3");
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "throttled")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "throttled")], 1.0);
     assert_eq!(metrics.value_or_zero("ci_creds_issued_total", &[]), 0.0);
 }
 
@@ -57,11 +49,7 @@ async fn hanging_sts_is_503() {
     let resp = h.issue_token(&h.token().build(), json!({})).await;
     assert_unavailable(&resp);
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "timeout")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
 }
 
 #[tokio::test]
@@ -94,9 +82,5 @@ async fn access_denied_never_echoes_the_upstream_error() {
         crate::support::assert_forbidden(&resp);
     }
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "denied")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "denied")], 1.0);
 }
