@@ -12,18 +12,13 @@ fn issued_credentials_move_from_active_to_expired() {
     metrics.credential_issued("deploy", now + Duration::from_secs(1800));
     metrics.expire_credentials(now + Duration::from_secs(1000));
     let text = metrics.render();
-    assert!(
-        text.contains("ci_creds_issued_total{role=\"deploy\"} 2"),
-        "{text}"
-    );
-    assert!(
-        text.contains("ci_creds_expired_total{role=\"deploy\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("ci_creds_active{role=\"deploy\"} 1"),
-        "{text}"
-    );
+    for sample in [
+        "ci_creds_issued_total{role=\"deploy\"} 2",
+        "ci_creds_expired_total{role=\"deploy\"} 1",
+        "ci_creds_active{role=\"deploy\"} 1",
+    ] {
+        assert!(text.contains(sample), "{sample}:\n{text}");
+    }
 }
 
 #[test]

@@ -3,12 +3,13 @@
 use attestation_broker::metrics::{BINDING_FIELDS, STS_ERROR_KINDS, TOKEN_REJECTION_REASONS};
 use serde_json::json;
 
+use crate::jwks_failures::start_while_the_jwks_fails;
 use crate::metric_assert::AssertMetric;
 use crate::support::broker::eventually;
-use crate::support::jwks::{JWKS_PATH, JwksServer, Mode};
+use crate::support::jwks::JWKS_PATH;
 use crate::support::tokens::{self, now};
 use crate::support::{
-    Harness, KEY_A, assert_forbidden, assert_invalid_token, assert_issued, assert_unavailable, msg,
+    Harness, assert_forbidden, assert_invalid_token, assert_issued, assert_unavailable, msg,
 };
 
 #[tokio::test]
@@ -175,12 +176,7 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
 /// the last success says 0 (never).
 #[tokio::test]
 async fn a_replica_without_keys_reports_not_ready() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
-    server.set_jwks_mode(Mode::Fail500);
-    let h = Harness::start_with_issuer(server, |spec| {
-        spec.wait_ready = false;
-    })
-    .await;
+    let h = start_while_the_jwks_fails(|_| {}).await;
     let jwks = &h.jwks;
     eventually("a failed JWKS fetch", || {
         (jwks.hits(JWKS_PATH) >= 1).then_some(())

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret as _;
 use insta::assert_snapshot;
 
 use crate::cli_output::{redactions, render};
+use crate::python_peers::stdout_of_success;
 use crate::support::DEFAULT_POLICY;
 use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
@@ -185,12 +186,7 @@ async fn dev_prints_a_curl_that_performs_a_full_issuance() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = stdout_of_success("curl", &output);
     // The wire type requires every credential field; none may be empty.
     let body: IssueResponse =
         serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));

@@ -53,6 +53,18 @@ async fn closed_without_keys(h: &Harness, path: &str) {
     not_ready(&h.broker).await;
 }
 
+/// A broker started while its issuer's JWKS answers 500, not waiting for
+/// readiness, further configured by `configure`.
+pub(crate) async fn start_while_the_jwks_fails(configure: impl FnOnce(&mut BrokerSpec)) -> Harness {
+    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
+    server.set_jwks_mode(Mode::Fail500);
+    Harness::start_with_issuer(server, |spec| {
+        spec.wait_ready = false;
+        configure(spec);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn jwks_500_at_start() {
     let h = harness_with_failing_issuer(Mode::Normal, Mode::Fail500).await;
@@ -125,10 +137,7 @@ async fn discovery_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn recovers_when_the_jwks_comes_back() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
-    server.set_jwks_mode(Mode::Fail500);
-    let h = Harness::start_with_issuer(server, |spec| {
-        spec.wait_ready = false;
+    let h = start_while_the_jwks_fails(|spec| {
         spec.set("jwks.refresh_seconds", 1)
             .set("jwks.unknown_kid_cooldown_seconds", 1);
     })

@@ -206,11 +206,8 @@ async fn a_bad_rego_module_refuses_to_start() {
     )
     .await;
     assert_eq!(out.code, Some(64), "{}", out.all());
-    assert!(
-        out.all().contains("bad.rego: does not compile"),
-        "{}",
-        out.all()
-    );
+    let all = out.all();
+    assert!(all.contains("bad.rego: does not compile"), "{all}");
 }
 
 #[tokio::test]

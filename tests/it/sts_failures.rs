@@ -5,8 +5,17 @@ use serde_json::json;
 use crate::metric_assert::AssertMetric;
 use crate::support::sts::Fault;
 use crate::support::{
-    ACCOUNT_ID, Harness, ROLE_ARN, assert_issued, assert_no_leak, assert_unavailable, msg,
+    ACCOUNT_ID, Harness, ROLE_ARN, Resp, assert_issued, assert_no_leak, assert_unavailable, msg,
 };
+
+/// A broker whose STS fails every call with `fault`, and its answer to one
+/// request with a valid token.
+async fn answer_with_sts_failing(fault: Fault) -> (Harness, Resp) {
+    let h = Harness::start().await;
+    h.sts.fail_next(fault, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    (h, resp)
+}
 
 #[tokio::test]
 async fn one_throttle_is_retried() {
@@ -21,9 +30,7 @@ async fn one_throttle_is_retried() {
 
 #[tokio::test]
 async fn persistent_throttling_is_503_after_max_attempts() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::Throttling, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::Throttling).await;
     assert_unavailable(&resp);
     assert!(!resp.text().contains("Rate exceeded"));
     assert_eq!(h.sts.calls(), 3, "sts.max_attempts = 3");
@@ -34,9 +41,7 @@ async fn persistent_throttling_is_503_after_max_attempts() {
 
 #[tokio::test]
 async fn persistent_internal_failure_is_503() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::InternalFailure, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::InternalFailure).await;
     assert_unavailable(&resp);
     assert!(!resp.text().contains("InternalFailure"));
     assert!(h.sts.calls() >= 2, "5xx is retried");
@@ -44,9 +49,7 @@ async fn persistent_internal_failure_is_503() {
 
 #[tokio::test]
 async fn hanging_sts_is_503() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::Hang, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::Hang).await;
     assert_unavailable(&resp);
     let metrics = h.broker.metrics().await;
     metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
@@ -54,9 +57,7 @@ async fn hanging_sts_is_503() {
 
 #[tokio::test]
 async fn access_denied_never_echoes_the_upstream_error() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::AccessDenied, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::AccessDenied).await;
     assert_ne!(resp.status, 200);
     assert_no_leak(
         &resp,
