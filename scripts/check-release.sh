@@ -16,27 +16,11 @@
 # checked by scripts/check_deploy.py, which scripts/check-deploy.sh runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
-say() { printf 'check-release: %s\n' "$*"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
-venv="$root/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-installed=$("$venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null | tr 'A-Z_' 'a-z-')
-missing=0
-while read -r requirement; do
-  case "$requirement" in ''|'#'*) continue ;; esac
-  printf '%s\n' "$installed" | grep -qxF "$(printf '%s' "$requirement" | tr 'A-Z_' 'a-z-')" || missing=1
-done <scripts/requirements-release.txt
-if [ "$missing" -eq 1 ]; then
-  say "installing scripts/requirements-release.txt into .venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-release.txt
-fi
-for tool in actionlint check-jsonschema; do
-  [ -x "$venv/bin/$tool" ] || { say "$tool missing from .venv after install"; exit 1; }
-done
+venv_install scripts/requirements-release.txt actionlint check-jsonschema
 
 if ! command -v shellcheck >/dev/null 2>&1; then
   say "installing shellcheck (Debian package)"
@@ -55,7 +39,7 @@ say "schemas: action.yml, workflows: ok"
 "$venv/bin/actionlint" -no-color -oneline -shellcheck "$(command -v shellcheck)" -pyflakes= .github/workflows/*.yml examples/workflow.yml
 say "actionlint (with shellcheck) .github/workflows, examples/workflow.yml: ok"
 
-shellcheck scripts/check-release.sh scripts/install-action-binary.sh scripts/pin-action-checksums.sh
+shellcheck -x scripts/check-release.sh scripts/lib.sh scripts/install-action-binary.sh scripts/pin-action-checksums.sh
 say "shellcheck release scripts: ok"
 
 "$venv/bin/python" scripts/test_action_install.py

@@ -19,7 +19,7 @@ pub mod fetch;
 pub mod http;
 pub mod jwks;
 mod limits;
-mod metrics;
+pub mod metrics;
 pub mod policy;
 mod policy_set;
 mod rego;

@@ -23,7 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// `ci_token_rejections_total{reason}`: every `VerifyError::reason_code`.
-pub(crate) const TOKEN_REJECTION_REASONS: &[&str] = &[
+pub const TOKEN_REJECTION_REASONS: &[&str] = &[
     "malformed",
     "algorithm",
     "missing_kid",
@@ -39,9 +39,9 @@ pub(crate) const TOKEN_REJECTION_REASONS: &[&str] = &[
     "keys_unavailable",
 ];
 /// `ci_sts_errors_total{kind}`: every `StsError::kind`.
-pub(crate) const STS_ERROR_KINDS: &[&str] = &["throttled", "timeout", "denied", "other"];
+pub const STS_ERROR_KINDS: &[&str] = &["throttled", "timeout", "denied", "other"];
 /// `ci_binding_mismatches_total{field}`: the request fields bound to the token.
-pub(crate) const BINDING_FIELDS: &[&str] = &["repo", "sha", "job_id"];
+pub const BINDING_FIELDS: &[&str] = &["repo", "sha", "job_id"];
 /// `ci_jwks_refresh_total{result}`.
 pub(crate) const JWKS_REFRESH_RESULTS: &[&str] = &["ok", "error", "unchanged"];
 /// `ci_policy_reloads_total{result}` and `ci_tls_reloads_total{result}`.

@@ -200,14 +200,7 @@ mod tests {
     use crate::config::Config;
     use crate::{AppOptions, build_app};
 
-    const POLICY_A: &str = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/deploy"
-[[roles.allow]]
-repository_id = "1"
-ref = "refs/heads/main"
-"#;
+    const POLICY_A: &str = include_str!("../tests/fixtures/policies/reload.toml");
 
     async fn app_with_policy(dir: &Path) -> (crate::App, std::path::PathBuf) {
         let policy = dir.join("policy.toml");

@@ -365,20 +365,7 @@ struct BrokerProcess {
     _dir: tempfile::TempDir,
 }
 
-const POLICY: &str = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/fault-load-deploy"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = "ourorg/*"
-ref = "refs/heads/main"
-event_name = "push"
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#;
+const POLICY: &str = include_str!("../tests/fixtures/policies/fault_load.toml");
 
 async fn start_broker(bin: &PathBuf, issuer: &str, sts: &str) -> anyhow::Result<BrokerProcess> {
     let dir = tempfile::tempdir()?;

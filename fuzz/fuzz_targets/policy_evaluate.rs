@@ -18,49 +18,7 @@ use attestation_broker::claims::UnverifiedClaims;
 use attestation_broker::policy::{Denial, Policy, RoleRequest};
 use libfuzzer_sys::fuzz_target;
 
-const POLICY: &str = r#"
-[[roles]]
-name = "ci-read"
-role_arn = "arn:aws:iam::123456789012:role/ci-read"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = "ourorg/*"
-
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/deploy"
-duration_seconds = 3600
-
-[[roles.allow]]
-repository_owner_id = 1234567
-repository = "ourorg/*"
-ref = ["refs/heads/main", "refs/heads/release/**", "refs/heads/v?.*"]
-event_name = ["push", "workflow_dispatch"]
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-environment = "prod*"
-ref_protected = true
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-
-[[roles.deny]]
-actor = ["*[bot]", "**evil**"]
-
-[[roles]]
-name = "release"
-role_arn = "arn:aws:iam::123456789012:role/path/release"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-ref = "refs/tags/v*.*.*"
-job_workflow_ref = "ourorg/*/.github/workflows/release.yml@refs/**"
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#;
+const POLICY: &str = include_str!("../../tests/fixtures/policies/fuzz_evaluate.toml");
 
 fn policy() -> &'static Policy {
     static POLICY_CELL: OnceLock<Policy> = OnceLock::new();

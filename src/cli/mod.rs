@@ -242,14 +242,7 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-[[issuers]]
-issuer = "https://token.actions.githubusercontent.com"
-audiences = ["https://github.com/ourorg"]
-
-[policy]
-file = "config/policy.toml"
-"#;
+    const MINIMAL: &str = include_str!("../../tests/fixtures/configs/minimal.toml");
 
     #[test]
     fn tls_files_that_do_not_load_stop_the_start_with_file_key_and_reason() {

@@ -1,13 +1,6 @@
 use super::*;
 
-const MINIMAL: &str = r#"
-[[issuers]]
-issuer = "https://token.actions.githubusercontent.com"
-audiences = ["https://github.com/ourorg"]
-
-[policy]
-file = "config/policy.toml"
-"#;
+const MINIMAL: &str = include_str!("../../tests/fixtures/configs/minimal.toml");
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

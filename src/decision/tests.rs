@@ -6,24 +6,7 @@ use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
 use crate::policy::Policy;
 use crate::rego::RegoPolicy;
 
-const RULES: &str = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/deploy"
-duration_seconds = 3600
-
-[[roles.allow]]
-repository = "ourorg/*"
-ref = "refs/heads/main"
-
-[[roles]]
-name = "quiet"
-role_arn = "arn:aws:iam::123456789012:role/quiet"
-session_tags = false
-
-[[roles.allow]]
-repository = "ourorg/quiet"
-"#;
+const RULES: &str = include_str!("../../tests/fixtures/policies/decision.toml");
 
 /// Allows only ourorg/app, and only for the role the rules chose.
 const REGO: &str = r#"
@@ -98,6 +81,13 @@ async fn decide_settled(
     outcome
 }
 
+/// The grant of `role` to the claims of `repository` (a grant is expected).
+async fn granted(policy: &PolicySet, repository: &str, role: &str) -> Grant {
+    decide_settled(policy, &verified(repository), &request(Some(role), None))
+        .await
+        .unwrap()
+}
+
 fn aws(grant: &Grant) -> &AwsSession {
     let CredentialRequest::Aws(session) = grant.credential();
     session
@@ -131,13 +121,7 @@ async fn the_grant_carries_the_role_and_the_session_of_the_judged_claims() {
 #[tokio::test]
 async fn a_role_without_session_tags_gets_none_and_the_default_duration() {
     let policy = policy(None);
-    let grant = decide_settled(
-        &policy,
-        &verified("ourorg/quiet"),
-        &request(Some("quiet"), None),
-    )
-    .await
-    .unwrap();
+    let grant = granted(&policy, "ourorg/quiet", "quiet").await;
     assert_eq!(grant.role(), "quiet");
     let session = aws(&grant);
     assert_eq!(session.duration_seconds(), 900);
@@ -205,13 +189,7 @@ async fn rego_must_agree_too() {
         })
     ));
     // Both agree: a grant.
-    let grant = decide_settled(
-        &policy,
-        &verified("ourorg/app"),
-        &request(Some("deploy"), None),
-    )
-    .await
-    .unwrap();
+    let grant = granted(&policy, "ourorg/app", "deploy").await;
     assert_eq!(grant.role(), "deploy");
     assert_eq!(grant.policy_version(), policy.version());
     assert_ne!(

@@ -33,6 +33,16 @@ async fn get_json(url: &str) -> (u16, Value) {
 }
 
 /// Fetches the JWKS over HTTP and verifies `jwt` against it, as the broker would.
+/// `GET url` with the runtime's request token, as a job's step sends it.
+async fn get_with_runtime_token(issuer: &DevIssuerHandle, url: &str) -> reqwest::Response {
+    http()
+        .get(url)
+        .bearer_auth(issuer.issuer().request_token())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn verify(issuer: &DevIssuerHandle, jwt: &str, audience: &str) -> Value {
     let (status, discovery) = get_json(&format!(
         "{}/.well-known/openid-configuration",
@@ -212,12 +222,7 @@ async fn the_actions_endpoint_wants_the_request_token_and_mints_the_job_asked_fo
         let text = response.text().await.unwrap();
         assert!(!text.contains("value"), "{text}");
     }
-    let response = http()
-        .get(&url)
-        .bearer_auth(issuer.issuer().request_token())
-        .send()
-        .await
-        .unwrap();
+    let response = get_with_runtime_token(&issuer, &url).await;
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     let claims = verify(&issuer, body["value"].as_str().unwrap(), "aud-x").await;
@@ -231,12 +236,7 @@ async fn the_actions_endpoint_wants_the_request_token_and_mints_the_job_asked_fo
         "{}?api-version=2.0&repository=octo-org/demo&sha=XYZ",
         issuer.actions_token_url()
     );
-    let response = http()
-        .get(&bad)
-        .bearer_auth(issuer.issuer().request_token())
-        .send()
-        .await
-        .unwrap();
+    let response = get_with_runtime_token(&issuer, &bad).await;
     assert_eq!(response.status().as_u16(), 400);
 }
 
@@ -331,40 +331,43 @@ async fn fake_sts_rejects_what_sts_would() {
     let assume = "Action=AssumeRole&Version=2011-06-15\
                   &RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx&RoleSessionName=gh-1";
 
-    let (status, body) = post_form(
-        sts.url(),
-        "Action=GetCallerIdentity&Version=2011-06-15",
-        true,
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
-
-    let (status, body) = post_form(sts.url(), assume, false).await;
-    assert_eq!(status, 403);
-    assert!(
-        body.contains("<Code>MissingAuthenticationToken</Code>"),
-        "{body}"
-    );
-
-    let (status, body) = post_form(sts.url(), &format!("{assume}&DurationSeconds=60"), true).await;
-    assert_eq!(status, 400);
-    assert!(body.contains("<Code>ValidationError</Code>"), "{body}");
-
-    let (status, body) = post_form(
-        sts.url(),
-        "Action=AssumeRole&RoleArn=x&RoleSessionName=gh",
-        true,
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(body.contains("<Code>ValidationError</Code>"), "{body}");
-
-    let (status, body) = post_form(sts.url(), assume, true).await;
-    assert_eq!(status, 200);
-    assert!(
-        body.contains("<Arn>arn:aws:sts::1:assumed-role/x/gh-1</Arn>"),
-        "{body}"
-    );
+    // (form, signed, status, text of the answer)
+    let cases = [
+        (
+            "Action=GetCallerIdentity&Version=2011-06-15".to_owned(),
+            true,
+            400,
+            "<Code>InvalidAction</Code>",
+        ),
+        (
+            assume.to_owned(),
+            false,
+            403,
+            "<Code>MissingAuthenticationToken</Code>",
+        ),
+        (
+            format!("{assume}&DurationSeconds=60"),
+            true,
+            400,
+            "<Code>ValidationError</Code>",
+        ),
+        (
+            "Action=AssumeRole&RoleArn=x&RoleSessionName=gh".to_owned(),
+            true,
+            400,
+            "<Code>ValidationError</Code>",
+        ),
+        (
+            assume.to_owned(),
+            true,
+            200,
+            "<Arn>arn:aws:sts::1:assumed-role/x/gh-1</Arn>",
+        ),
+    ];
+    for (form, signed, status, text) in cases {
+        let (answered, body) = post_form(sts.url(), &form, signed).await;
+        assert_eq!(answered, status, "{form}: {body}");
+        assert!(body.contains(text), "{form}: {body}");
+    }
     assert_eq!(sts.assume_role_calls(), 1);
 }

@@ -160,6 +160,14 @@ fn id_token_answer_must_hold_a_compact_jws() {
     }
 }
 
+/// What `deliver` prints of [`ANSWER`] in `delivery` mode, writing any file to `file`.
+fn delivered(delivery: Delivery, file: Option<&std::path::Path>, extras: &Extras) -> Vec<u8> {
+    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    deliver(delivery, &credentials, &runner(file), extras, &mut out).unwrap();
+    out
+}
+
 fn runner(file: Option<&std::path::Path>) -> RunnerEnv {
     let mut env = actions_env();
     if let Some(file) = file {
@@ -175,16 +183,7 @@ fn github_env_delivery_masks_first_then_appends() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env");
     std::fs::write(&path, "EXISTING=1\n").unwrap();
-    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    deliver(
-        Delivery::GithubEnv,
-        &credentials,
-        &runner(Some(&path)),
-        &Extras::default(),
-        &mut out,
-    )
-    .unwrap();
+    let out = delivered(Delivery::GithubEnv, Some(&path), &Extras::default());
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "::add-mask::s3cr3t/Key+x");
@@ -202,16 +201,7 @@ fn github_env_delivery_masks_first_then_appends() {
 fn github_output_and_credential_process_formats() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out");
-    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    deliver(
-        Delivery::GithubOutput,
-        &credentials,
-        &runner(Some(&path)),
-        &Extras::default(),
-        &mut out,
-    )
-    .unwrap();
+    let out = delivered(Delivery::GithubOutput, Some(&path), &Extras::default());
     assert!(
         String::from_utf8(out)
             .unwrap()
@@ -223,15 +213,7 @@ fn github_output_and_credential_process_formats() {
          aws-session-token=FwoGZXIvYXdzEXAMPLE==\nexpiration=2026-11-22T09:15:00Z\n"
     );
 
-    let mut out = Vec::new();
-    deliver(
-        Delivery::CredentialProcess,
-        &credentials,
-        &runner(None),
-        &Extras::default(),
-        &mut out,
-    )
-    .unwrap();
+    let out = delivered(Delivery::CredentialProcess, None, &Extras::default());
     let document: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         document,
@@ -350,20 +332,11 @@ fn regions_are_checked() {
 fn region_and_access_key_mask_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("env");
-    let credentials = parse_credentials(ANSWER.as_bytes()).unwrap();
     let extras = Extras {
         region: Some("eu-west-1".into()),
         mask_access_key_id: true,
     };
-    let mut out = Vec::new();
-    deliver(
-        Delivery::GithubEnv,
-        &credentials,
-        &runner(Some(&path)),
-        &extras,
-        &mut out,
-    )
-    .unwrap();
+    let out = delivered(Delivery::GithubEnv, Some(&path), &extras);
     let out = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[2], "::add-mask::ASIAEXAMPLE");
@@ -375,14 +348,7 @@ fn region_and_access_key_mask_are_delivered() {
     );
 
     let path = dir.path().join("out");
-    deliver(
-        Delivery::GithubOutput,
-        &credentials,
-        &runner(Some(&path)),
-        &extras,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    delivered(Delivery::GithubOutput, Some(&path), &extras);
     assert!(
         std::fs::read_to_string(&path)
             .unwrap()

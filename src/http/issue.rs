@@ -542,49 +542,38 @@ mod tests {
         binding::mismatch(&request.binding(job_id.as_deref()), claims)
     }
 
-    fn claims() -> ClaimSet {
-        let mut claims = ClaimSet::default();
-        claims.insert("repository", "OurOrg/App");
-        claims.insert("sha", "abc");
-        claims.insert("check_run_id", "42");
-        claims
-    }
-
     fn request(json: serde_json::Value) -> IssueRequest {
         serde_json::from_value(json).unwrap()
     }
 
+    /// The body's fields reach `binding::mismatch` (whose own tests cover the
+    /// rules); `job_id` as text or as a number.
     #[test]
     fn binding_rules() {
-        let c = claims();
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"repo": "ourorg/app"})), &c),
-            None
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"repo": "ourorg/app2"})), &c),
-            Some("repo")
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"sha": "ABC"})), &c),
-            Some("sha")
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"job_id": 42})), &c),
-            None
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"job_id": "42"})), &c),
-            None
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"job_id": ""})), &c),
-            None
-        );
-        assert_eq!(
-            binding_mismatch(&request(serde_json::json!({"job_id": "43"})), &c),
-            Some("job_id")
-        );
+        let mut c = ClaimSet::default();
+        for (name, value) in [
+            ("repository", "OurOrg/App"),
+            ("sha", "abc"),
+            ("check_run_id", "42"),
+        ] {
+            c.insert(name, value);
+        }
+        let cases = [
+            (serde_json::json!({"repo": "ourorg/app"}), None),
+            (serde_json::json!({"repo": "ourorg/app2"}), Some("repo")),
+            (serde_json::json!({"sha": "ABC"}), Some("sha")),
+            (serde_json::json!({"job_id": 42}), None),
+            (serde_json::json!({"job_id": "42"}), None),
+            (serde_json::json!({"job_id": ""}), None),
+            (serde_json::json!({"job_id": "43"}), Some("job_id")),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                binding_mismatch(&request(body.clone()), &c),
+                expected,
+                "{body}"
+            );
+        }
         let mut no_check_run = ClaimSet::default();
         no_check_run.insert("repository", "o/r");
         assert_eq!(

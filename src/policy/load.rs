@@ -242,34 +242,16 @@ fn compile_role(
         Some(value) => compile_rules(value, &format!("{key}.deny"), RuleKind::Deny, issues),
     };
 
-    let (
-        Some(name),
-        Some(arn),
-        Some(duration_seconds),
-        Some(session_tags),
-        Some(description),
-        Some(allow),
-        Some(deny),
-    ) = (
-        name,
-        arn,
-        duration_seconds,
-        session_tags,
-        description,
-        allow,
-        deny,
-    )
-    else {
-        return None;
-    };
+    // Every field was checked above (each problem recorded): a role only when
+    // all of them compiled.
     Some(Role {
-        name,
-        arn,
-        duration_seconds,
-        session_tags,
-        description,
-        allow,
-        deny,
+        name: name?,
+        arn: arn?,
+        duration_seconds: duration_seconds?,
+        session_tags: session_tags?,
+        description: description?,
+        allow: allow?,
+        deny: deny?,
     })
 }
 

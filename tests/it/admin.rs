@@ -1,12 +1,15 @@
 //! The admin listener: health, readiness and the metric names dashboards use.
 
+use attestation_broker::metrics::{BINDING_FIELDS, STS_ERROR_KINDS, TOKEN_REJECTION_REASONS};
 use serde_json::json;
 
+use crate::jwks_failures::start_while_the_jwks_fails;
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::eventually;
-use crate::support::jwks::{JWKS_PATH, JwksServer, Mode};
+use crate::support::jwks::JWKS_PATH;
 use crate::support::tokens::{self, now};
 use crate::support::{
-    Harness, KEY_A, assert_forbidden, assert_invalid_token, assert_issued, assert_unavailable, msg,
+    Harness, assert_forbidden, assert_invalid_token, assert_issued, assert_unavailable, msg,
 };
 
 #[tokio::test]
@@ -56,35 +59,11 @@ async fn metric_families_are_exposed_under_their_contract_names() {
             metrics.0
         );
     }
-    assert_eq!(
-        metrics.value("ci_opa_policy_denials_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert_eq!(
-        metrics.value("ci_binding_mismatches_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert_eq!(
-        metrics.value("ci_replay_rejections_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert_eq!(
-        metrics.value("ci_token_rejections_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert!(
-        metrics.value_or_zero("ci_http_request_duration_seconds_count", &[]) >= 5.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_opa_policy_denials_total", &[], 1.0);
+    metrics.assert_value("ci_binding_mismatches_total", &[], 1.0);
+    metrics.assert_value("ci_replay_rejections_total", &[], 1.0);
+    metrics.assert_value("ci_token_rejections_total", &[], 1.0);
+    metrics.assert_at_least("ci_http_request_duration_seconds_count", &[], 5.0);
     // Labels are bounded: no repository, actor, token or claim value.
     for value in [
         tokens::REPOSITORY,
@@ -118,32 +97,10 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
         (
             "ci_token_rejections_total",
             "reason",
-            &[
-                "malformed",
-                "algorithm",
-                "missing_kid",
-                "issuer",
-                "unknown_kid",
-                "signature",
-                "audience",
-                "expired",
-                "not_yet_valid",
-                "issued_in_future",
-                "missing_claim",
-                "lifetime",
-                "keys_unavailable",
-            ],
+            TOKEN_REJECTION_REASONS,
         ),
-        (
-            "ci_sts_errors_total",
-            "kind",
-            &["throttled", "timeout", "denied", "other"],
-        ),
-        (
-            "ci_binding_mismatches_total",
-            "field",
-            &["repo", "sha", "job_id"],
-        ),
+        ("ci_sts_errors_total", "kind", STS_ERROR_KINDS),
+        ("ci_binding_mismatches_total", "field", BINDING_FIELDS),
         ("ci_jwks_refresh_total", "result", &["error"]),
         ("ci_policy_reloads_total", "result", &["ok", "error"]),
         ("ci_tls_reloads_total", "result", &["ok", "error"]),
@@ -163,12 +120,7 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
         }
     }
     for role_family in ["ci_creds_expired_total", "ci_creds_active"] {
-        assert_eq!(
-            metrics.value(role_family, &[("role", "deploy")]),
-            Some(0.0),
-            "{}",
-            metrics.0
-        );
+        metrics.assert_value(role_family, &[("role", "deploy")], 0.0);
     }
     for status in ["200", "400", "401", "403", "429", "500", "503"] {
         assert_eq!(
@@ -182,11 +134,7 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
         );
     }
     // The keys were fetched before the broker turned ready.
-    assert!(
-        metrics.value_or_zero("ci_jwks_refresh_total", &[("result", "ok")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_jwks_refresh_total", &[("result", "ok")], 1.0);
     assert_eq!(metrics.value("ci_ready", &[]), Some(1.0), "{}", metrics.0);
     let fetched = metrics
         .value(
@@ -228,12 +176,7 @@ async fn closed_label_sets_are_exported_at_zero_right_after_start() {
 /// the last success says 0 (never).
 #[tokio::test]
 async fn a_replica_without_keys_reports_not_ready() {
-    let server = JwksServer::start(vec![KEY_A.jwk()]).await.unwrap();
-    server.set_jwks_mode(Mode::Fail500);
-    let h = Harness::start_with_issuer(server, |spec| {
-        spec.wait_ready = false;
-    })
-    .await;
+    let h = start_while_the_jwks_fails(|_| {}).await;
     let jwks = &h.jwks;
     eventually("a failed JWKS fetch", || {
         (jwks.hits(JWKS_PATH) >= 1).then_some(())
@@ -243,27 +186,19 @@ async fn a_replica_without_keys_reports_not_ready() {
 
     let metrics = h.broker.metrics().await;
     assert_eq!(metrics.value("ci_ready", &[]), Some(0.0), "{}", metrics.0);
-    assert_eq!(
-        metrics.value(
-            "ci_jwks_last_success_timestamp_seconds",
-            &[("issuer_index", "0")]
-        ),
-        Some(0.0),
-        "{}",
-        metrics.0
+    metrics.assert_value(
+        "ci_jwks_last_success_timestamp_seconds",
+        &[("issuer_index", "0")],
+        0.0,
     );
     assert!(
         !metrics.has_family("ci_jwks_last_success_age_seconds"),
         "an age without a success:\n{}",
         metrics.0
     );
-    assert_eq!(
-        metrics.value(
-            "ci_http_requests_total",
-            &[("route", "/issue"), ("status", "503")]
-        ),
-        Some(1.0),
-        "{}",
-        metrics.0
+    metrics.assert_value(
+        "ci_http_requests_total",
+        &[("route", "/issue"), ("status", "503")],
+        1.0,
     );
 }

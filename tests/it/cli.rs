@@ -8,6 +8,7 @@ use secrecy::ExposeSecret as _;
 use insta::assert_snapshot;
 
 use crate::cli_output::{redactions, render};
+use crate::python_peers::stdout_of_success;
 use crate::support::DEFAULT_POLICY;
 use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
@@ -39,83 +40,84 @@ async fn check_config_accepts_a_valid_config_and_lists_the_roles() {
     assert_snapshot!("check_config_valid", snapshot(&out));
 }
 
-#[tokio::test]
-async fn check_config_rejects_an_unknown_key() {
-    let mut spec = spec();
-    spec.set("server.listen_adress", "127.0.0.1:0");
-    let _redact = redactions();
-    let out = run(&spec, "check-config", &[]).await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_unknown_key", snapshot(&out));
-}
+/// A configuration `check-config` refuses with exit 64: the name of its
+/// reviewed snapshot, the edit of the valid `spec()`, the environment.
+type Refused = (
+    &'static str,
+    fn(&mut BrokerSpec),
+    &'static [(&'static str, &'static str)],
+);
 
 #[tokio::test]
-async fn check_config_rejects_plain_http_issuers_off_loopback() {
-    let mut spec = spec();
-    spec.set_issuer_key(0, "issuer", "http://token.example.com");
+async fn check_config_refuses_bad_configurations_with_exit_64() {
     let _redact = redactions();
-    let out = run(&spec, "check-config", &[]).await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_plain_http_issuer", snapshot(&out));
-}
-
-#[tokio::test]
-async fn check_config_rejects_hmac_and_none_algorithms() {
-    let _redact = redactions();
-    for algorithm in ["HS256", "none"] {
+    let cases: [Refused; 8] = [
+        (
+            "check_config_unknown_key",
+            |spec| {
+                spec.set("server.listen_adress", "127.0.0.1:0");
+            },
+            &[],
+        ),
+        (
+            "check_config_plain_http_issuer",
+            |spec| {
+                spec.set_issuer_key(0, "issuer", "http://token.example.com");
+            },
+            &[],
+        ),
+        // HMAC and `none` algorithms.
+        (
+            "check_config_algorithm_HS256",
+            |spec| {
+                spec.set("verify.algorithms", vec!["RS256", "HS256"]);
+            },
+            &[],
+        ),
+        (
+            "check_config_algorithm_none",
+            |spec| {
+                spec.set("verify.algorithms", vec!["RS256", "none"]);
+            },
+            &[],
+        ),
+        // Environment overrides apply.
+        (
+            "check_config_environment_override",
+            |_| {},
+            &[("BROKER_SERVER__LISTEN", "not-an-address")],
+        ),
+        (
+            "check_config_rule_without_conditions",
+            |spec| {
+                spec.policy = "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n\n[[roles.allow]]\n".to_owned();
+            },
+            &[],
+        ),
+        (
+            "check_config_role_without_allow_rules",
+            |spec| {
+                spec.policy =
+                    "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n"
+                        .to_owned();
+            },
+            &[],
+        ),
+        (
+            "check_config_unknown_policy_key",
+            |spec| {
+                spec.policy = format!("version = 2\n{DEFAULT_POLICY}");
+            },
+            &[],
+        ),
+    ];
+    for (name, edit, env) in cases {
         let mut spec = spec();
-        spec.set("verify.algorithms", vec!["RS256", algorithm]);
-        let out = run(&spec, "check-config", &[]).await;
-        assert_eq!(out.code, Some(64), "{algorithm} accepted:\n{}", out.all());
-        assert_snapshot!(
-            format!("check_config_algorithm_{algorithm}"),
-            snapshot(&out)
-        );
+        edit(&mut spec);
+        let out = run(&spec, "check-config", env).await;
+        assert_eq!(out.code, Some(64), "{name}:\n{}", out.all());
+        assert_snapshot!(name, snapshot(&out));
     }
-}
-
-#[tokio::test]
-async fn check_config_applies_environment_overrides() {
-    let _redact = redactions();
-    let out = run(
-        &spec(),
-        "check-config",
-        &[("BROKER_SERVER__LISTEN", "not-an-address")],
-    )
-    .await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_environment_override", snapshot(&out));
-}
-
-#[tokio::test]
-async fn check_config_rejects_a_rule_without_conditions() {
-    let _redact = redactions();
-    let mut spec = spec();
-    spec.policy = "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n\n[[roles.allow]]\n".to_owned();
-    let out = run(&spec, "check-config", &[]).await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_rule_without_conditions", snapshot(&out));
-}
-
-#[tokio::test]
-async fn check_config_rejects_a_role_without_allow_rules() {
-    let _redact = redactions();
-    let mut spec = spec();
-    spec.policy = "[[roles]]\nname = \"deploy\"\nrole_arn = \"arn:aws:iam::123456789012:role/X\"\n"
-        .to_owned();
-    let out = run(&spec, "check-config", &[]).await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_role_without_allow_rules", snapshot(&out));
-}
-
-#[tokio::test]
-async fn check_config_rejects_an_unknown_policy_key() {
-    let _redact = redactions();
-    let mut spec = spec();
-    spec.policy = format!("version = 2\n{DEFAULT_POLICY}");
-    let out = run(&spec, "check-config", &[]).await;
-    assert_eq!(out.code, Some(64), "{}", out.all());
-    assert_snapshot!("check_config_unknown_policy_key", snapshot(&out));
 }
 
 #[tokio::test]
@@ -149,18 +151,18 @@ async fn serve_refuses_to_start_without_its_policy() {
     );
 }
 
+/// `dev` on loopback ports the system picks.
+const DEV_ON_LOOPBACK: [&str; 5] = [
+    "dev",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
 #[tokio::test]
 async fn dev_prints_a_curl_that_performs_a_full_issuance() {
-    let mut dev = Process::spawn(
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut dev = Process::spawn(&DEV_ON_LOOPBACK, &[]);
     let marker = dev
         .wait_for_line("the `Full issuance:` heading", |line| {
             line.trim() == "Full issuance:"
@@ -185,12 +187,7 @@ async fn dev_prints_a_curl_that_performs_a_full_issuance() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = stdout_of_success("curl", &output);
     // The wire type requires every credential field; none may be empty.
     let body: IssueResponse =
         serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));
@@ -335,16 +332,7 @@ fn a_missing_configuration_file_is_named_with_the_os_reason() {
 /// it gets (fake) credentials, in the Actions mode and as a credential_process.
 #[tokio::test]
 async fn dev_prints_an_environment_in_which_the_real_fetch_gets_credentials() {
-    let mut dev = Process::spawn(
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut dev = Process::spawn(&DEV_ON_LOOPBACK, &[]);
     let profile = dev
         .wait_for_line("the credential_process line", |line| {
             line.trim_start().starts_with("credential_process = ")

@@ -6,6 +6,7 @@ use std::io::{Read as _, Write as _};
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::{DEADLINE, eventually, field};
 use crate::support::sts::Fault;
 use crate::support::{
@@ -61,14 +62,10 @@ async fn a_head_of_max_header_bytes_is_accepted_and_one_byte_more_gets_431() {
     assert_error(&resp, 431, "invalid_request", "request head is too large");
     assert_eq!(resp.header("connection").as_deref(), Some("close"));
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value(
-            "ci_http_requests_total",
-            &[("route", "/issue"), ("status", "431")]
-        ),
-        Some(1.0),
-        "{}",
-        metrics.0
+    metrics.assert_value(
+        "ci_http_requests_total",
+        &[("route", "/issue"), ("status", "431")],
+        1.0,
     );
 
     // Well over it, but within what the HTTP layer may have buffered (up to
@@ -278,12 +275,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
     let (held, _) = held.await.unwrap().unwrap();
     assert_issued(&held);
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_rate_limited_total", &[("scope", "global")]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_rate_limited_total", &[("scope", "global")], 1.0);
     // Once the first request is done, the slot is free again.
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
 }
@@ -324,12 +316,7 @@ async fn a_repository_over_its_rate_gets_429_with_retry_after() {
     assert_issued(&h.issue_token(&other, json!({})).await);
 
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_rate_limited_total", &[("scope", "repository")]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_rate_limited_total", &[("scope", "repository")], 1.0);
     assert_eq!(
         metrics.value("ci_rate_limited_total", &[("scope", "global")]),
         Some(0.0)

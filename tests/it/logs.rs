@@ -3,92 +3,89 @@
 use attestation_broker::api::CredentialProcess;
 use serde_json::json;
 
-use crate::support::broker::BROKER_AWS_SECRET;
+use crate::support::broker::{BROKER_AWS_SECRET, Resp};
 use crate::support::sts::Fault;
 use crate::support::tokens::{self, KEY_B, now};
 use crate::support::{
     Harness, Req, assert_forbidden, assert_invalid_token, assert_issued, assert_issued_as, msg,
 };
 
+/// A request, whether STS throttles its first attempt, the expected answer.
+type Case = (Req, bool, fn(&Resp));
+
 async fn nothing_secret_is_logged_at(level: &str) {
     let h = Harness::start_with(|spec| {
         spec.env("BROKER_LOG__LEVEL", level);
     })
     .await;
-    let mut tokens_used = Vec::new();
-    let mut request_ids = Vec::new();
-
-    // Issuance through the body, the Bearer header and credential_process.
     let token = h.token().build();
-    let resp = h
-        .issue_token(
-            &token,
-            json!({"repo": tokens::REPOSITORY, "job_id": tokens::CHECK_RUN_ID}),
-        )
-        .await;
-    assert_issued(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(token.clone());
-
     let bearer = h.token().build();
-    let resp = h
-        .broker
-        .call(Req::raw(None, Vec::new()).bearer(&bearer))
-        .await;
-    assert_issued(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(bearer.clone());
-
     let process = h.token().build();
-    let resp = h
-        .broker
-        .call(Req::json(&json!({"oidc_token": process})).path("/issue?format=credential_process"))
-        .await;
-    assert_issued_as::<CredentialProcess>(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(process);
-
-    // A throttled first attempt, then success.
-    h.sts.fail_next(Fault::Throttling, 1);
     let retried = h.token().build();
-    let resp = h.issue_token(&retried, json!({})).await;
-    assert_issued(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(retried);
-
-    // Rejections: replay, bad signature, expired, binding mismatch, policy denial.
-    let resp = h.issue_token(&token, json!({})).await;
-    assert_forbidden(&resp);
-    request_ids.push(resp.request_id());
-
     let forged = h.token().signed_by(&KEY_B).build();
-    let resp = h
-        .broker
-        .call(Req::raw(None, Vec::new()).bearer(&forged))
-        .await;
-    assert_invalid_token(&resp, msg::BAD_SIGNATURE);
-    request_ids.push(resp.request_id());
-    tokens_used.push(forged);
-
     let expired = h.token().issued_at(now() - 3600).build();
-    let resp = h.issue_token(&expired, json!({})).await;
-    assert_invalid_token(&resp, msg::EXPIRED);
-    request_ids.push(resp.request_id());
-    tokens_used.push(expired);
-
     let mismatched = h.token().build();
-    let resp = h
-        .issue_token(&mismatched, json!({"repo": "ourorg/other"}))
-        .await;
-    assert_forbidden(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(mismatched);
-
     let denied = h.token().claim("runner_environment", "self-hosted").build();
-    let resp = h.issue_token(&denied, json!({})).await;
-    assert_forbidden(&resp);
-    request_ids.push(resp.request_id());
-    tokens_used.push(denied);
+    let cases: [Case; 9] = [
+        // Issuance through the body, the Bearer header and credential_process.
+        (
+            Req::json(&json!({
+                "oidc_token": token, "repo": tokens::REPOSITORY, "job_id": tokens::CHECK_RUN_ID
+            })),
+            false,
+            |resp| {
+                assert_issued(resp);
+            },
+        ),
+        (Req::raw(None, Vec::new()).bearer(&bearer), false, |resp| {
+            assert_issued(resp);
+        }),
+        (
+            Req::json(&json!({"oidc_token": process})).path("/issue?format=credential_process"),
+            false,
+            |resp| {
+                assert_issued_as::<CredentialProcess>(resp);
+            },
+        ),
+        // A throttled first attempt, then success.
+        (Req::json(&json!({"oidc_token": retried})), true, |resp| {
+            assert_issued(resp);
+        }),
+        // Rejections: replay, bad signature, expired, binding mismatch, policy denial.
+        (
+            Req::json(&json!({"oidc_token": token})),
+            false,
+            assert_forbidden,
+        ),
+        (Req::raw(None, Vec::new()).bearer(&forged), false, |resp| {
+            assert_invalid_token(resp, msg::BAD_SIGNATURE)
+        }),
+        (Req::json(&json!({"oidc_token": expired})), false, |resp| {
+            assert_invalid_token(resp, msg::EXPIRED)
+        }),
+        (
+            Req::json(&json!({"oidc_token": mismatched, "repo": "ourorg/other"})),
+            false,
+            assert_forbidden,
+        ),
+        (
+            Req::json(&json!({"oidc_token": denied})),
+            false,
+            assert_forbidden,
+        ),
+    ];
+    let mut request_ids = Vec::new();
+    for (request, throttle, check) in cases {
+        if throttle {
+            h.sts.fail_next(Fault::Throttling, 1);
+        }
+        let resp = h.broker.call(request).await;
+        check(&resp);
+        request_ids.push(resp.request_id());
+    }
+    let tokens_used = [
+        token, bearer, process, retried, forged, expired, mismatched, denied,
+    ];
 
     // Every decision has been logged before we look at the output.
     for request_id in &request_ids {

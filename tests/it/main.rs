@@ -41,6 +41,8 @@ mod limits;
 #[cfg(test)]
 mod logs;
 #[cfg(test)]
+mod metric_assert;
+#[cfg(test)]
 mod policy;
 #[cfg(test)]
 mod policy_cli;

@@ -2,11 +2,13 @@
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::field;
 use crate::support::{
     DEFAULT_POLICY, Harness, assert_bad_request, assert_forbidden, assert_issued, msg,
 };
 
+/// The role ARNs of `tests/fixtures/policies/read_and_admin.toml`.
 const READ_ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-ReadOnly";
 const ADMIN_ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-Admin";
 
@@ -14,22 +16,8 @@ const ADMIN_ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-Admin";
 /// id the default token does not have).
 fn three_roles() -> String {
     format!(
-        r#"{DEFAULT_POLICY}
-[[roles]]
-name = "read"
-role_arn = "{READ_ARN}"
-duration_seconds = 3600
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-
-[[roles]]
-name = "admin"
-role_arn = "{ADMIN_ARN}"
-
-[[roles.allow]]
-repository_id = "999"
-"#
+        "{DEFAULT_POLICY}\n{}",
+        include_str!("../fixtures/policies/read_and_admin.toml")
     )
 }
 
@@ -76,12 +64,7 @@ async fn no_allow_rule_matches() {
     )
     .await;
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_opa_policy_denials_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_opa_policy_denials_total", &[], 1.0);
 }
 
 #[tokio::test]
@@ -284,10 +267,11 @@ async fn duration_above_the_role_maximum_is_a_400() {
         assert_bad_request(&resp, msg::BAD_DURATION);
     }
     assert_eq!(h.sts.calls(), 0);
-    let resp = h
-        .issue_token(&h.token().build(), json!({"duration_seconds": 3600}))
-        .await;
-    assert_issued(&resp);
+    let token = h.token().build();
+    assert_issued(
+        &h.issue_token(&token, json!({"duration_seconds": 3600}))
+            .await,
+    );
     assert_eq!(h.sts.requests()[0].duration_seconds, Some(3600));
 }
 

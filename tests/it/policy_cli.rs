@@ -5,36 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use attestation_broker::testkit::keys::SigningKey;
+use attestation_broker::testkit::token::TokenBuilder;
 use base64::Engine as _;
 use insta::assert_snapshot;
 use serde_json::{Value, json};
 
 use crate::cli_output::{pretty_json, redactions, render};
 
-/// A test-only RSA key (PKCS#1), generated for these tests and used nowhere else.
-const TEST_KEY_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA42pkvMW0JfSUeGwvzHDZi8nEoAxJarp4j3ChoZUxM6zmbHbl\nCbZXOKUptZkTlUSWacEHy+oKHjp/gq7TsdZBUednAg8dUeVSl4JAWO1NvRIbdzDm\nDjdq1dSquZqihrvUAO+67hs5e5jOQGitMPhRpf/019rrYuC39nmCK5rH9dAjK+y4\ntEReOg+LqzVtd1Cn6Zv4YYCyR3yYbZtm8hf6K3FZH2TjVceJt52a8si14uMNWY1c\nlQEuAmuZTk6fBvJCwdNZYnee5LdUhONhSoFD65Tsy6jihpOHHd1AmwnGuhHEuRoM\nDX0oSid2VSTWya1FVTtXUt1diANuGEAROSf5cwIDAQABAoIBABKmUn2Snwvvy082\n3BKhfI20rb3MVCb/BM0KmQ61u/O3bawecfkCbZO1I78DPzJiDg29KUUFO/Avru5K\nJQ0z+2Zamj12fNqO+l93bIx+ZX4oYn07Utp+m/HOP3P6JPL0q1WqU0OckvG6Xcu1\naeKWsqdw3qTnDJ+uuxdo7o5h4p0bXXuAE3pGIM2gctuzkvx0I1Z5yiO5bib7xxEF\ncMi6tnoNTj8PT2O3AH9nux903M+MQBeQK2PAhksBo4hT3LoK+byj1lD7AeSkZBNs\ndiKWeSV6lGZ3VtYZeEYwvKXq+7q+WxZk1XexIaa18E+sYqXroSTabA0++ZW5lrK0\nmQYmlkkCgYEA82xB04t0tH/RpKF238OVvHY+JKWhQ3cl4bKaRNZc+kNABYySkbq8\ncCyHBBJjacn0mZb4ry4kk7CrA/WGyH0/a8JuuXnY5NL6/M/2jnt/pVpSPi2s+osN\nWAkeh6G4Jq/R1ZWe+1/suA+Mgsxfgy2fScBuT0Tg+cujo+H1DDksq4kCgYEA7ypo\nqdcqEMSW/98FeBl3h6fNu9h5AWH0QV+9k3cW5Xt1WuQ4+AgmgIdixqSR9rJmYj2B\n4333rf1yQAn0QKrRN0fo5teHRiADCtxc5kmzurhtY+dTjyCXYpyRbpCXx9N37xpW\nzLqupQ+KlqtwEr5cSYhLVUhPd+wkIlFhuq6AUhsCgYEAzskDLmsEbCU8+Wa0riff\nNqcX6VfOo5o+0vk/NgUIHQ0uAMjG5gdE9uHMnHfmfcKzCBqJDX/cUJ4+2PElW4GS\nc79LAkLxLonP7x3XLHjbGaOdw/ZXQMsJPeUZS0zlO/AWCCO/V3nIhR+oVKC67pu9\n+g//ZVV07J7CV4CnA4g6W0kCgYAHBXO1KL/vZhYYxO9gKz87GE4N6bkDtWB6Wtkx\n7xkY+5riZDjX70VSGKdptYMjfvFKiQu7JgOTdBFal/A3xcwGl3Ha9RDfmij8tKN1\nj0xbevabLDtjxE0tc/NBD7WlBCxNNLS/petipSYobjgIFNaYwguUIV9T4fbdmw4H\ncQALaQKBgDatgkuO9hXolInGmpEu0vRe8bSAbL1tHVCzl0w/iKs3f9CuHg2C8hpx\n/XudqyKkSwbnxycsfYqXleHcp3NZKSimyf3do62e7Xg/jEugDTLA/7/Zvvl9KAeC\nE8lLW8/qFl3mokI1LwQsJKiL4HdVlhLxWsWCpW2jveaDGHqINiaX\n-----END RSA PRIVATE KEY-----";
-/// The public half of [`TEST_KEY_PEM`] as a JWK modulus (base64url).
-const TEST_KEY_N: &str = "42pkvMW0JfSUeGwvzHDZi8nEoAxJarp4j3ChoZUxM6zmbHblCbZXOKUptZkTlUSWacEHy-oKHjp_gq7TsdZBUednAg8dUeVSl4JAWO1NvRIbdzDmDjdq1dSquZqihrvUAO-67hs5e5jOQGitMPhRpf_019rrYuC39nmCK5rH9dAjK-y4tEReOg-LqzVtd1Cn6Zv4YYCyR3yYbZtm8hf6K3FZH2TjVceJt52a8si14uMNWY1clQEuAmuZTk6fBvJCwdNZYnee5LdUhONhSoFD65Tsy6jihpOHHd1AmwnGuhHEuRoMDX0oSid2VSTWya1FVTtXUt1diANuGEAROSf5cw";
 const TEST_KID: &str = "policy-cli-test-key";
 
 /// Issue time of the test tokens (2023-11-14T22:13:20Z); they live 300 s.
 const IAT: u64 = 1_700_000_000;
 
-const POLICY: &str = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository_id = "42"
-repository = "ourorg/app"
-ref = "refs/heads/main"
-event_name = ["push", "workflow_dispatch"]
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#;
+const POLICY: &str = include_str!("../fixtures/policies/tight.toml");
 
 struct Run {
     code: Option<i32>,
@@ -108,24 +92,20 @@ fn main_push() -> Value {
     })
 }
 
+/// Test key A (`tests/fixtures/test_key_a.pem`), published under [`TEST_KID`].
+fn key() -> SigningKey {
+    SigningKey::from_pkcs1_pem(TEST_KID, include_str!("../fixtures/test_key_a.pem")).unwrap()
+}
+
 fn sign(claims: &Value) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(TEST_KID.to_owned());
-    // The crate is built without its PEM feature: decode the PKCS#1 DER by hand.
-    let body: String = TEST_KEY_PEM
-        .lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap();
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
-    jsonwebtoken::encode(&header, claims, &key).unwrap()
+    let Value::Object(claims) = claims else {
+        panic!("claims must be an object: {claims}")
+    };
+    TokenBuilder::new(key()).claims(claims.clone()).build()
 }
 
 fn jwks() -> String {
-    json!({"keys": [{"kty": "RSA", "kid": TEST_KID, "use": "sig", "alg": "RS256", "n": TEST_KEY_N, "e": "AQAB"}]})
-        .to_string()
+    json!({"keys": [key().jwk()]}).to_string()
 }
 
 // --- check -----------------------------------------------------------------
@@ -142,28 +122,7 @@ fn check_clean_policy_exits_zero() {
 
 /// The example policy's shape: a read role, a write role without an event
 /// constraint, overlapping on main.
-const RISKY: &str = r#"
-[[roles]]
-name = "ci-read"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-ECR-PullRole"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = "ourorg/*"
-
-[[roles]]
-name = "release"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-PublishRole"
-duration_seconds = 7200
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = "ourorg/*"
-ref = "refs/tags/*"
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#;
+const RISKY: &str = include_str!("../fixtures/policies/risky.toml");
 
 #[test]
 fn check_reports_findings_with_witnesses_and_exits_one() {
@@ -501,17 +460,7 @@ fn explain_verifies_a_real_github_token_offline() {
     let policy = write(
         dir.path(),
         "policy.toml",
-        r#"
-[[roles]]
-name = "demo"
-role_arn = "arn:aws:iam::123456789012:role/Demo"
-
-[[roles.allow]]
-repository_owner_id = "88868"
-repository = "Marchenko1985/github_oidc_token_demo"
-ref = "refs/heads/main"
-event_name = "workflow_dispatch"
-"#,
+        include_str!("../fixtures/policies/real_token_demo.toml"),
     );
     // Issued at 1776844493 and valid for five minutes.
     let keys = format!("{fixtures}/real_github_jwks_2026.json");

@@ -84,6 +84,29 @@ impl Drop for Moto {
     }
 }
 
+/// The stdout of a process that must have succeeded (`what` names it when
+/// it did not).
+pub(crate) fn stdout_of_success(what: &str, output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A broker, a fake Actions runtime minting its tokens and a scratch
+/// directory; `None` (the test skips) without the Python venv.
+async fn with_runtime() -> Option<(Harness, FakeRuntime, tempfile::TempDir)> {
+    if !have_venv() {
+        return None;
+    }
+    let h = Harness::start().await;
+    let runtime = FakeRuntime::start(&h.jwks.issuer()).await;
+    Some((h, runtime, tempfile::tempdir().unwrap()))
+}
+
 #[tokio::test]
 async fn moto_is_an_independent_sts_that_the_broker_speaks_to() {
     if !have_venv() {
@@ -123,12 +146,9 @@ async fn moto_is_an_independent_sts_that_the_broker_speaks_to() {
 
 #[tokio::test]
 async fn the_seeds_python_fetcher_works_unchanged() {
-    if !have_venv() {
+    let Some((h, runtime, dir)) = with_runtime().await else {
         return;
-    }
-    let h = Harness::start().await;
-    let runtime = FakeRuntime::start(&h.jwks.issuer()).await;
-    let dir = tempfile::tempdir().unwrap();
+    };
     let github_env = dir.path().join("github_env");
     std::fs::write(&github_env, "").unwrap();
     let script =
@@ -146,12 +166,7 @@ async fn the_seeds_python_fetcher_works_unchanged() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "fetcher failed: {stdout} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = stdout_of_success("fetcher", &output);
     assert!(
         stdout.contains("Ephemeral credentials injected. Expires: "),
         "{stdout}"
@@ -184,12 +199,9 @@ async fn the_seeds_python_fetcher_works_unchanged() {
 /// window), and the cache turns those runs into one issuance.
 #[tokio::test]
 async fn botocore_reading_credentials_ten_times_costs_one_issuance() {
-    if !have_venv() {
+    let Some((h, runtime, dir)) = with_runtime().await else {
         return;
-    }
-    let h = Harness::start().await;
-    let runtime = FakeRuntime::start(&h.jwks.issuer()).await;
-    let dir = tempfile::tempdir().unwrap();
+    };
     let runner_temp = dir.path().join("runner_temp");
     std::fs::create_dir(&runner_temp).unwrap();
     let runs = dir.path().join("runs.log");
@@ -226,12 +238,7 @@ async fn botocore_reading_credentials_ten_times_costs_one_issuance() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "botocore failed: {stdout} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = stdout_of_success("botocore", &output);
     let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["method"], "custom-process");
     let issued = h.sts.issued();

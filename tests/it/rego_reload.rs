@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::support::broker::{DEADLINE, field};
-use crate::support::{DEFAULT_POLICY, Harness, assert_forbidden, assert_issued};
+use crate::support::{DEFAULT_POLICY, Harness, Resp, assert_forbidden, assert_issued};
 
 const MODULE: &str = r#"
 package broker
@@ -40,16 +40,20 @@ async fn with_rego(query: &str) -> (Harness, tempfile::TempDir) {
 
 async fn refused_with(h: &Harness, actor: &str, reason: &str) {
     let calls = h.sts.calls();
-    let resp = h
-        .issue_token(
-            &h.token().claim("actor", actor).build(),
-            json!({"role": "deploy"}),
-        )
-        .await;
+    let resp = deploy_with_claim(h, "actor", actor).await;
     assert_forbidden(&resp);
     assert_eq!(h.sts.calls(), calls, "a Rego refusal must not reach STS");
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert_eq!(field(&event, "reason").as_deref(), Some(reason), "{event}");
+}
+
+/// The answer to a request for `deploy` with a token whose claim `name` is `value`.
+async fn deploy_with_claim(h: &Harness, name: &str, value: &str) -> Resp {
+    h.issue_token(
+        &h.token().claim(name, value).build(),
+        json!({"role": "deploy"}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -61,12 +65,7 @@ async fn rego_allows_and_denies_after_the_rules() {
     );
     refused_with(&h, "mallory", "policy_rego_deny").await;
     // Rego never widens: a token the rules refuse stays refused.
-    let resp = h
-        .issue_token(
-            &h.token().claim("ref", "refs/heads/other").build(),
-            json!({"role": "deploy"}),
-        )
-        .await;
+    let resp = deploy_with_claim(&h, "ref", "refs/heads/other").await;
     assert_forbidden(&resp);
     // Rego sees the request: without `role` in the request, its rule does not hold.
     let resp = h.issue_token(&h.token().build(), json!({})).await;
@@ -76,13 +75,7 @@ async fn rego_allows_and_denies_after_the_rules() {
 #[tokio::test]
 async fn undefined_denies() {
     let (h, _dir) = with_rego("data.broker.maybe").await;
-    assert_issued(
-        &h.issue_token(
-            &h.token().claim("actor", "alice").build(),
-            json!({"role": "deploy"}),
-        )
-        .await,
-    );
+    assert_issued(&deploy_with_claim(&h, "actor", "alice").await);
     refused_with(&h, "bob", "policy_rego_undefined").await;
 }
 
@@ -125,12 +118,7 @@ async fn a_runaway_rule_is_cut_off_at_its_limit_and_stalls_no_other_request() {
 
     // The runaway request is refused as any Rego error is, at the limit:
     // its evaluation is still running when the answer comes.
-    let runaway = h
-        .issue_token(
-            &h.token().claim("actor", "slow").build(),
-            json!({"role": "deploy"}),
-        )
-        .await;
+    let runaway = deploy_with_claim(&h, "actor", "slow").await;
     assert_forbidden(&runaway);
     let runaway_id = runaway.request_id();
     let ended = |h: &Harness| {
@@ -206,11 +194,8 @@ async fn a_bad_rego_module_refuses_to_start() {
     )
     .await;
     assert_eq!(out.code, Some(64), "{}", out.all());
-    assert!(
-        out.all().contains("bad.rego: does not compile"),
-        "{}",
-        out.all()
-    );
+    let all = out.all();
+    assert!(all.contains("bad.rego: does not compile"), "{all}");
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::field;
-use crate::support::{Harness, Req, assert_forbidden, assert_issued, assert_unavailable};
+use crate::support::{Harness, Req, Resp, assert_forbidden, assert_issued, assert_unavailable};
 
 #[tokio::test]
 async fn the_same_token_twice_is_refused_before_sts() {
@@ -16,24 +17,11 @@ async fn the_same_token_twice_is_refused_before_sts() {
     assert_forbidden(&resp);
     assert_eq!(h.sts.calls(), 1, "STS must be called once");
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_replay_rejections_total", &[]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
-    assert_eq!(
-        metrics.value("ci_creds_issued_total", &[("role", "deploy")]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_replay_rejections_total", &[], 1.0);
+    metrics.assert_value("ci_creds_issued_total", &[("role", "deploy")], 1.0);
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
-    assert_eq!(
-        field(&event, "event").as_deref(),
-        Some("credential_denied"),
-        "{event}"
-    );
+    let kind = field(&event, "event");
+    assert_eq!(kind.as_deref(), Some("credential_denied"), "{event}");
 }
 
 #[tokio::test]
@@ -175,15 +163,7 @@ async fn one_token_sent_at_once_is_issued_once_in_every_trial() {
                 })
             })
             .collect();
-        let mut issued = 0;
-        for task in tasks {
-            let resp = task.await.unwrap();
-            if resp.status == 200 {
-                issued += 1;
-            } else {
-                assert_forbidden(&resp);
-            }
-        }
+        let issued = count_issued(tasks).await;
         let sts_calls = h.sts.calls() - calls_before;
         assert_eq!(sts_calls, issued, "trial {trial}: one STS call per 200");
         assert!(issued >= 1, "trial {trial}: the first use must be issued");
@@ -231,10 +211,19 @@ async fn a_full_replay_store_refuses_new_tokens_and_forgets_no_used_one() {
     }
     assert_eq!(h.sts.calls(), 2);
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_replay_store_full_total", &[]),
-        Some(3.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_replay_store_full_total", &[], 3.0);
+}
+
+/// How many of the concurrent answers are 200; every other one is a generic 403.
+pub(crate) async fn count_issued(tasks: Vec<tokio::task::JoinHandle<Resp>>) -> usize {
+    let mut issued = 0;
+    for task in tasks {
+        let resp = task.await.unwrap();
+        if resp.status == 200 {
+            issued += 1;
+        } else {
+            assert_forbidden(&resp);
+        }
+    }
+    issued
 }

@@ -15,20 +15,20 @@ use crate::support::{
 };
 
 /// Loopback issuer and STS shared by every broker of a test.
-struct Upstreams {
-    jwks: JwksServer,
-    sts: StsServer,
+pub(crate) struct Upstreams {
+    pub(crate) jwks: JwksServer,
+    pub(crate) sts: StsServer,
 }
 
 impl Upstreams {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self {
             jwks: JwksServer::start(vec![KEY_A.jwk()]).await.unwrap(),
             sts: StsServer::start().await.unwrap(),
         }
     }
 
-    fn token(&self) -> TokenBuilder {
+    pub(crate) fn token(&self) -> TokenBuilder {
         crate::support::tokens::token(&self.jwks.issuer())
     }
 

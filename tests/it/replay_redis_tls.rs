@@ -7,32 +7,17 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::replay::count_issued;
+use crate::replay_redis::Upstreams;
 use crate::support::broker::{RunOutput, run_to_completion};
 use crate::support::redis::RedisServer;
 use crate::support::{
-    Broker, BrokerSpec, DEFAULT_POLICY, JwksServer, KEY_A, StsServer, TokenBuilder,
-    assert_forbidden, assert_issued, assert_unavailable,
+    Broker, BrokerSpec, DEFAULT_POLICY, assert_forbidden, assert_issued, assert_unavailable,
 };
 
-struct Upstreams {
-    jwks: JwksServer,
-    sts: StsServer,
-}
-
 impl Upstreams {
-    async fn start() -> Self {
-        Self {
-            jwks: JwksServer::start(vec![KEY_A.jwk()]).await.unwrap(),
-            sts: StsServer::start().await.unwrap(),
-        }
-    }
-
-    fn token(&self) -> TokenBuilder {
-        crate::support::tokens::token(&self.jwks.issuer())
-    }
-
     /// A broker whose replay store is `redis` over TLS; `ca_file` trusts its CA.
-    fn spec(&self, redis: &RedisServer, ca_file: bool) -> BrokerSpec {
+    fn tls_spec(&self, redis: &RedisServer, ca_file: bool) -> BrokerSpec {
         let mut spec =
             BrokerSpec::new(&self.jwks.issuer(), self.sts.url().as_str(), DEFAULT_POLICY);
         spec.set("replay.store", "redis")
@@ -60,8 +45,8 @@ async fn two_replicas_on_a_tls_redis_issue_each_token_once() {
     };
     let up = Upstreams::start().await;
     let brokers = [
-        Arc::new(Broker::start(&up.spec(&redis, true)).await),
-        Arc::new(Broker::start(&up.spec(&redis, true)).await),
+        Arc::new(Broker::start(&up.tls_spec(&redis, true)).await),
+        Arc::new(Broker::start(&up.tls_spec(&redis, true)).await),
     ];
     for round in 0..5 {
         let token = up.token().build();
@@ -77,15 +62,7 @@ async fn two_replicas_on_a_tls_redis_issue_each_token_once() {
                 })
             })
             .collect();
-        let mut issued = 0;
-        for task in tasks {
-            let resp = task.await.unwrap();
-            if resp.status == 200 {
-                issued += 1;
-            } else {
-                assert_forbidden(&resp);
-            }
-        }
+        let issued = count_issued(tasks).await;
         assert_eq!(issued, 1, "round {round}: exactly one issuance");
         assert_eq!(up.sts.calls() - calls_before, 1, "round {round}");
     }
@@ -104,7 +81,7 @@ async fn a_tls_redis_with_an_untrusted_certificate_is_refused() {
         return;
     };
     let up = Upstreams::start().await;
-    let mut spec = up.spec(&redis, false);
+    let mut spec = up.tls_spec(&redis, false);
     spec.wait_ready = false;
     let broker = Broker::start(&spec).await;
     let ready = broker.admin_get("/readyz").await;
@@ -140,12 +117,12 @@ async fn check_config_accepts_rediss_and_refuses_what_serve_cannot_use() {
     let up = Upstreams::start().await;
     let dir = tempfile::tempdir().unwrap();
 
-    let out = check_config(&up.spec(&redis, true)).await;
+    let out = check_config(&up.tls_spec(&redis, true)).await;
     assert_eq!(out.code, Some(0), "{}", out.all());
-    let out = check_config(&up.spec(&redis, false)).await;
+    let out = check_config(&up.tls_spec(&redis, false)).await;
     assert_eq!(out.code, Some(0), "system roots: {}", out.all());
 
-    let mut spec = up.spec(&redis, false);
+    let mut spec = up.tls_spec(&redis, false);
     spec.set(
         "replay.redis_ca_file",
         dir.path().join("missing.pem").display().to_string(),
@@ -178,7 +155,7 @@ async fn check_config_accepts_rediss_and_refuses_what_serve_cannot_use() {
         "CA certificate",
     );
 
-    let mut spec = up.spec(&redis, true);
+    let mut spec = up.tls_spec(&redis, true);
     spec.set("replay.redis_url", "redis://127.0.0.1:6379");
     assert_refused(
         &check_config(&spec).await,
@@ -186,7 +163,7 @@ async fn check_config_accepts_rediss_and_refuses_what_serve_cannot_use() {
         "rediss://",
     );
 
-    let mut spec = up.spec(&redis, false);
+    let mut spec = up.tls_spec(&redis, false);
     spec.set("replay.redis_url", format!("{}#insecure", redis.url()));
     assert_refused(&check_config(&spec).await, "replay.redis_url", "#insecure");
 
@@ -195,7 +172,7 @@ async fn check_config_accepts_rediss_and_refuses_what_serve_cannot_use() {
         "unix:///tmp/redis.sock",
         "redis://127.0.0.1:6379/db",
     ] {
-        let mut spec = up.spec(&redis, false);
+        let mut spec = up.tls_spec(&redis, false);
         spec.set("replay.redis_url", url);
         assert_refused(&check_config(&spec).await, "replay.redis_url", "");
     }

@@ -66,16 +66,7 @@ async fn drain_keeps_the_in_flight_request(tls: bool) {
         (client, h.broker.base_url.clone())
     };
     h.sts.fail_next(Fault::Hold, 1);
-    let request = post_json(
-        &client,
-        &format!("{base}/issue"),
-        &json!({"oidc_token": h.token().build()}),
-    );
-    let in_flight = tokio::spawn(send(request));
-    eventually("the request to reach STS", || {
-        (h.sts.calls() == 1).then_some(())
-    })
-    .await;
+    let in_flight = in_flight_at_sts(&h, &client, &base).await;
 
     h.broker.signal("TERM");
     let ready = wait_not_ready(&h).await;
@@ -90,11 +81,33 @@ async fn drain_keeps_the_in_flight_request(tls: bool) {
     let (resp, _) = in_flight.await.unwrap().unwrap();
     assert_issued(&resp);
     assert_eq!(h.broker.wait_exit().await, Some(0));
-    // The output readers may still be behind the exit.
+    logged_after_exit(&h, "the drain log line", "in-flight requests finished").await;
+}
+
+/// An issuance sent on `client` to `base`, once it has reached STS.
+async fn in_flight_at_sts(
+    h: &Harness,
+    client: &reqwest::Client,
+    base: &str,
+) -> tokio::task::JoinHandle<Result<(Resp, Vec<u8>), reqwest::Error>> {
+    let request = post_json(
+        client,
+        &format!("{base}/issue"),
+        &json!({"oidc_token": h.token().build()}),
+    );
+    let in_flight = tokio::spawn(send(request));
+    eventually("the request to reach STS", || {
+        (h.sts.calls() == 1).then_some(())
+    })
+    .await;
+    in_flight
+}
+
+/// Waits for the log line containing `text` (`what`): the output readers may
+/// still be behind the exit.
+async fn logged_after_exit(h: &Harness, what: &str, text: &str) {
     h.broker
-        .wait_for_line("the drain log line", |line| {
-            line.contains("in-flight requests finished")
-        })
+        .wait_for_line(what, |line| line.contains(text))
         .await;
 }
 
@@ -113,16 +126,7 @@ async fn a_request_that_outlives_the_grace_period_does_not_hold_the_exit() {
     let mut h = Harness::start_with(|spec| patient(spec, 1)).await;
     h.sts.fail_next(Fault::Hang, 1);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let request = post_json(
-        &client,
-        &format!("{}/issue", h.broker.base_url),
-        &json!({"oidc_token": h.token().build()}),
-    );
-    let in_flight = tokio::spawn(send(request));
-    eventually("the request to reach STS", || {
-        (h.sts.calls() == 1).then_some(())
-    })
-    .await;
+    let in_flight = in_flight_at_sts(&h, &client, &h.broker.base_url).await;
 
     h.broker.signal("TERM");
     assert_eq!(h.broker.wait_exit().await, Some(0));
@@ -130,12 +134,7 @@ async fn a_request_that_outlives_the_grace_period_does_not_hold_the_exit() {
         in_flight.await.unwrap().is_err(),
         "the connection is closed when the grace period ends"
     );
-    // The output readers may still be behind the exit.
-    h.broker
-        .wait_for_line("the grace log line", |line| {
-            line.contains("grace period over")
-        })
-        .await;
+    logged_after_exit(&h, "the grace log line", "grace period over").await;
 }
 
 #[tokio::test]
@@ -149,12 +148,7 @@ async fn idle_keep_alive_connections_do_not_delay_the_exit() {
     assert_issued(&h.issue_token(&h.token().build(), json!({})).await);
     h.broker.signal("TERM");
     assert_eq!(h.broker.wait_exit().await, Some(0));
-    // The output readers may still be behind the exit.
-    h.broker
-        .wait_for_line("the drain log line", |line| {
-            line.contains("in-flight requests finished")
-        })
-        .await;
+    logged_after_exit(&h, "the drain log line", "in-flight requests finished").await;
 }
 
 #[tokio::test]

@@ -2,10 +2,20 @@
 
 use serde_json::json;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::sts::Fault;
 use crate::support::{
-    ACCOUNT_ID, Harness, ROLE_ARN, assert_issued, assert_no_leak, assert_unavailable, msg,
+    ACCOUNT_ID, Harness, ROLE_ARN, Resp, assert_issued, assert_no_leak, assert_unavailable, msg,
 };
+
+/// A broker whose STS fails every call with `fault`, and its answer to one
+/// request with a valid token.
+async fn answer_with_sts_failing(fault: Fault) -> (Harness, Resp) {
+    let h = Harness::start().await;
+    h.sts.fail_next(fault, 100);
+    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    (h, resp)
+}
 
 #[tokio::test]
 async fn one_throttle_is_retried() {
@@ -15,36 +25,23 @@ async fn one_throttle_is_retried() {
     assert_eq!(h.sts.calls(), 2);
     // ci_sts_errors_total counts failed AssumeRole calls, not retried attempts.
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_sts_errors_total", &[("kind", "throttled")]),
-        Some(0.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_sts_errors_total", &[("kind", "throttled")], 0.0);
 }
 
 #[tokio::test]
 async fn persistent_throttling_is_503_after_max_attempts() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::Throttling, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::Throttling).await;
     assert_unavailable(&resp);
     assert!(!resp.text().contains("Rate exceeded"));
     assert_eq!(h.sts.calls(), 3, "sts.max_attempts = 3");
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "throttled")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "throttled")], 1.0);
     assert_eq!(metrics.value_or_zero("ci_creds_issued_total", &[]), 0.0);
 }
 
 #[tokio::test]
 async fn persistent_internal_failure_is_503() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::InternalFailure, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::InternalFailure).await;
     assert_unavailable(&resp);
     assert!(!resp.text().contains("InternalFailure"));
     assert!(h.sts.calls() >= 2, "5xx is retried");
@@ -52,23 +49,15 @@ async fn persistent_internal_failure_is_503() {
 
 #[tokio::test]
 async fn hanging_sts_is_503() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::Hang, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::Hang).await;
     assert_unavailable(&resp);
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "timeout")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
 }
 
 #[tokio::test]
 async fn access_denied_never_echoes_the_upstream_error() {
-    let h = Harness::start().await;
-    h.sts.fail_next(Fault::AccessDenied, 100);
-    let resp = h.issue_token(&h.token().build(), json!({})).await;
+    let (h, resp) = answer_with_sts_failing(Fault::AccessDenied).await;
     assert_ne!(resp.status, 200);
     assert_no_leak(
         &resp,
@@ -94,9 +83,5 @@ async fn access_denied_never_echoes_the_upstream_error() {
         crate::support::assert_forbidden(&resp);
     }
     let metrics = h.broker.metrics().await;
-    assert!(
-        metrics.value_or_zero("ci_sts_errors_total", &[("kind", "denied")]) >= 1.0,
-        "{}",
-        metrics.0
-    );
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "denied")], 1.0);
 }

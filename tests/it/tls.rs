@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tempfile::TempDir;
 
+use crate::metric_assert::AssertMetric;
 use crate::support::broker::{DEADLINE, RunOutput, run_to_completion};
 use crate::support::{BrokerSpec, Harness, Resp, assert_issued};
 
@@ -326,12 +327,7 @@ async fn sighup_reloads_the_certificate_without_dropping_open_connections() {
     assert_eq!((resp.status, &peer), (405, &first.der));
 
     let metrics = h.broker.metrics().await;
-    assert_eq!(
-        metrics.value("ci_tls_reloads_total", &[("result", "ok")]),
-        Some(1.0),
-        "{}",
-        metrics.0
-    );
+    metrics.assert_value("ci_tls_reloads_total", &[("result", "ok")], 1.0);
     h.broker
         .wait_for_line("the reload log line", |line| {
             line.contains("TLS certificate reloaded")

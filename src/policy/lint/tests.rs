@@ -41,21 +41,7 @@ fn codes(found: &[Finding]) -> Vec<&str> {
     found.iter().map(|finding| finding.code).collect()
 }
 
-const CLEAN: &str = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository_id = "42"
-repository = "ourorg/app"
-ref = "refs/heads/main"
-event_name = ["push", "workflow_dispatch"]
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-"#;
+const CLEAN: &str = include_str!("../../../tests/fixtures/policies/tight.toml");
 
 #[test]
 fn a_tight_policy_has_no_findings() {
@@ -64,30 +50,7 @@ fn a_tight_policy_has_no_findings() {
 
 #[test]
 fn textual_findings_name_role_rule_and_key() {
-    let text = r#"
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Deploy"
-duration_seconds = 7200
-
-[[roles.allow]]
-repository = "ourorg/*"
-event_name = "push"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = ["**", "*/app", "ourorg*/x"]
-ref = "refs/heads/main"
-event_name = "push"
-
-[[roles.allow]]
-event_name = "push"
-ref = "**"
-
-[[roles.deny]]
-environment = "sandbox"
-runner_environment = "self-hosted"
-"#;
+    let text = include_str!("../../../tests/fixtures/policies/lint_textual.toml");
     let found = findings(text);
     assert_eq!(
         summary(&found),
@@ -261,25 +224,21 @@ fn read_only_roles_are_not_checked_for_reachability() {
 #[test]
 fn read_only_heuristic() {
     let arn = |name: &str| format!("arn:aws:iam::123456789012:role/{name}");
-    let read_only = [
-        ("ci-read", arn("GitHubActions-CI")),
-        ("ci", arn("GitHubActions-ECR-PullRole")),
-        ("ci", arn("S3ReadOnly")),
-        ("tf", arn("terraform-plan")),
-        ("ReadOnlyAccess", arn("x")),
+    // (role name, role ARN, looks read-only)
+    let cases = [
+        ("ci-read", arn("GitHubActions-CI"), true),
+        ("ci", arn("GitHubActions-ECR-PullRole"), true),
+        ("ci", arn("S3ReadOnly"), true),
+        ("tf", arn("terraform-plan"), true),
+        ("ReadOnlyAccess", arn("x"), true),
+        ("deploy", arn("GitHubActions-Lambda-DeployRole"), false),
+        ("ci", arn("S3ReadWrite"), false),
+        ("thread", arn("planner"), false),
+        ("ecr", arn("ECR-PullAndPush"), false),
+        ("read", arn("AdminRole"), false),
     ];
-    for (name, arn) in &read_only {
-        assert!(looks_read_only(name, arn), "{name} {arn}");
-    }
-    let write = [
-        ("deploy", arn("GitHubActions-Lambda-DeployRole")),
-        ("ci", arn("S3ReadWrite")),
-        ("thread", arn("planner")),
-        ("ecr", arn("ECR-PullAndPush")),
-        ("read", arn("AdminRole")),
-    ];
-    for (name, arn) in &write {
-        assert!(!looks_read_only(name, arn), "{name} {arn}");
+    for (name, arn, read_only) in &cases {
+        assert_eq!(looks_read_only(name, arn), *read_only, "{name} {arn}");
     }
 }
 

@@ -6,34 +6,7 @@ use crate::policy::{Allowed, Denial, Policy, RoleOutcome, RoleRequest};
 
 /// Two roles over the same org: `ci` for any branch, `deploy` for main pushes
 /// from hosted runners, with deny rules on a blocked actor and self-hosted runners.
-const POLICY: &str = r#"
-[[roles]]
-name = "ci"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-ECR-PullRole"
-
-[[roles.allow]]
-repository_owner_id = "1234567"
-repository = "OurOrg/*"
-
-[[roles]]
-name = "deploy"
-role_arn = "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole"
-duration_seconds = 3600
-session_tags = false
-
-[[roles.allow]]
-repository_owner_id = 1234567
-repository = "ourorg/*"
-ref = ["refs/heads/main", "refs/heads/release/*"]
-event_name = ["push", "workflow_dispatch"]
-ref_protected = true
-
-[[roles.deny]]
-runner_environment = "self-hosted"
-
-[[roles.deny]]
-actor = "mallory"
-"#;
+const POLICY: &str = include_str!("../../../tests/fixtures/policies/evaluate.toml");
 
 fn compiled() -> Policy {
     compile_ok(POLICY).policy
@@ -70,6 +43,13 @@ fn named(role: &str) -> RoleRequest<'_> {
         role: Some(role),
         duration_seconds: None,
     }
+}
+
+/// The denial of `role` to `claims` (a denial is expected).
+fn denied(policy: &Policy, claims: &UnverifiedClaims, role: &str) -> Denial {
+    policy
+        .evaluate_unverified(claims, &named(role))
+        .unwrap_err()
 }
 
 fn grant(result: Result<Allowed, Denial>) -> Allowed {
@@ -138,9 +118,7 @@ fn role_selection() {
     );
 
     // Named and known, but its rules do not match.
-    let denial = policy
-        .evaluate_unverified(&feature, &named("deploy"))
-        .unwrap_err();
+    let denial = denied(&policy, &feature, "deploy");
     assert_eq!(
         denial,
         Denial::NotPermitted {
@@ -155,9 +133,7 @@ fn role_selection() {
 fn deny_wins_over_allow() {
     let policy = compiled();
     let self_hosted = with(main_push(), "runner_environment", "self-hosted");
-    let denial = policy
-        .evaluate_unverified(&self_hosted, &named("deploy"))
-        .unwrap_err();
+    let denial = denied(&policy, &self_hosted, "deploy");
     assert_eq!(
         denial,
         Denial::DeniedByRule {
@@ -479,14 +455,12 @@ fn explain_traces_everything_and_agrees_with_evaluate() {
     );
 
     let rendered = explanation.to_string();
-    assert!(
-        rendered.contains("role deploy: allow[0] matched, refused by deny[0]"),
-        "{rendered}"
-    );
-    assert!(
-        rendered.contains("FAIL actor = \"alice\" against [\"mallory\"]"),
-        "{rendered}"
-    );
+    for line in [
+        "role deploy: allow[0] matched, refused by deny[0]",
+        "FAIL actor = \"alice\" against [\"mallory\"]",
+    ] {
+        assert!(rendered.contains(line), "{line}:\n{rendered}");
+    }
     assert!(
         rendered.ends_with("outcome: grant role ci via ci.allow[0] for 900 s"),
         "{rendered}"

@@ -8,6 +8,17 @@ fn matches(pattern: &str, fold: CaseFold, value: &str) -> bool {
     Glob::compile(pattern, fold).unwrap().matches(value)
 }
 
+/// Each `(pattern, value, matches)` of `cases`, under `fold`.
+fn assert_table(cases: &[(&str, &str, bool)], fold: CaseFold) {
+    for (pattern, value, expected) in cases {
+        assert_eq!(
+            matches(pattern, fold, value),
+            *expected,
+            "pattern {pattern:?} against {value:?}"
+        );
+    }
+}
+
 #[test]
 fn exact_claims_table() {
     // (pattern, value, expected)
@@ -90,13 +101,7 @@ fn exact_claims_table() {
         ("refs/heads/Main", "refs/heads/main", false),
         ("refs/heads/main", "refs/heads/MAIN", false),
     ];
-    for (pattern, value, expected) in cases {
-        assert_eq!(
-            matches(pattern, CaseFold::Exact, value),
-            *expected,
-            "pattern {pattern:?} against {value:?}"
-        );
-    }
+    assert_table(cases, CaseFold::Exact);
 }
 
 #[test]
@@ -112,13 +117,7 @@ fn case_insensitive_claims_table() {
         ("é", "É", false),
         ("é", "é", true),
     ];
-    for (pattern, value, expected) in cases {
-        assert_eq!(
-            matches(pattern, CaseFold::AsciiInsensitive, value),
-            *expected,
-            "pattern {pattern:?} against {value:?}"
-        );
-    }
+    assert_table(cases, CaseFold::AsciiInsensitive);
 }
 
 #[test]

@@ -5,23 +5,7 @@ use crate::policy::diff::lang::Undecided;
 use crate::policy::diff::space::Space;
 use crate::policy::diff::{GrantChange, diff_with_budget};
 
-const TWO_RULES: &str = r#"
-[[roles]]
-name = "r"
-role_arn = "arn:aws:iam::123456789012:role/R"
-
-[[roles.allow]]
-repository_owner_id = "1"
-ref = "refs/heads/**"
-event_name = ["push", "workflow_dispatch"]
-
-[[roles.deny]]
-ref = "refs/heads/main"
-event_name = "push"
-
-[[roles.deny]]
-ref = "refs/heads/*/**"
-"#;
+const TWO_RULES: &str = include_str!("../../../../tests/fixtures/policies/two_rules.toml");
 
 #[test]
 fn a_point_outside_a_union_must_escape_each_box_on_some_claim() {
