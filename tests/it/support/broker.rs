@@ -557,18 +557,14 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let broker = Self {
-            runner: Runner::Process(child),
+        Self::serving(
+            spec,
+            Runner::Process(child),
             lines,
-            base_url: format!("http://{listen}"),
-            admin_url: format!("http://{admin_listen}"),
-            client: client(),
-            _dir: dir,
-        };
-        if spec.wait_ready {
-            broker.wait_ready().await;
-        }
-        broker
+            (listen, admin_listen),
+            dir,
+        )
+        .await
     }
 
     /// Like [`Broker::start`], but serves the spec in this process: same
@@ -582,8 +578,28 @@ impl Broker {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (runner, listen, admin_listen) =
             super::in_process::start(&config_path, &spec.env, Arc::clone(&lines)).await;
+        Self::serving(
+            spec,
+            Runner::InProcess(runner),
+            lines,
+            (listen, admin_listen),
+            dir,
+        )
+        .await
+    }
+
+    /// A started broker (process or in this process) listening on `addrs`
+    /// (public, admin); waits for readiness when the spec asks for it.
+    async fn serving(
+        spec: &BrokerSpec,
+        runner: Runner,
+        lines: Arc<Mutex<Vec<String>>>,
+        addrs: (impl std::fmt::Display, impl std::fmt::Display),
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let (listen, admin_listen) = addrs;
         let broker = Self {
-            runner: Runner::InProcess(runner),
+            runner,
             lines,
             base_url: format!("http://{listen}"),
             admin_url: format!("http://{admin_listen}"),
