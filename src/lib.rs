@@ -13,6 +13,7 @@ mod binding;
 pub mod claims;
 pub mod cli;
 pub mod config;
+pub mod context;
 mod decision;
 pub mod dev;
 pub mod fetch;
