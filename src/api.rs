@@ -35,6 +35,10 @@ pub struct IssueRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub oidc_token: Option<SecretString>,
+    /// For a `github` role: narrows the token to these permissions, each at
+    /// most the role's level. Refused for an `aws` role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
     /// `owner/name`; must equal the `repository` claim (ASCII case-insensitive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
@@ -86,6 +90,52 @@ pub struct IssueResponse {
     /// The session token.
     #[serde(serialize_with = "expose")]
     pub session_token: SecretString,
+}
+
+/// GitHub App permissions by GitHub's names (`contents`, `pull_requests`,
+/// `checks`, …), each with its access level, in name order.
+pub type Permissions = std::collections::BTreeMap<String, Access>;
+
+/// A GitHub App permission level; ordered `read < write < admin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+    /// `admin` (a few organisation and repository administration permissions).
+    Admin,
+}
+
+impl Access {
+    /// GitHub's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// The 200 answer of `POST /issue` (JSON) for a role of kind `github`: a
+/// GitHub App installation token.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct GithubTokenResponse {
+    /// When GitHub expires the token (RFC 3339 UTC, whole seconds).
+    pub expires_at: String,
+    /// The permissions the token carries.
+    pub permissions: Permissions,
+    /// `owner/name` of every repository the token can reach.
+    pub repositories: Vec<String>,
+    /// When the broker revokes the token (RFC 3339 UTC), before `expires_at`.
+    pub revoke_at: String,
+    /// The policy role granted.
+    pub role: String,
+    /// The installation token, `ghs_…`.
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
 }
 
 /// The 200 answer of `POST /issue?format=credential_process`: the shape the

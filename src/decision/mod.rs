@@ -83,6 +83,37 @@ impl Grant {
 pub(crate) enum CredentialRequest {
     /// Temporary AWS credentials from STS AssumeRole.
     Aws(AwsSession),
+    /// A GitHub App installation token.
+    #[allow(dead_code, reason = "constructed once roles of kind `github` load")]
+    GitHub(GithubToken),
+}
+
+/// Everything one installation-token request sends: the installation is the
+/// App's installation on `owner`, the token reaches exactly `repositories`
+/// (names under `owner`, never empty: the token's own repository when the
+/// role says `$repository`) with exactly `permissions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code, reason = "constructed once roles of kind `github` load")]
+pub(crate) struct GithubToken {
+    owner: String,
+    repositories: Vec<String>,
+    permissions: crate::api::Permissions,
+}
+
+#[allow(dead_code, reason = "read once roles of kind `github` issue")]
+impl GithubToken {
+    /// The repository owner, whose installation mints the token.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+    /// Repository names (without the owner), sorted, at least one.
+    pub(crate) fn repositories(&self) -> &[String] {
+        &self.repositories
+    }
+    /// The permissions the token carries.
+    pub(crate) fn permissions(&self) -> &crate::api::Permissions {
+        &self.permissions
+    }
 }
 
 /// Everything one AssumeRole call sends.
@@ -220,10 +251,10 @@ fn rego_input(claims: &ClaimSet, request: &AccessRequest, allowed: &Allowed) -> 
     })
 }
 
-/// A grant for an AWS role without a decision, for other modules' unit tests
-/// (the STS client against its fakes): outside tests only [`decide`] makes one.
+/// An AWS session without a decision, for other modules' unit tests (the
+/// STS client against its fakes): outside tests only [`decide`] makes one.
 #[cfg(test)]
-impl Grant {
+impl AwsSession {
     pub(crate) fn for_tests(
         role_arn: &str,
         duration_seconds: u32,
@@ -234,18 +265,7 @@ impl Grant {
         for (name, value) in claims {
             set.insert(*name, *value);
         }
-        let claims = &set;
-        Self {
-            role: "test".to_owned(),
-            rule: "test.allow[0]".to_owned(),
-            policy_version: "test".to_owned(),
-            credential: CredentialRequest::Aws(AwsSession::from_claims(
-                role_arn,
-                duration_seconds,
-                with_tags,
-                claims,
-            )),
-        }
+        Self::from_claims(role_arn, duration_seconds, with_tags, &set)
     }
 }
 

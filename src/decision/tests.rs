@@ -89,8 +89,10 @@ async fn granted(policy: &PolicySet, repository: &str, role: &str) -> Grant {
 }
 
 fn aws(grant: &Grant) -> &AwsSession {
-    let CredentialRequest::Aws(session) = grant.credential();
-    session
+    match grant.credential() {
+        CredentialRequest::Aws(session) => session,
+        CredentialRequest::GitHub(_) => panic!("an AWS role granted a GitHub token"),
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::StsConfig;
-use crate::decision::Grant;
+use crate::decision::AwsSession;
 use crate::metrics::Metrics;
 use crate::sts::StsClient;
 use crate::testkit::ensure_loopback;
@@ -280,12 +280,15 @@ async fn fake_sts_answers_the_real_client() {
 
     let before = SystemTime::now();
     let issued = client
-        .assume_role(&Grant::for_tests(
-            "arn:aws:iam::123456789012:role/deploy",
-            900,
-            true,
-            &job_claims(),
-        ))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(
+                "arn:aws:iam::123456789012:role/deploy",
+                900,
+                true,
+                &job_claims(),
+            ),
+        )
         .await
         .unwrap();
 

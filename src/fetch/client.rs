@@ -162,6 +162,7 @@ pub(super) fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretS
         duration_seconds: args.duration_seconds.map(u64::from),
         job_id: given(args.job_id.as_ref()).map(JobId::Text),
         oidc_token: Some(token.clone()),
+        permissions: None,
         repo: Some(runner.repository.clone()),
         role: given(args.role.as_ref()),
         sha: Some(runner.sha.clone()),

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use crate::api::{CredentialProcess, IssueRequest, IssueResponse, JobId};
 use crate::audit::AuditEvent;
 use crate::binding::{self, RequestBinding};
-use crate::decision::{self, AccessRequest, Refusal};
+use crate::decision::{self, AccessRequest, CredentialRequest, Refusal};
 use crate::policy::Denial;
 use crate::policy_set::PolicySet;
 use crate::replay::{Mark, ReplayError};
@@ -206,7 +206,18 @@ async fn handle(
 
     mark_used(state, audit, &verified, now).await?;
 
-    let credentials = match state.sts.assume_role(&grant).await {
+    let session = match grant.credential() {
+        CredentialRequest::Aws(session) => session,
+        CredentialRequest::GitHub(_) => {
+            return Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "github_not_configured",
+                "roles of kind `github` are not served yet",
+            ));
+        }
+    };
+    let credentials = match state.sts.assume_role(grant.role(), session).await {
         Ok(credentials) => credentials,
         Err(err) => {
             // The caller may retry with the same token: nothing was issued.

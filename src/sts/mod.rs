@@ -32,7 +32,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use secrecy::SecretString;
 
 use crate::config::StsConfig;
-use crate::decision::{AwsSession, CredentialRequest, Grant};
+use crate::decision::AwsSession;
 use crate::metrics::Metrics;
 
 /// First retry delay for throttling; later retries double it, each with full
@@ -180,16 +180,21 @@ impl StsClient {
         })
     }
 
-    /// Calls AssumeRole for `grant`: its role, duration, session name and tags.
+    /// Calls AssumeRole for the AWS session of a grant (only `decision`
+    /// makes one): its role, duration, session name and tags. `role` is the
+    /// policy role's name, for the log.
     ///
     /// Records the round trip in `ci_sts_latency_seconds` and each failed call
     /// once in `ci_sts_errors_total{kind}`. An AccessDenied is logged as an
     /// error: the role's trust policy needs fixing by a human.
-    pub(crate) async fn assume_role(&self, grant: &Grant) -> Result<IssuedCredentials, StsError> {
-        let CredentialRequest::Aws(session) = grant.credential();
+    pub(crate) async fn assume_role(
+        &self,
+        role: &str,
+        session: &AwsSession,
+    ) -> Result<IssuedCredentials, StsError> {
         let result = self.assume(session).await;
         if let Err(err @ StsError::AccessDenied(_)) = &result {
-            tracing::error!(policy.role = %grant.role(), aws.role_arn = %session.role_arn(), error = %err,
+            tracing::error!(policy.role = %role, aws.role_arn = %session.role_arn(), error = %err,
                 "STS refused AssumeRole: check the role's trust policy (sts:AssumeRole and sts:TagSession for the broker)");
         }
         result

@@ -80,7 +80,10 @@ async fn success_sends_role_duration_name_and_tags() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 1800, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 1800, true, &claims()),
+        )
         .await
         .unwrap();
 
@@ -141,7 +144,10 @@ async fn tags_are_left_out_when_the_role_turns_them_off() {
     let (client, _) = client(endpoint, tuning(1)).await;
 
     client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, false, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, false, &claims()),
+        )
         .await
         .unwrap();
 
@@ -159,7 +165,10 @@ async fn access_denied_is_classified_and_keeps_the_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await
         .unwrap_err();
 
@@ -188,7 +197,10 @@ async fn throttling_is_retried_by_the_sdk() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let issued = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await;
 
     assert!(issued.is_ok(), "{issued:?}");
@@ -203,7 +215,10 @@ async fn throttling_after_all_attempts_is_throttled_and_counted_once() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await
         .unwrap_err();
 
@@ -223,7 +238,10 @@ async fn server_errors_are_retried_then_other() {
     let (client, _) = client(endpoint, tuning(2)).await;
 
     let err = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await
         .unwrap_err();
 
@@ -240,7 +258,10 @@ async fn invalid_client_token_is_other_with_its_code() {
     let (client, metrics) = client(endpoint, tuning(3)).await;
 
     let err = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await
         .unwrap_err();
 
@@ -271,7 +292,10 @@ async fn answers_without_a_part_of_the_credentials_are_other() {
         let (client, _) = client(endpoint, tuning(1)).await;
 
         let err = client
-            .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+            .assume_role(
+                "test",
+                &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+            )
             .await
             .unwrap_err();
 
@@ -293,7 +317,10 @@ async fn an_unanswered_attempt_is_a_timeout() {
     let (client, metrics) = client(endpoint, short).await;
 
     let err = client
-        .assume_role(&Grant::for_tests(ROLE_ARN, 900, true, &claims()))
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
         .await
         .unwrap_err();
 
