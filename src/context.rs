@@ -89,27 +89,55 @@ impl ContextAnswer {
 /// Answers collected for one decision. A question without an answer is
 /// treated as not answered: it never matches, and the offline tools say so.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ContextAnswers(HashMap<ContextCondition, ContextAnswer>);
+pub struct ContextAnswers {
+    answers: HashMap<ContextCondition, ContextAnswer>,
+    request_ids: Vec<String>,
+}
 
 impl ContextAnswers {
     /// Records the answer to `condition`.
     pub fn insert(&mut self, condition: ContextCondition, answer: ContextAnswer) {
-        self.0.insert(condition, answer);
+        self.answers.insert(condition, answer);
     }
     /// The answer to `condition`, if it was asked.
     pub fn get(&self, condition: &ContextCondition) -> Option<&ContextAnswer> {
-        self.0.get(condition)
+        self.answers.get(condition)
     }
     /// Every question answered, in a stable order (for the audit event).
     pub fn sorted(&self) -> Vec<(&ContextCondition, &ContextAnswer)> {
-        let mut answers: Vec<_> = self.0.iter().collect();
+        let mut answers: Vec<_> = self.answers.iter().collect();
         answers.sort_by(|a, b| a.0.cmp(b.0));
         answers
     }
     /// Whether no question was asked.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.answers.is_empty()
     }
+    /// Records the `x-github-request-id` of a call made to answer.
+    pub fn request_id(&mut self, id: impl Into<String>) {
+        self.request_ids.push(id.into());
+    }
+    /// The `x-github-request-id`s of the calls made, in order (audit).
+    pub fn request_ids(&self) -> &[String] {
+        &self.request_ids
+    }
+}
+
+/// Who answers context questions: the GitHub App client on the request
+/// path, canned answers in the offline tools.
+#[allow(
+    dead_code,
+    reason = "implemented by the GitHub client and the offline tools"
+)]
+pub(crate) trait ContextSource: Sync {
+    /// Answers every condition in `conditions` about `commit`. Every
+    /// condition gets an answer; one that cannot be had is
+    /// [`ContextAnswer::Unavailable`], never a guess.
+    fn answer(
+        &self,
+        commit: &Commit,
+        conditions: &[ContextCondition],
+    ) -> impl std::future::Future<Output = ContextAnswers> + Send;
 }
 
 /// The commit context questions are about, from verified claims only.
