@@ -55,10 +55,12 @@ fuzz_target!(|data: &[u8]| {
         requests.push(RoleRequest {
             role: Some(&role.name),
             duration_seconds: None,
+            permissions: None,
         });
         requests.push(RoleRequest {
             role: Some(&role.name),
             duration_seconds: Some(u64::from(role.duration_seconds)),
+            permissions: None,
         });
     }
     for request in &requests {

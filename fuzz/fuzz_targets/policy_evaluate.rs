@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let request = RoleRequest {
         role,
         duration_seconds,
+        permissions: None,
     };
     let policy = policy();
     let decision = policy.evaluate_unverified(&claims, &request);

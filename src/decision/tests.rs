@@ -54,6 +54,7 @@ fn request(role: Option<&str>, duration_seconds: Option<u64>) -> AccessRequest {
         job_id: Some("31337".to_owned()),
         role: role.map(str::to_owned),
         duration_seconds,
+        permissions: None,
     }
 }
 
@@ -138,6 +139,7 @@ async fn a_rules_denial_is_the_rules_answer() {
     let role_request = RoleRequest {
         role: Some("deploy"),
         duration_seconds: None,
+        permissions: None,
     };
     let expected = policy.rules.evaluate(&claims, &role_request).unwrap_err();
     assert!(
@@ -208,6 +210,7 @@ fn the_rego_input_is_claims_request_and_role() {
     let role_request = RoleRequest {
         role: Some("deploy"),
         duration_seconds: None,
+        permissions: None,
     };
     let allowed = policy.rules.evaluate(&claims, &role_request).unwrap();
     let input = rego_input(claims.claims(), &request(Some("deploy"), None), &allowed);
@@ -221,4 +224,83 @@ fn the_rego_input_is_claims_request_and_role() {
         input["role"],
         serde_json::json!({"name": "deploy", "role_arn": "arn:aws:iam::123456789012:role/deploy", "duration_seconds": 3600})
     );
+}
+
+const GITHUB_RULES: &str = include_str!("../../tests/fixtures/policies/github.toml");
+
+fn github_policy(rego: Option<&str>) -> PolicySet {
+    let rules = Policy::compile(GITHUB_RULES, "github.toml").unwrap().policy;
+    let rego = rego.map(|text| RegoPolicy::compile(text, "broker.rego", DEFAULT_QUERY).unwrap());
+    PolicySet::new(rules, rego)
+}
+
+fn verified_main(repository: &str) -> VerifiedClaims {
+    let mut claims = verified(repository).claims().clone();
+    claims.insert("repository_owner_id", "1234567");
+    VerifiedClaims::for_tests(claims, "https://issuer.test", "jti-1", 4_102_444_800)
+}
+
+#[tokio::test]
+async fn a_github_role_grants_an_installation_token_for_the_judged_repository() {
+    let policy = github_policy(None);
+    let mut asked = request(Some("release-notes"), None);
+    asked.repo = Some("OurOrg/App".to_owned());
+    let grant = decide_settled(&policy, &verified_main("OurOrg/App"), &asked)
+        .await
+        .unwrap();
+    assert_eq!(grant.rule(), "release-notes.allow[0]");
+    let CredentialRequest::GitHub(token) = grant.credential() else {
+        panic!("a GitHub role granted AWS credentials: {grant:?}");
+    };
+    assert_eq!(token.owner(), "OurOrg");
+    assert_eq!(token.repositories(), ["App"]);
+    let expected: crate::api::Permissions = [
+        ("contents".to_owned(), crate::api::Access::Write),
+        ("pull_requests".to_owned(), crate::api::Access::Read),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(token.permissions(), &expected);
+
+    // The request narrows it.
+    asked.permissions = Some(
+        [("contents".to_owned(), crate::api::Access::Read)]
+            .into_iter()
+            .collect(),
+    );
+    let grant = decide_settled(&policy, &verified_main("OurOrg/App"), &asked)
+        .await
+        .unwrap();
+    let CredentialRequest::GitHub(token) = grant.credential() else {
+        panic!("{grant:?}");
+    };
+    assert_eq!(token.permissions(), asked.permissions.as_ref().unwrap());
+}
+
+#[test]
+fn rego_sees_the_kind_repositories_and_permissions_of_a_github_role() {
+    let policy = github_policy(None);
+    let claims = verified_main("ourorg/app");
+    let role_request = RoleRequest {
+        role: Some("docs-sync"),
+        duration_seconds: None,
+        permissions: None,
+    };
+    let mut claims_set = claims.claims().clone();
+    claims_set.insert("ref", "refs/heads/release/7");
+    let claims =
+        VerifiedClaims::for_tests(claims_set, "https://issuer.test", "jti-1", 4_102_444_800);
+    let allowed = policy.rules.evaluate(&claims, &role_request).unwrap();
+    let input = rego_input(claims.claims(), &request(Some("docs-sync"), None), &allowed);
+    assert_eq!(
+        input["role"],
+        serde_json::json!({
+            "name": "docs-sync",
+            "kind": "github",
+            "owner": "ourorg",
+            "repositories": ["ourorg/app", "ourorg/docs"],
+            "permissions": {"contents": "write"},
+        })
+    );
+    assert_eq!(input["request"].get("permissions"), None);
 }

@@ -199,6 +199,7 @@ async fn handle(
         job_id,
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
+        permissions: request.permissions.clone(),
     };
     let grant = decision::decide(policy, &verified, &access, request_id, audit)
         .await
@@ -343,6 +344,15 @@ fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
             None,
             "the requested role does not exist".to_owned(),
         ),
+        Denial::FieldNotForKind { role, field, kind } => (
+            ApiError::MalformedBody,
+            Some(role.as_str()),
+            format!("`{field}` is not taken by roles of kind `{kind}`"),
+        ),
+        Denial::RepositoryOfOtherOwner { role, detail }
+        | Denial::PermissionsBeyondRole { role, detail } => {
+            (ApiError::Forbidden, Some(role.as_str()), detail.clone())
+        }
     };
     if answer == ApiError::Forbidden {
         // The label is a policy role name or `none`, never a caller's string.

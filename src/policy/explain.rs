@@ -12,7 +12,7 @@ use std::fmt;
 use crate::claims::ClaimSet;
 
 use super::model::{Condition, Role, RoleOutcome, Rule, RuleKind};
-use super::{Allowed, Denial};
+use super::{Allowed, AllowedCredential, Denial};
 
 /// Everything a decision looked at, and the decision.
 #[derive(Clone, Debug)]
@@ -142,13 +142,36 @@ impl fmt::Display for Explanation {
             }
         }
         match &self.outcome {
-            Ok(grant) => write!(
-                f,
-                "outcome: grant role {} via {} for {} s",
-                grant.role_name(),
-                grant.matched_rule(),
-                grant.duration_seconds()
-            ),
+            Ok(grant) => match grant.credential() {
+                AllowedCredential::Aws {
+                    duration_seconds, ..
+                } => write!(
+                    f,
+                    "outcome: grant role {} via {} for {duration_seconds} s",
+                    grant.role_name(),
+                    grant.matched_rule(),
+                ),
+                AllowedCredential::GitHub {
+                    owner,
+                    repositories,
+                    permissions,
+                } => write!(
+                    f,
+                    "outcome: grant role {} via {}: a GitHub token for {} with {}",
+                    grant.role_name(),
+                    grant.matched_rule(),
+                    repositories
+                        .iter()
+                        .map(|name| format!("{owner}/{name}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    permissions
+                        .iter()
+                        .map(|(name, level)| format!("{name}:{}", level.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            },
             Err(denial) => {
                 write!(f, "outcome: deny ({}): ", denial.reason_code())?;
                 match denial {
@@ -167,6 +190,11 @@ impl fmt::Display for Explanation {
                         "requested {requested} s, allowed {}..={max} s",
                         super::MIN_DURATION_SECONDS
                     ),
+                    Denial::FieldNotForKind { field, kind, .. } => {
+                        write!(f, "`{field}` is not taken by roles of kind `{kind}`")
+                    }
+                    Denial::RepositoryOfOtherOwner { detail, .. }
+                    | Denial::PermissionsBeyondRole { detail, .. } => f.write_str(detail),
                 }
             }
         }

@@ -92,6 +92,12 @@ pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
     clamp(text)
 }
 
+/// A value from a token or a request, quoted for an audit line and cut to
+/// [`MAX_AUDIT_VALUE_CHARS`].
+pub(super) fn quote(text: &str) -> String {
+    format!("{:?}", truncate(text, MAX_AUDIT_VALUE_CHARS))
+}
+
 /// `text` cut to at most `max` characters, the last of them a `…` marking the cut.
 fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     if text.chars().nth(max).is_none() {

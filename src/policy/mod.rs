@@ -24,6 +24,7 @@
 
 pub mod diff;
 mod explain;
+mod github;
 mod glob;
 pub mod lint;
 mod load;
@@ -36,13 +37,15 @@ mod tests;
 
 use std::path::Path;
 
+use crate::api::Permissions;
 use crate::claims::{ClaimSet, UnverifiedClaims};
 use crate::verify::VerifiedClaims;
 
 pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
 pub use model::RoleOutcome;
 
-use model::{Role, RuleKind};
+use github::RepositoryEntry;
+use model::{Role, RoleKind, RuleKind};
 
 /// Shortest credential lifetime, and the default: the STS minimum for AssumeRole.
 pub const MIN_DURATION_SECONDS: u32 = 900;
@@ -56,8 +59,11 @@ pub const MAX_DURATION_SECONDS: u32 = 43_200;
 pub struct RoleRequest<'a> {
     /// The role named in the request, if any.
     pub role: Option<&'a str>,
-    /// The requested credential lifetime, if any.
+    /// The requested credential lifetime, if any (roles of kind `aws` only).
     pub duration_seconds: Option<u64>,
+    /// The permissions the request narrows a `github` token to, if any
+    /// (roles of kind `github` only).
+    pub permissions: Option<&'a Permissions>,
 }
 
 /// A compiled, validated policy.
@@ -155,12 +161,8 @@ fn render_issues(path: &str, issues: &[PolicyIssue]) -> String {
 pub struct RoleSummary {
     /// Role name.
     pub name: String,
-    /// Role ARN.
-    pub role_arn: String,
-    /// Maximum (and default) duration.
-    pub duration_seconds: u32,
-    /// Whether STS session tags are sent.
-    pub session_tags: bool,
+    /// What the role issues, with its settings.
+    pub credential: RoleCredential,
     /// The role's description, if the policy gives one.
     pub description: Option<String>,
     /// Number of allow rules.
@@ -169,15 +171,68 @@ pub struct RoleSummary {
     pub deny_rules: usize,
 }
 
-/// The rules' answer: the role they allow and for how long. Only this module
-/// constructs it. It is not a permission to issue: `decision` makes a `Grant`
-/// from it once Rego (when configured) agreed too.
+/// What a role issues, for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoleCredential {
+    /// `kind = "aws"`.
+    Aws {
+        /// Role ARN.
+        role_arn: String,
+        /// Maximum (and default) duration.
+        duration_seconds: u32,
+        /// Whether STS session tags are sent.
+        session_tags: bool,
+    },
+    /// `kind = "github"`.
+    GitHub {
+        /// `$repository` or `owner/name`, as written.
+        repositories: Vec<String>,
+        /// The most a token of the role carries.
+        permissions: Permissions,
+    },
+}
+
+impl RoleCredential {
+    /// `aws` or `github`, the policy's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Aws { .. } => "aws",
+            Self::GitHub { .. } => "github",
+        }
+    }
+}
+
+/// What the rules allow a role to obtain, resolved against the judged claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedCredential {
+    /// STS AssumeRole.
+    Aws {
+        /// ARN to assume.
+        role_arn: String,
+        /// Lifetime to ask STS for.
+        duration_seconds: u32,
+        /// Whether the credentials carry session tags.
+        session_tags: bool,
+    },
+    /// A GitHub App installation token.
+    GitHub {
+        /// The token's repository owner (from the `repository` claim).
+        owner: String,
+        /// Repository names under `owner`, sorted, without duplicates, at least one.
+        repositories: Vec<String>,
+        /// Exactly the permissions the token carries: the role's, or the
+        /// request's narrowing of them.
+        permissions: Permissions,
+    },
+}
+
+/// The rules' answer: the role they allow and what it obtains. Only this
+/// module constructs it. It is not a permission to issue: `decision` makes a
+/// `Grant` from it once Rego (when configured) agreed too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allowed {
     role_name: String,
-    role_arn: String,
-    duration_seconds: u32,
-    session_tags: bool,
+    credential: AllowedCredential,
     matched_rule: String,
 }
 
@@ -186,17 +241,9 @@ impl Allowed {
     pub fn role_name(&self) -> &str {
         &self.role_name
     }
-    /// ARN to assume.
-    pub fn role_arn(&self) -> &str {
-        &self.role_arn
-    }
-    /// Lifetime to ask STS for.
-    pub fn duration_seconds(&self) -> u32 {
-        self.duration_seconds
-    }
-    /// Whether the role's credentials carry session tags.
-    pub fn session_tags(&self) -> bool {
-        self.session_tags
+    /// What the role obtains.
+    pub fn credential(&self) -> &AllowedCredential {
+        &self.credential
     }
     /// The allow rule that granted, e.g. `deploy.allow[0]`.
     pub fn matched_rule(&self) -> &str {
@@ -238,6 +285,32 @@ pub enum Denial {
         /// Role maximum.
         max: u32,
     },
+    /// The request sent a field the granted role's kind does not take:
+    /// `duration_seconds` for a `github` role, `permissions` for an `aws` one.
+    FieldNotForKind {
+        /// Role.
+        role: String,
+        /// The request field.
+        field: &'static str,
+        /// The role's kind.
+        kind: &'static str,
+    },
+    /// A `github` role names a repository of another owner than the token's
+    /// (or the token's `repository` claim is not `owner/name`).
+    RepositoryOfOtherOwner {
+        /// Role.
+        role: String,
+        /// What was refused (audit only).
+        detail: String,
+    },
+    /// The request asked for a permission the `github` role does not grant,
+    /// or at a higher level.
+    PermissionsBeyondRole {
+        /// Role.
+        role: String,
+        /// The first permission refused, with the levels asked and allowed (audit only).
+        detail: String,
+    },
 }
 
 impl Denial {
@@ -249,6 +322,9 @@ impl Denial {
             Denial::UnknownRole => "policy_unknown_role",
             Denial::Ambiguous { .. } => "ambiguous_role",
             Denial::DurationOutOfRange { .. } => "duration_out_of_range",
+            Denial::FieldNotForKind { .. } => "field_not_for_role_kind",
+            Denial::RepositoryOfOtherOwner { .. } => "github_repository_other_owner",
+            Denial::PermissionsBeyondRole { .. } => "github_permissions_beyond_role",
         }
     }
 }
@@ -316,9 +392,21 @@ impl Policy {
             .iter()
             .map(|role| RoleSummary {
                 name: role.name.clone(),
-                role_arn: role.arn.as_str().to_owned(),
-                duration_seconds: role.duration_seconds,
-                session_tags: role.session_tags,
+                credential: match &role.kind {
+                    RoleKind::Aws(aws) => RoleCredential::Aws {
+                        role_arn: aws.arn.as_str().to_owned(),
+                        duration_seconds: aws.duration_seconds,
+                        session_tags: aws.session_tags,
+                    },
+                    RoleKind::GitHub(github) => RoleCredential::GitHub {
+                        repositories: github
+                            .repositories
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        permissions: github.permissions.clone(),
+                    },
+                },
                 description: role.description.clone(),
                 allow_rules: role.allow.len(),
                 deny_rules: role.deny.len(),
@@ -361,7 +449,7 @@ impl Policy {
         if let Some(name) = request.role {
             let role = self.role(name).ok_or(Denial::UnknownRole)?;
             return match role.outcome(claims) {
-                RoleOutcome::Granted { allow } => grant(role, allow, request.duration_seconds),
+                RoleOutcome::Granted { allow } => grant(role, allow, request, claims),
                 RoleOutcome::Denied { deny, .. } => Err(Denial::DeniedByRule {
                     role: role.name.clone(),
                     rule: role.rule_name(RuleKind::Deny, deny),
@@ -380,7 +468,7 @@ impl Policy {
                 RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => None,
             });
         match (granting.next(), granting.next()) {
-            (Some((role, allow)), None) => grant(role, allow, request.duration_seconds),
+            (Some((role, allow)), None) => grant(role, allow, request, claims),
             (None, _) => Err(Denial::NotPermitted {
                 role: None,
                 first_failed: miss::describe(&self.roles, claims),
@@ -420,24 +508,151 @@ impl Policy {
     }
 }
 
-/// Builds the answer once `role` matched through allow rule `allow`; checks the duration.
-fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Allowed, Denial> {
-    let duration_seconds = match requested {
-        None => role.duration_seconds,
-        Some(requested) => u32::try_from(requested)
-            .ok()
-            .filter(|seconds| (MIN_DURATION_SECONDS..=role.duration_seconds).contains(seconds))
-            .ok_or_else(|| Denial::DurationOutOfRange {
-                role: role.name.clone(),
-                requested,
-                max: role.duration_seconds,
-            })?,
+/// Builds the answer once `role` matched through allow rule `allow`: checks
+/// the request's fields against the role's kind, then resolves what the role
+/// issues against the judged claims.
+fn grant(
+    role: &Role,
+    allow: usize,
+    request: &RoleRequest<'_>,
+    claims: &ClaimSet,
+) -> Result<Allowed, Denial> {
+    let not_for_kind = |field: &'static str| Denial::FieldNotForKind {
+        role: role.name.clone(),
+        field,
+        kind: role.kind.name(),
+    };
+    let credential = match &role.kind {
+        RoleKind::Aws(aws) => {
+            if request.permissions.is_some() {
+                return Err(not_for_kind("permissions"));
+            }
+            let duration_seconds = match request.duration_seconds {
+                None => aws.duration_seconds,
+                Some(requested) => u32::try_from(requested)
+                    .ok()
+                    .filter(|seconds| {
+                        (MIN_DURATION_SECONDS..=aws.duration_seconds).contains(seconds)
+                    })
+                    .ok_or_else(|| Denial::DurationOutOfRange {
+                        role: role.name.clone(),
+                        requested,
+                        max: aws.duration_seconds,
+                    })?,
+            };
+            AllowedCredential::Aws {
+                role_arn: aws.arn.as_str().to_owned(),
+                duration_seconds,
+                session_tags: aws.session_tags,
+            }
+        }
+        RoleKind::GitHub(github) => {
+            if request.duration_seconds.is_some() {
+                return Err(not_for_kind("duration_seconds"));
+            }
+            let (owner, repositories) = repositories(role, &github.repositories, claims)?;
+            let permissions = narrow(role, &github.permissions, request.permissions)?;
+            AllowedCredential::GitHub {
+                owner,
+                repositories,
+                permissions,
+            }
+        }
     };
     Ok(Allowed {
         role_name: role.name.clone(),
-        role_arn: role.arn.as_str().to_owned(),
-        duration_seconds,
-        session_tags: role.session_tags,
+        credential,
         matched_rule: role.rule_name(RuleKind::Allow, allow),
     })
+}
+
+/// The owner and repository names a `github` role's token reaches for the
+/// token whose claims were judged: owner and `$repository` from the
+/// `repository` claim; every `owner/name` entry must be of the same owner
+/// (ASCII case-insensitively, as GitHub compares names).
+fn repositories(
+    role: &Role,
+    entries: &[RepositoryEntry],
+    claims: &ClaimSet,
+) -> Result<(String, Vec<String>), Denial> {
+    let refuse = |detail: String| Denial::RepositoryOfOtherOwner {
+        role: role.name.clone(),
+        detail,
+    };
+    let claim = claims.get("repository").unwrap_or_default();
+    let Some((owner, own)) = claim
+        .split_once('/')
+        .filter(|(owner, name)| !owner.is_empty() && !name.is_empty() && !name.contains('/'))
+    else {
+        return Err(refuse(format!(
+            "the token's repository claim {} is not `owner/name`",
+            miss::quote(claim)
+        )));
+    };
+    let mut names: Vec<String> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = match entry {
+            RepositoryEntry::Own => own,
+            RepositoryEntry::Named {
+                owner: entry_owner,
+                name,
+            } => {
+                if !entry_owner.eq_ignore_ascii_case(owner) {
+                    return Err(refuse(format!(
+                        "{entry} is not of the token's owner {}",
+                        miss::quote(owner)
+                    )));
+                }
+                name.as_str()
+            }
+        };
+        if !names.iter().any(|seen| seen.eq_ignore_ascii_case(name)) {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok((owner.to_owned(), names))
+}
+
+/// The permissions a token carries: the role's, or exactly those the request
+/// asks, each at most the role's level and a level GitHub defines for it.
+fn narrow(
+    role: &Role,
+    granted: &Permissions,
+    asked: Option<&Permissions>,
+) -> Result<Permissions, Denial> {
+    let Some(asked) = asked else {
+        return Ok(granted.clone());
+    };
+    let beyond = |detail: String| Denial::PermissionsBeyondRole {
+        role: role.name.clone(),
+        detail,
+    };
+    if asked.is_empty() {
+        return Err(beyond(
+            "the request asks for no permission at all".to_owned(),
+        ));
+    }
+    for (name, level) in asked {
+        let Some(max) = granted.get(name) else {
+            return Err(beyond(format!(
+                "{} is not granted by the role",
+                miss::quote(name)
+            )));
+        };
+        if level > max {
+            return Err(beyond(format!(
+                "{name}: asked {}, the role grants {}",
+                level.as_str(),
+                max.as_str()
+            )));
+        }
+        if !github::levels(name).is_some_and(|levels| levels.contains(level)) {
+            return Err(beyond(format!(
+                "{name}: GitHub defines no level {} for it",
+                level.as_str()
+            )));
+        }
+    }
+    Ok(asked.clone())
 }

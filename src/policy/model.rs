@@ -10,8 +10,10 @@
 //! union (allow rules) minus a union (deny rules) of products over claims of
 //! regular languages (patterns).
 
+use crate::api::Permissions;
 use crate::claims::ClaimSet;
 
+use super::github::RepositoryEntry;
 use super::glob::Glob;
 
 /// A compiled role.
@@ -19,18 +21,53 @@ use super::glob::Glob;
 pub(crate) struct Role {
     /// Policy name, unique in the policy.
     pub(crate) name: String,
-    /// The IAM role to assume.
-    pub(crate) arn: RoleArn,
-    /// Maximum and default credential lifetime, within the STS bounds.
-    pub(crate) duration_seconds: u32,
-    /// Whether STS session tags are sent.
-    pub(crate) session_tags: bool,
+    /// What the role issues.
+    pub(crate) kind: RoleKind,
     /// Free text for listings.
     pub(crate) description: Option<String>,
     /// Any of these grants (non-empty).
     pub(crate) allow: Vec<Rule>,
     /// Any of these refuses, whatever the allow rules say.
     pub(crate) deny: Vec<Rule>,
+}
+
+/// What a role issues, with the settings of that kind of credential.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RoleKind {
+    /// `kind = "aws"` (the default): STS AssumeRole.
+    Aws(AwsRole),
+    /// `kind = "github"`: a GitHub App installation token.
+    GitHub(GithubRole),
+}
+
+/// The settings of a role of kind `aws`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AwsRole {
+    /// The IAM role to assume.
+    pub(crate) arn: RoleArn,
+    /// Maximum and default credential lifetime, within the STS bounds.
+    pub(crate) duration_seconds: u32,
+    /// Whether STS session tags are sent.
+    pub(crate) session_tags: bool,
+}
+
+/// The settings of a role of kind `github`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GithubRole {
+    /// The repositories the token reaches (non-empty, no duplicates).
+    pub(crate) repositories: Vec<RepositoryEntry>,
+    /// The most the token may carry (non-empty; names and levels GitHub defines).
+    pub(crate) permissions: Permissions,
+}
+
+impl RoleKind {
+    /// The policy's name of the kind.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Aws(_) => "aws",
+            Self::GitHub(_) => "github",
+        }
+    }
 }
 
 /// A rule: the conjunction of its conditions.

@@ -15,12 +15,13 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
+use crate::api::Permissions;
 use crate::claims::UnverifiedClaims;
 use crate::cli::output::{emit, report};
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
 use crate::policy::{
-    ConditionTrace, Denial, Explanation, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace,
-    RuleTrace,
+    AllowedCredential, ConditionTrace, Denial, Explanation, MIN_DURATION_SECONDS, RoleOutcome,
+    RoleRequest, RoleTrace, RuleTrace,
 };
 use crate::verify::{Check, InspectRules};
 
@@ -91,7 +92,13 @@ struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repositories: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permissions: Option<Permissions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +156,7 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
     let request = RoleRequest {
         role: args.role.as_deref(),
         duration_seconds: args.duration_seconds,
+        permissions: None,
     };
     let explanation = loaded.policy.explain(&claims, &request);
     let code = if explanation.outcome.is_ok() {
@@ -323,15 +331,46 @@ fn parse_time(text: &str) -> Result<u64, String> {
 
 fn decision(explanation: &Explanation) -> Decision {
     match &explanation.outcome {
-        Ok(grant) => Decision {
-            granted: true,
-            role: Some(grant.role_name().to_owned()),
-            role_arn: Some(grant.role_arn().to_owned()),
-            rule: Some(grant.matched_rule().to_owned()),
-            duration_seconds: Some(grant.duration_seconds()),
-            reason_code: None,
-            detail: None,
-        },
+        Ok(grant) => {
+            let granted = Decision {
+                granted: true,
+                role: Some(grant.role_name().to_owned()),
+                kind: None,
+                role_arn: None,
+                repositories: None,
+                permissions: None,
+                rule: Some(grant.matched_rule().to_owned()),
+                duration_seconds: None,
+                reason_code: None,
+                detail: None,
+            };
+            match grant.credential() {
+                AllowedCredential::Aws {
+                    role_arn,
+                    duration_seconds,
+                    ..
+                } => Decision {
+                    role_arn: Some(role_arn.clone()),
+                    duration_seconds: Some(*duration_seconds),
+                    ..granted
+                },
+                AllowedCredential::GitHub {
+                    owner,
+                    repositories,
+                    permissions,
+                } => Decision {
+                    kind: Some("github"),
+                    repositories: Some(
+                        repositories
+                            .iter()
+                            .map(|name| format!("{owner}/{name}"))
+                            .collect(),
+                    ),
+                    permissions: Some(permissions.clone()),
+                    ..granted
+                },
+            }
+        }
         Err(denial) => {
             let (role, rule, detail) = match denial {
                 Denial::NotPermitted { role, first_failed } => {
@@ -357,11 +396,23 @@ fn decision(explanation: &Explanation) -> Decision {
                     None,
                     format!("requested {requested} s, allowed {MIN_DURATION_SECONDS}..={max} s"),
                 ),
+                Denial::FieldNotForKind { role, field, kind } => (
+                    Some(role.clone()),
+                    None,
+                    format!("`{field}` is not taken by roles of kind `{kind}`"),
+                ),
+                Denial::RepositoryOfOtherOwner { role, detail }
+                | Denial::PermissionsBeyondRole { role, detail } => {
+                    (Some(role.clone()), None, detail.clone())
+                }
             };
             Decision {
                 granted: false,
                 role,
+                kind: None,
                 role_arn: None,
+                repositories: None,
+                permissions: None,
                 rule,
                 duration_seconds: None,
                 reason_code: Some(denial.reason_code()),

@@ -2,6 +2,7 @@
 
 mod evaluate;
 mod example;
+mod github;
 mod glob;
 mod load;
 
