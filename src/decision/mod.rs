@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
+use crate::context::{Commit, ContextAnswer, ContextAnswers, ContextCondition, ContextSource};
 use crate::policy::{Allowed, AllowedCredential, Denial, RoleRequest};
 use crate::policy_set::PolicySet;
 use crate::rego::RegoDecision;
@@ -185,8 +186,34 @@ pub(crate) enum Refusal {
     },
 }
 
-/// Decides `request` on `claims` under `policy`: the rules, then Rego (when
-/// configured) within its time limit. Deny by default.
+/// The context source when no GitHub App is configured: every question is
+/// unavailable, so a rule that needs one fails closed (503). Start-up refuses
+/// policies with context conditions without `[github]`, so on the request
+/// path this only answers policies loaded by a reload.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GithubNotConfigured;
+
+impl ContextSource for GithubNotConfigured {
+    fn answer(
+        &self,
+        _commit: &Commit,
+        conditions: &[ContextCondition],
+    ) -> impl std::future::Future<Output = ContextAnswers> + Send {
+        let mut answers = ContextAnswers::default();
+        for condition in conditions {
+            answers.insert(
+                condition.clone(),
+                ContextAnswer::Unavailable("no GitHub App is configured".to_owned()),
+            );
+        }
+        std::future::ready(answers)
+    }
+}
+
+/// Decides `request` on `claims` under `policy`: the context questions the
+/// claims leave open (asked of `context`, only when there are any), the
+/// rules, then Rego (when configured) within its time limit. Deny by default.
+/// The questions and their answers are recorded in `audit`.
 ///
 /// Once the rules allow a role, its name and rule are recorded in `audit`
 /// before Rego is asked, so an event cut short while Rego runs (the request
@@ -196,6 +223,7 @@ pub(crate) async fn decide(
     policy: &PolicySet,
     claims: &VerifiedClaims,
     request: &AccessRequest,
+    context: &impl ContextSource,
     request_id: &str,
     audit: &mut AuditEvent,
 ) -> Result<Grant, Refusal> {
@@ -204,9 +232,20 @@ pub(crate) async fn decide(
         duration_seconds: request.duration_seconds,
         permissions: request.permissions.as_ref(),
     };
+    // Only what the claims leave open is asked, and only about the commit
+    // of the verified claims; nothing at all for a policy without context
+    // conditions.
+    let needed = policy.rules.context_needed(claims, &role_request);
+    let answers = match Commit::of(claims.claims()) {
+        Some(commit) if !needed.is_empty() => context.answer(&commit, &needed).await,
+        // No commit to ask about: every question stays unanswered, which
+        // never matches.
+        _ => ContextAnswers::default(),
+    };
+    audit.context(&answers);
     let allowed = policy
         .rules
-        .evaluate(claims, &role_request)
+        .evaluate_in_context(claims, &role_request, &answers)
         .map_err(Refusal::Rules)?;
     audit.role(allowed.role_name());
     audit.matched_rule(allowed.matched_rule());

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
+use crate::context::ContextSource;
 use crate::policy::Policy;
 use crate::rego::RegoPolicy;
 
@@ -70,7 +71,15 @@ async fn decide_settled(
     let mut outcome = Err(Refusal::Rules(Denial::UnknownRole));
     for _ in 0..5 {
         let mut audit = AuditEvent::new("test", policy.version());
-        outcome = decide(policy, claims, request, "test", &mut audit).await;
+        outcome = decide(
+            policy,
+            claims,
+            request,
+            &GithubNotConfigured,
+            "test",
+            &mut audit,
+        )
+        .await;
         match &outcome {
             Err(Refusal::Rego {
                 decision: RegoDecision::Error(why),
@@ -303,4 +312,79 @@ fn rego_sees_the_kind_repositories_and_permissions_of_a_github_role() {
         })
     );
     assert_eq!(input["request"].get("permissions"), None);
+}
+
+const CONTEXT_RULES: &str = include_str!("../../tests/fixtures/policies/context.toml");
+
+fn context_claims(git_ref: &str, owner_id: &str) -> VerifiedClaims {
+    let mut claims = verified("ourorg/app").claims().clone();
+    claims.insert("repository_owner_id", owner_id);
+    claims.insert("repository_id", "42");
+    claims.insert("ref", git_ref);
+    claims.insert("runner_environment", "github-hosted");
+    VerifiedClaims::for_tests(claims, "https://issuer.test", "jti-1", 4_102_444_800)
+}
+
+async fn decide_with(
+    policy: &PolicySet,
+    claims: &VerifiedClaims,
+    role: &str,
+    context: &impl ContextSource,
+) -> Result<Grant, Refusal> {
+    let mut audit = AuditEvent::new("test", policy.version());
+    decide(
+        policy,
+        claims,
+        &request(Some(role), None),
+        context,
+        "test",
+        &mut audit,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn context_answers_come_from_the_source_and_decide_with_the_claims() {
+    let rules = Policy::compile(CONTEXT_RULES, "context.toml")
+        .unwrap()
+        .policy;
+    let policy = PolicySet::new(rules, None);
+    let main = context_claims("refs/heads/main", "1234567");
+    let passed = crate::policy::CannedContext::parse(
+        r#"{"checks": {"dependency-scan": {"status": "completed", "conclusion": "success", "app": "snyk"},
+                       "unit-tests": {"status": "completed", "conclusion": "success", "app": "github-actions"}}}"#,
+    )
+    .unwrap();
+    let grant = decide_with(&policy, &main, "deploy", &passed)
+        .await
+        .unwrap();
+    assert_eq!(grant.rule(), "deploy.allow[0]");
+
+    let failed = crate::policy::CannedContext::parse(
+        r#"{"checks": {"dependency-scan": {"status": "completed", "conclusion": "success", "app": "github-actions"},
+                       "unit-tests": {"status": "completed", "conclusion": "success", "app": "github-actions"}}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        decide_with(&policy, &main, "deploy", &failed).await,
+        Err(Refusal::Rules(Denial::NotPermitted { .. }))
+    ));
+
+    // Without GitHub every question is unavailable: a 503, never a grant.
+    assert!(matches!(
+        decide_with(&policy, &main, "deploy", &GithubNotConfigured).await,
+        Err(Refusal::Rules(Denial::ContextUnavailable { .. }))
+    ));
+    // … but claims that fail are refused on the claims: nothing was asked.
+    let outsider = context_claims("refs/heads/main", "999");
+    assert!(matches!(
+        decide_with(&policy, &outsider, "deploy", &GithubNotConfigured).await,
+        Err(Refusal::Rules(Denial::NotPermitted { .. }))
+    ));
+    // A role without context conditions is decided without GitHub.
+    assert!(
+        decide_with(&policy, &main, "ci-read", &GithubNotConfigured)
+            .await
+            .is_ok()
+    );
 }

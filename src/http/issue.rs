@@ -201,9 +201,16 @@ async fn handle(
         duration_seconds: request.duration_seconds,
         permissions: request.permissions.clone(),
     };
-    let grant = decision::decide(policy, &verified, &access, request_id, audit)
-        .await
-        .map_err(|refusal| refused(state, audit, refusal))?;
+    let grant = decision::decide(
+        policy,
+        &verified,
+        &access,
+        &decision::GithubNotConfigured,
+        request_id,
+        audit,
+    )
+    .await
+    .map_err(|refusal| refused(state, audit, refusal))?;
 
     mark_used(state, audit, &verified, now).await?;
 
@@ -352,6 +359,9 @@ fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
         Denial::RepositoryOfOtherOwner { role, detail }
         | Denial::PermissionsBeyondRole { role, detail } => {
             (ApiError::Forbidden, Some(role.as_str()), detail.clone())
+        }
+        Denial::ContextUnavailable { role, detail } => {
+            (ApiError::Unavailable, role.as_deref(), detail.clone())
         }
     };
     if answer == ApiError::Forbidden {

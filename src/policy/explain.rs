@@ -10,6 +10,7 @@
 use std::fmt;
 
 use crate::claims::ClaimSet;
+use crate::context::{ContextAnswer, ContextAnswers, ContextCondition};
 
 use super::model::{Condition, Role, RoleOutcome, Rule, RuleKind};
 use super::{Allowed, AllowedCredential, Denial};
@@ -43,6 +44,24 @@ pub struct RuleTrace {
     pub rule: String,
     /// Every condition, in claim-name order (the order evaluation uses).
     pub conditions: Vec<ConditionTrace>,
+    /// Every context condition (allow rules only), in their sorted order.
+    pub context: Vec<ContextTrace>,
+}
+
+/// How one context condition was answered.
+#[derive(Clone, Debug)]
+pub struct ContextTrace {
+    /// The condition.
+    pub condition: ContextCondition,
+    /// Its answer; `None` when it was not evaluated (no canned answers).
+    pub answer: Option<ContextAnswer>,
+}
+
+impl ContextTrace {
+    /// Whether the answer is a pass.
+    pub fn matched(&self) -> bool {
+        matches!(self.answer, Some(ContextAnswer::Pass(_)))
+    }
 }
 
 /// How one condition decided.
@@ -61,7 +80,7 @@ pub struct ConditionTrace {
 }
 
 impl RoleTrace {
-    pub(super) fn of(role: &Role, claims: &ClaimSet) -> Self {
+    pub(super) fn of(role: &Role, claims: &ClaimSet, answers: Option<&ContextAnswers>) -> Self {
         let rules = |kind: RuleKind, rules: &[Rule]| -> Vec<RuleTrace> {
             rules
                 .iter()
@@ -73,12 +92,21 @@ impl RoleTrace {
                         .iter()
                         .map(|condition| ConditionTrace::of(condition, claims))
                         .collect(),
+                    context: rule
+                        .context
+                        .iter()
+                        .map(|condition| ContextTrace {
+                            condition: condition.clone(),
+                            answer: answers.and_then(|answers| answers.get(condition)).cloned(),
+                        })
+                        .collect(),
                 })
                 .collect()
         };
+        let none = ContextAnswers::default();
         Self {
             role: role.name.clone(),
-            outcome: role.outcome(claims),
+            outcome: role.outcome_in(claims, answers.unwrap_or(&none)),
             allow: rules(RuleKind::Allow, &role.allow),
             deny: rules(RuleKind::Deny, &role.deny),
         }
@@ -86,9 +114,10 @@ impl RoleTrace {
 }
 
 impl RuleTrace {
-    /// Whether every condition matched.
+    /// Whether every condition matched, context conditions included.
     pub fn matched(&self) -> bool {
         self.conditions.iter().all(ConditionTrace::matched)
+            && self.context.iter().all(ContextTrace::matched)
     }
 }
 
@@ -127,6 +156,9 @@ impl fmt::Display for Explanation {
                     format!("allow[{allow}] matched, refused by deny[{deny}]")
                 }
                 RoleOutcome::NotAllowed => "no allow rule matched".to_owned(),
+                RoleOutcome::Unavailable { allow } => {
+                    format!("undecided: allow[{allow}] needs a context answer that was unavailable")
+                }
             };
             writeln!(f, "role {}: {verdict}", role.role)?;
             for rule in role.allow.iter().chain(&role.deny) {
@@ -138,6 +170,9 @@ impl fmt::Display for Explanation {
                 writeln!(f, "  {} {state}", rule.rule)?;
                 for condition in &rule.conditions {
                     writeln!(f, "    {condition}")?;
+                }
+                for context in &rule.context {
+                    writeln!(f, "    {context}")?;
                 }
             }
         }
@@ -194,7 +229,8 @@ impl fmt::Display for Explanation {
                         write!(f, "`{field}` is not taken by roles of kind `{kind}`")
                     }
                     Denial::RepositoryOfOtherOwner { detail, .. }
-                    | Denial::PermissionsBeyondRole { detail, .. } => f.write_str(detail),
+                    | Denial::PermissionsBeyondRole { detail, .. }
+                    | Denial::ContextUnavailable { detail, .. } => f.write_str(detail),
                 }
             }
         }
@@ -216,6 +252,32 @@ impl fmt::Display for ConditionTrace {
                 "{mark} {} = {value:?} against {:?}{case}",
                 self.claim, self.patterns
             ),
+        }
+    }
+}
+
+impl fmt::Display for ContextTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.answer {
+            None => write!(
+                f,
+                "?    {}: not evaluated (give --context FILE)",
+                self.condition
+            ),
+            Some(answer) => {
+                let mark = match answer {
+                    ContextAnswer::Pass(_) => "ok  ",
+                    ContextAnswer::Fail(_) => "FAIL",
+                    ContextAnswer::Unavailable(_) => "N/A ",
+                };
+                write!(
+                    f,
+                    "{mark} {}: {} ({})",
+                    self.condition,
+                    answer.label(),
+                    answer.detail()
+                )
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use crate::api::Permissions;
+use crate::context::ContextCondition;
 
 use super::github::{self, RepositoryEntry};
 use super::glob::{CaseFold, Glob};
@@ -37,6 +38,22 @@ const AWS_ONLY_KEYS: &[&str] = &["role_arn", "duration_seconds", "session_tags"]
 
 /// Keys only a role of kind `github` may have.
 const GITHUB_ONLY_KEYS: &[&str] = &["repositories", "permissions"];
+
+/// Rule keys that are context conditions, not claims.
+const CONTEXT_KEYS: &[&str] = &["checks_passed", "pull_request_approvals"];
+
+/// Most checks one rule may require: each is one GitHub call per decision.
+const MAX_CHECKS_PER_RULE: usize = 16;
+
+/// Longest check name accepted.
+const MAX_CHECK_NAME_CHARS: usize = 256;
+
+/// Longest GitHub App slug accepted.
+const MAX_APP_SLUG_CHARS: usize = 100;
+
+/// Most approvals a rule may require: more than any review process asks,
+/// and it bounds the reviews the answer has to count.
+pub(super) const MAX_APPROVALS: u32 = 50;
 
 /// The error for a role that could never grant.
 const NO_ALLOW_RULE: &str = "a role needs at least one `[[roles.allow]]` rule";
@@ -504,12 +521,17 @@ fn compile_rules(
     let rules: Vec<Rule> = items
         .iter()
         .enumerate()
-        .filter_map(|(index, item)| compile_rule(item, &format!("{key}[{index}]"), issues))
+        .filter_map(|(index, item)| compile_rule(item, &format!("{key}[{index}]"), kind, issues))
         .collect();
     (issues.0.len() == before).then_some(rules)
 }
 
-fn compile_rule(value: &toml::Value, key: &str, issues: &mut Issues) -> Option<Rule> {
+fn compile_rule(
+    value: &toml::Value,
+    key: &str,
+    kind: RuleKind,
+    issues: &mut Issues,
+) -> Option<Rule> {
     let Some(table) = value.as_table() else {
         issues.push(
             key,
@@ -525,16 +547,193 @@ fn compile_rule(value: &toml::Value, key: &str, issues: &mut Issues) -> Option<R
         return None;
     }
     let before = issues.0.len();
+    let mut context: Vec<ContextCondition> = Vec::new();
+    for (name, value) in table
+        .iter()
+        .filter(|(name, _)| CONTEXT_KEYS.contains(&name.as_str()))
+    {
+        let context_key = format!("{key}.{name}");
+        if kind == RuleKind::Deny {
+            issues.push(
+                context_key,
+                "context conditions are only for allow rules: a deny rule must not depend on \
+                 GitHub answering",
+            );
+            continue;
+        }
+        match name.as_str() {
+            "checks_passed" => compile_checks(value, &context_key, &mut context, issues),
+            _ => compile_approvals(value, &context_key, &mut context, issues),
+        }
+    }
     let mut conditions: Vec<Condition> = table
         .iter()
+        .filter(|(name, _)| !CONTEXT_KEYS.contains(&name.as_str()))
         .filter_map(|(claim, value)| compile_condition(claim, value, key, issues))
         .collect();
     if issues.0.len() != before {
         return None;
     }
+    if conditions.is_empty() {
+        issues.push(
+            key,
+            "a rule needs at least one claim condition: context conditions alone would ask \
+             GitHub about the commit of every token",
+        );
+        return None;
+    }
     // Deterministic order whatever map the TOML parser uses; see model.rs.
     conditions.sort_by(|a, b| a.claim.cmp(&b.claim));
-    Some(Rule { conditions })
+    context.sort();
+    Some(Rule {
+        conditions,
+        context,
+    })
+}
+
+/// `checks_passed = ["name", { name = "…", app = "slug" }, …]`.
+fn compile_checks(
+    value: &toml::Value,
+    key: &str,
+    context: &mut Vec<ContextCondition>,
+    issues: &mut Issues,
+) {
+    let items = match value {
+        toml::Value::Array(items) if items.is_empty() => {
+            issues.push(
+                key,
+                "empty list: name at least one check, or remove the key",
+            );
+            return;
+        }
+        toml::Value::Array(items) => items,
+        other => {
+            issues.push(
+                key,
+                format!(
+                    "must be a list of check names or `{{ name = \"…\", app = \"…\" }}` tables, found {}",
+                    other.type_str()
+                ),
+            );
+            return;
+        }
+    };
+    if items.len() > MAX_CHECKS_PER_RULE {
+        issues.push(
+            key,
+            format!("at most {MAX_CHECKS_PER_RULE} checks per rule (each costs a GitHub call)"),
+        );
+        return;
+    }
+    for (index, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{index}]");
+        let (name, app) = match item {
+            toml::Value::String(name) => (Some(name.as_str()), None),
+            toml::Value::Table(entry) => {
+                for unknown in entry
+                    .keys()
+                    .filter(|field| !["name", "app"].contains(&field.as_str()))
+                {
+                    issues.push(
+                        format!("{item_key}.{}", segment(unknown)),
+                        "unknown key; a check is `{ name = \"…\", app = \"…\" }`",
+                    );
+                }
+                let name = match entry.get("name") {
+                    Some(toml::Value::String(name)) => Some(name.as_str()),
+                    None => {
+                        issues.push(format!("{item_key}.name"), "missing required key");
+                        None
+                    }
+                    Some(other) => {
+                        wrong_type(issues, &item_key, "name", "a string", other);
+                        None
+                    }
+                };
+                let app = match entry.get("app") {
+                    None => None,
+                    Some(toml::Value::String(slug)) if valid_app_slug(slug) => Some(slug.clone()),
+                    Some(toml::Value::String(slug)) => {
+                        issues.push(
+                            format!("{item_key}.app"),
+                            format!(
+                                "{slug:?} is not a GitHub App slug: 1 to {MAX_APP_SLUG_CHARS} \
+                                 lowercase letters, digits and `-`"
+                            ),
+                        );
+                        None
+                    }
+                    Some(other) => {
+                        wrong_type(issues, &item_key, "app", "a string (the App's slug)", other);
+                        None
+                    }
+                };
+                (name, app)
+            }
+            other => {
+                issues.push(
+                    &item_key,
+                    format!(
+                        "must be a check name or `{{ name = \"…\", app = \"…\" }}`, found {}",
+                        other.type_str()
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(name) = name else {
+            continue;
+        };
+        if name.is_empty() || name.chars().count() > MAX_CHECK_NAME_CHARS {
+            issues.push(
+                &item_key,
+                format!("a check name is 1 to {MAX_CHECK_NAME_CHARS} characters"),
+            );
+            continue;
+        }
+        let condition = ContextCondition::CheckPassed {
+            name: name.to_owned(),
+            app,
+        };
+        if context.contains(&condition) {
+            issues.push(&item_key, format!("duplicate check: {condition}"));
+            continue;
+        }
+        context.push(condition);
+    }
+}
+
+/// `pull_request_approvals = N`.
+fn compile_approvals(
+    value: &toml::Value,
+    key: &str,
+    context: &mut Vec<ContextCondition>,
+    issues: &mut Issues,
+) {
+    match value {
+        toml::Value::Integer(count) => match u32::try_from(*count)
+            .ok()
+            .filter(|count| (1..=MAX_APPROVALS).contains(count))
+        {
+            Some(count) => context.push(ContextCondition::PullRequestApprovals(count)),
+            None => issues.push(
+                key,
+                format!("must be between 1 and {MAX_APPROVALS}, got {count}"),
+            ),
+        },
+        other => issues.push(
+            key,
+            format!("must be an integer, found {}", other.type_str()),
+        ),
+    }
+}
+
+/// A GitHub App slug: what `app.slug` of a check run holds.
+fn valid_app_slug(slug: &str) -> bool {
+    (1..=MAX_APP_SLUG_CHARS).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
 }
 
 fn compile_condition(

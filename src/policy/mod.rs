@@ -22,6 +22,7 @@
 //! [`Policy::evaluate`] is the per-request hot path: it does not allocate except to
 //! build its result. [`Policy::explain`] gives the full trace for operators.
 
+mod canned;
 pub mod diff;
 mod explain;
 mod github;
@@ -39,9 +40,11 @@ use std::path::Path;
 
 use crate::api::Permissions;
 use crate::claims::{ClaimSet, UnverifiedClaims};
+use crate::context::{ContextAnswers, ContextCondition};
 use crate::verify::VerifiedClaims;
 
-pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
+pub use canned::{CannedContext, MAX_CONTEXT_FILE_BYTES};
+pub use explain::{ConditionTrace, ContextTrace, Explanation, RoleTrace, RuleTrace};
 pub use model::RoleOutcome;
 
 use github::RepositoryEntry;
@@ -303,6 +306,15 @@ pub enum Denial {
         /// What was refused (audit only).
         detail: String,
     },
+    /// An answer about the token's commit was unavailable (GitHub down, slow
+    /// or rate-limited) and it could decide the request: fail closed, as
+    /// unavailable (a 503), never as a grant or a refusal.
+    ContextUnavailable {
+        /// The role named in the request; `None` when the request named none.
+        role: Option<String>,
+        /// The rule and condition left undecided, with what was seen (audit only).
+        detail: String,
+    },
     /// The request asked for a permission the `github` role does not grant,
     /// or at a higher level.
     PermissionsBeyondRole {
@@ -325,6 +337,7 @@ impl Denial {
             Denial::FieldNotForKind { .. } => "field_not_for_role_kind",
             Denial::RepositoryOfOtherOwner { .. } => "github_repository_other_owner",
             Denial::PermissionsBeyondRole { .. } => "github_permissions_beyond_role",
+            Denial::ContextUnavailable { .. } => "context_unavailable",
         }
     }
 }
@@ -425,12 +438,46 @@ impl Policy {
     /// (first in file order), otherwise the allow rule with the most matching
     /// conditions (earliest in file order on ties), and its first failing
     /// condition in claim-name order.
+    ///
+    /// A rule with context conditions does not grant here (nobody answered
+    /// them); the request path uses [`Policy::evaluate_in_context`].
     pub fn evaluate(
         &self,
         claims: &VerifiedClaims,
         request: &RoleRequest<'_>,
     ) -> Result<Allowed, Denial> {
-        self.decide(claims.claims(), request)
+        self.decide(claims.claims(), request, &ContextAnswers::default())
+    }
+
+    /// The context conditions the request path must have answered before
+    /// [`Policy::evaluate_in_context`] can decide `request`: the distinct
+    /// conditions of the allow rules whose claim conditions all match, in the
+    /// roles considered, leaving out roles a deny rule refuses and roles an
+    /// allow rule without context conditions already grants. Empty for a
+    /// policy without context conditions, and whenever the claims alone
+    /// decide: then nobody is asked anything.
+    pub fn context_needed(
+        &self,
+        claims: &VerifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Vec<ContextCondition> {
+        self.needed(claims.claims(), request)
+    }
+
+    /// Decides a request on verified claims and the answers collected for
+    /// [`Policy::context_needed`]. A rule grants when its claim conditions
+    /// match and every context condition's answer is a pass; a missing
+    /// answer does not match. A role whose only obstacle is an unavailable
+    /// answer makes the request [`Denial::ContextUnavailable`] (a 503), never
+    /// a grant and never a refusal; without a role named, so does any such
+    /// role, unless the request is already ambiguous.
+    pub fn evaluate_in_context(
+        &self,
+        claims: &VerifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claims(), request, answers)
     }
 
     /// Decides a request on claims nobody verified, exactly as
@@ -442,43 +489,112 @@ impl Policy {
         claims: &UnverifiedClaims,
         request: &RoleRequest<'_>,
     ) -> Result<Allowed, Denial> {
-        self.decide(claims.claim_set(), request)
+        self.decide(claims.claim_set(), request, &ContextAnswers::default())
     }
 
-    fn decide(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Result<Allowed, Denial> {
+    /// [`Policy::evaluate_in_context`] on claims nobody verified, with
+    /// answers nobody asked GitHub for (canned answers, diff witnesses).
+    pub fn evaluate_unverified_in_context(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claim_set(), request, answers)
+    }
+
+    /// [`Policy::context_needed`] on claims nobody verified.
+    pub fn context_needed_unverified(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Vec<ContextCondition> {
+        self.needed(claims.claim_set(), request)
+    }
+
+    /// Every context condition of the roles `request` considers, whatever
+    /// the claims (the offline tools answer them all from canned answers).
+    pub fn context_conditions(&self, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
+        let mut all: Vec<ContextCondition> = self
+            .considered(request)
+            .into_iter()
+            .flat_map(|role| &role.allow)
+            .flat_map(|rule| rule.context.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn needed(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
+        let mut needed: Vec<ContextCondition> = self
+            .considered(request)
+            .into_iter()
+            .flat_map(|role| role.context_needed(claims))
+            .cloned()
+            .collect();
+        needed.sort();
+        needed.dedup();
+        needed
+    }
+
+    /// The roles a request considers: the named one, or all of them.
+    fn considered(&self, request: &RoleRequest<'_>) -> Vec<&Role> {
+        match request.role {
+            Some(name) => self.role(name).into_iter().collect(),
+            None => self.roles.iter().collect(),
+        }
+    }
+
+    fn decide(
+        &self,
+        claims: &ClaimSet,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
         if let Some(name) = request.role {
             let role = self.role(name).ok_or(Denial::UnknownRole)?;
-            return match role.outcome(claims) {
+            return match role.outcome_in(claims, answers) {
                 RoleOutcome::Granted { allow } => grant(role, allow, request, claims),
                 RoleOutcome::Denied { deny, .. } => Err(Denial::DeniedByRule {
                     role: role.name.clone(),
                     rule: role.rule_name(RuleKind::Deny, deny),
                 }),
+                RoleOutcome::Unavailable { allow } => Err(Denial::ContextUnavailable {
+                    role: Some(role.name.clone()),
+                    detail: miss::unavailable(role, allow, answers),
+                }),
                 RoleOutcome::NotAllowed => Err(Denial::NotPermitted {
                     role: Some(role.name.clone()),
-                    first_failed: miss::describe(std::slice::from_ref(role), claims),
+                    first_failed: miss::describe(std::slice::from_ref(role), claims, answers),
                 }),
             };
         }
-        let mut granting = self
-            .roles
-            .iter()
-            .filter_map(|role| match role.outcome(claims) {
-                RoleOutcome::Granted { allow } => Some((role, allow)),
-                RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => None,
-            });
-        match (granting.next(), granting.next()) {
-            (Some((role, allow)), None) => grant(role, allow, request, claims),
-            (None, _) => Err(Denial::NotPermitted {
-                role: None,
-                first_failed: miss::describe(&self.roles, claims),
+        let mut granting: Vec<(&Role, usize)> = Vec::new();
+        let mut unavailable: Option<(&Role, usize)> = None;
+        for role in &self.roles {
+            match role.outcome_in(claims, answers) {
+                RoleOutcome::Granted { allow } => granting.push((role, allow)),
+                RoleOutcome::Unavailable { allow } => {
+                    unavailable.get_or_insert((role, allow));
+                }
+                RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => {}
+            }
+        }
+        match (granting.as_slice(), unavailable) {
+            ([_, _, ..], _) => Err(Denial::Ambiguous {
+                roles: granting.iter().map(|(role, _)| role.name.clone()).collect(),
             }),
-            (Some((first, _)), Some((second, _))) => Err(Denial::Ambiguous {
-                roles: [first, second]
-                    .into_iter()
-                    .chain(granting.map(|(role, _)| role))
-                    .map(|role| role.name.clone())
-                    .collect(),
+            // One more role might grant once GitHub answers: neither a grant
+            // (it could be ambiguous) nor a refusal.
+            (_, Some((role, allow))) => Err(Denial::ContextUnavailable {
+                role: None,
+                detail: miss::unavailable(role, allow, answers),
+            }),
+            ([(role, allow)], None) => grant(role, *allow, request, claims),
+            ([], None) => Err(Denial::NotPermitted {
+                role: None,
+                first_failed: miss::describe(&self.roles, claims, answers),
             }),
         }
     }
@@ -486,18 +602,30 @@ impl Policy {
     /// Decides a request like [`Policy::evaluate`] and records why: every
     /// condition of every rule of every role considered (only the named role when
     /// the request names one), with the claim values seen. For operators
-    /// (`policy explain`), not for the request path.
+    /// (`policy explain`), not for the request path. Context conditions show as
+    /// not evaluated; see [`Policy::explain_in_context`].
     pub fn explain(&self, claims: &UnverifiedClaims, request: &RoleRequest<'_>) -> Explanation {
-        let outcome = self.evaluate_unverified(claims, request);
+        self.explain_in_context(claims, request, None)
+    }
+
+    /// [`Policy::explain`] with canned answers to the context conditions
+    /// (`None`: not evaluated, and so not matched). The outcome is
+    /// [`Policy::evaluate_unverified_in_context`]'s.
+    pub fn explain_in_context(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: Option<&ContextAnswers>,
+    ) -> Explanation {
+        let none = ContextAnswers::default();
+        let outcome =
+            self.evaluate_unverified_in_context(claims, request, answers.unwrap_or(&none));
         let claims = claims.claim_set();
-        let considered: Vec<&Role> = match request.role {
-            Some(name) => self.role(name).into_iter().collect(),
-            None => self.roles.iter().collect(),
-        };
         Explanation {
-            roles: considered
+            roles: self
+                .considered(request)
                 .into_iter()
-                .map(|role| RoleTrace::of(role, claims))
+                .map(|role| RoleTrace::of(role, claims, answers))
                 .collect(),
             outcome,
         }

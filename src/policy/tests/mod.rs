@@ -1,5 +1,6 @@
 //! Tests of the policy engine, table-driven where the cases are data.
 
+mod context;
 mod evaluate;
 mod example;
 mod github;
