@@ -208,7 +208,16 @@ impl fmt::Display for Explanation {
                 ),
             },
             Err(denial) => {
-                write!(f, "outcome: deny ({}): ", denial.reason_code())?;
+                if let Denial::ContextUnavailable { .. } = denial {
+                    // Neither a grant nor a refusal: the server answers 503.
+                    write!(
+                        f,
+                        "outcome: undecided, unavailable ({}): ",
+                        denial.reason_code()
+                    )?;
+                } else {
+                    write!(f, "outcome: deny ({}): ", denial.reason_code())?;
+                }
                 match denial {
                     Denial::NotPermitted { first_failed, .. } => f.write_str(first_failed),
                     Denial::DeniedByRule { rule, .. } => write!(f, "{rule} matched"),
