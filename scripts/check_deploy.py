@@ -43,6 +43,11 @@ REQUIRED_DASHBOARD_METRICS = {
     "ci_ready",
     "ci_http_requests_total",
     "ci_rate_limited_total",
+    "ci_github_api_requests_total",
+    "ci_github_api_latency_seconds",
+    "ci_github_rate_limit_remaining",
+    "ci_github_tokens_revoked_total",
+    "ci_context_checks_total",
 }
 REQUIRED_ALERTS = {
     "AttestationBrokerIssuanceDrop": "ci_creds_issued_total",
@@ -59,6 +64,10 @@ REQUIRED_ALERTS = {
     "AttestationBrokerRateLimited": "ci_rate_limited_total",
     "AttestationBrokerTlsReloadFailed": "ci_tls_reloads_total",
     "AttestationBrokerReplayStoreFull": "ci_replay_store_full_total",
+    "AttestationBrokerGithubApiErrors": "ci_github_api_requests_total",
+    "AttestationBrokerGithubRateLimitLow": "ci_github_rate_limit_remaining",
+    "AttestationBrokerGithubRevocationErrors": "ci_github_tokens_revoked_total",
+    "AttestationBrokerContextChecksUnavailable": "ci_context_checks_total",
 }
 #: Seconds the preStop sleep must at least last (endpoint removal propagates
 #: to kube-proxy, ingress controllers and meshes asynchronously).

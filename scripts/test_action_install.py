@@ -212,7 +212,7 @@ class ActionInstallTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("must be https://", result.stdout)
 
-    def run_fetch(self, install: str, binary: str, path: str):
+    def run_fetch(self, install: str, binary: str, path: str, **overrides):
         fetch = step(self.action, "fetch")
         env = {
             "PATH": path,
@@ -220,7 +220,9 @@ class ActionInstallTest(unittest.TestCase):
             "AB_ROLE": "deploy", "AB_DURATION_SECONDS": "", "AB_CA_FILE": "", "AB_JOB_ID": "42",
             "AB_MODE": "github-output", "AB_INSTALL": install, "AB_BINARY": binary,
             "AB_REGION": "eu-west-1", "AB_MASK_ACCESS_KEY_ID": "true", "AB_RETRY_MAX_SECONDS": "",
+            "AB_PERMISSIONS": "",
         }
+        env.update(overrides)
         self.assertEqual(set(env) - {"PATH"}, set(fetch["env"]), "the fetch step's env changed; update this test")
         return subprocess.run(["bash", "-e", "-c", fetch["run"]], env=env,
                               capture_output=True, text=True, check=False, timeout=60)
@@ -236,6 +238,26 @@ class ActionInstallTest(unittest.TestCase):
         self.assertIn("arg: --region\narg: eu-west-1\n", result.stdout)
         self.assertIn("arg: --mask-access-key-id\n", result.stdout)
         self.assertNotIn("--retry-max-seconds", result.stdout)
+        self.assertNotIn("--permission", result.stdout)
+
+    def test_permissions_become_one_flag_each(self):
+        installed, _ = self.run_install()
+        self.assertEqual(installed.returncode, 0, installed.stdout + installed.stderr)
+        result = self.run_fetch("release", str(self.cached()), "/usr/bin:/bin",
+                                AB_ROLE="release-notes", AB_REGION="", AB_MASK_ACCESS_KEY_ID="false",
+                                AB_PERMISSIONS=" contents=write,pull_requests=read  checks=read ")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("arg: --permission\narg: contents=write\n"
+                      "arg: --permission\narg: pull_requests=read\n"
+                      "arg: --permission\narg: checks=read\n", result.stdout)
+        self.assertEqual(result.stdout.count("--permission"), 3)
+
+    def test_github_token_outputs_come_from_the_fetch_step(self):
+        outputs = self.action["outputs"]
+        for name in ("token", "expires-at", "revoke-at"):
+            self.assertEqual(outputs[name]["value"], f"${{{{ steps.fetch.outputs.{name} }}}}")
+        self.assertEqual(outputs["binary"]["value"],
+                         "${{ steps.install.outputs.path || 'attestation-broker' }}")
 
     def test_install_path_without_a_binary_on_path_fails_clearly(self):
         result = self.run_fetch("path", "", "/usr/bin:/bin")

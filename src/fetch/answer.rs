@@ -1,13 +1,19 @@
 //! Reading the runtime's and the broker's answers. Every value that will be
 //! written to a command file or printed is checked here first; messages name
 //! the field, never its value.
+//!
+//! The broker's 200 answer has one of two shapes: AWS credentials
+//! ([`IssueResponse`]) or, for a role of kind `github`, a GitHub App
+//! installation token ([`GithubTokenResponse`]). [`parse_answer`] tells them
+//! apart by their keys (`token` without `access_key_id` is the GitHub shape)
+//! and checks the one it found.
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use super::FetchError;
 use super::transport::Answer;
-use crate::api::{ErrorBody, IssueResponse};
+use crate::api::{ErrorBody, GithubTokenResponse, IssueResponse};
 
 /// Longest credential field accepted. STS session tokens with session tags
 /// run to a few kilobytes.
@@ -16,6 +22,23 @@ const MAX_FIELD_CHARS: usize = 16 * 1024;
 /// Issued credentials: the broker's answer, checked by [`parse_credentials`]
 /// (or read back from fetch's own cache through the same check).
 pub type Credentials = IssueResponse;
+
+/// A GitHub installation token: the broker's answer for a role of kind
+/// `github`, checked by [`parse_answer`]. It is never cached: the cache
+/// ([`super::cache`]) holds [`Credentials`] only.
+pub type GithubToken = GithubTokenResponse;
+
+/// What the broker issued.
+#[derive(Debug)]
+pub enum Issued {
+    /// AWS credentials (a role of kind `aws`).
+    Aws(Credentials),
+    /// A GitHub installation token (a role of kind `github`).
+    Github(GithubToken),
+}
+
+/// Longest `role`, repository or permission name accepted in a GitHub answer.
+const MAX_NAME_CHARS: usize = 256;
 
 /// `{"value": "<jwt>"}` from the runtime.
 pub(super) fn parse_id_token(body: &[u8]) -> Result<SecretString, FetchError> {
@@ -81,6 +104,121 @@ pub(super) fn refused(answer: &Answer) -> FetchError {
 /// Printable ASCII without spaces or control characters.
 fn is_printable(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The keys that tell the two answer shapes apart; values are skipped unread.
+#[derive(serde::Deserialize)]
+struct Shape {
+    access_key_id: Option<serde::de::IgnoredAny>,
+    token: Option<serde::de::IgnoredAny>,
+}
+
+/// The 200 answer of `POST /issue`, of either shape. An object with `token`
+/// and without `access_key_id` is a GitHub token; everything else is read as
+/// AWS credentials (so an answer of neither shape gets the AWS messages).
+pub(super) fn parse_answer(body: &[u8]) -> Result<Issued, FetchError> {
+    // The first value only: what follows it is the chosen parser's to refuse.
+    let github =
+        <Shape as serde::Deserialize>::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .is_ok_and(|shape| shape.token.is_some() && shape.access_key_id.is_none());
+    if github {
+        parse_github_token(body).map(Issued::Github)
+    } else {
+        parse_credentials(body).map(Issued::Aws)
+    }
+}
+
+/// The GitHub shape, checked field by field: the token as the AWS secrets
+/// are (it is written to `GITHUB_ENV` / `GITHUB_OUTPUT`), the times as RFC
+/// 3339, and the names printed in the summary line as plain names.
+fn parse_github_token(body: &[u8]) -> Result<GithubToken, FetchError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let answer: GithubToken = serde_path_to_error::deserialize(&mut reader)
+        .map_err(|err| FetchError::Malformed(github_shape_problem(&err)))?;
+    reader
+        .end()
+        .map_err(|_| FetchError::Malformed("not JSON".into()))?;
+    let malformed = |name: &str, what: &str| FetchError::Malformed(format!("`{name}` {what}"));
+    let token = answer.token.expose_secret();
+    if token.is_empty() || token.len() > MAX_FIELD_CHARS || !is_printable(token) {
+        return Err(malformed(
+            "token",
+            "is empty, too long, or not printable ASCII",
+        ));
+    }
+    let rfc3339 = time::format_description::well_known::Rfc3339;
+    for (name, value) in [
+        ("expires_at", &answer.expires_at),
+        ("revoke_at", &answer.revoke_at),
+    ] {
+        if !is_printable(value) || time::OffsetDateTime::parse(value, &rfc3339).is_err() {
+            return Err(malformed(name, "is not an RFC 3339 time"));
+        }
+    }
+    let plain_name =
+        |text: &str| !text.is_empty() && text.len() <= MAX_NAME_CHARS && is_printable(text);
+    if !plain_name(&answer.role) {
+        return Err(malformed(
+            "role",
+            "is empty, too long, or not printable ASCII",
+        ));
+    }
+    let repository = |name: &String| {
+        plain_name(name)
+            && name.split_once('/').is_some_and(|(owner, repo)| {
+                !owner.is_empty() && !repo.is_empty() && !repo.contains('/')
+            })
+    };
+    if answer.repositories.is_empty() || !answer.repositories.iter().all(repository) {
+        return Err(malformed(
+            "repositories",
+            "is empty or holds an entry that is not `owner/name`",
+        ));
+    }
+    if !answer
+        .permissions
+        .keys()
+        .all(|name| is_permission_name(name))
+    {
+        return Err(malformed(
+            "permissions",
+            "holds a name that is not a GitHub permission name",
+        ));
+    }
+    Ok(answer)
+}
+
+/// A GitHub permission name as GitHub spells them: `contents`,
+/// `pull_requests`, `organization_custom_roles`.
+pub(super) fn is_permission_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// What is wrong with an answer that does not read as [`GithubToken`]: the
+/// top-level field only (a deeper path could hold a key the answer made up).
+fn github_shape_problem(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = err.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return "not JSON".into();
+    }
+    let missing = inner
+        .to_string()
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let top = err.path().iter().next().and_then(|segment| match segment {
+        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+        _ => None,
+    });
+    match missing.or(top) {
+        Some(name) => format!("`{name}` is missing or not of the documented type"),
+        None => "not a JSON object with the documented fields".into(),
+    }
 }
 
 /// The 200 answer of `POST /issue`, read as [`IssueResponse`] and checked

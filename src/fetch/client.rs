@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tokio::time::Instant;
 use url::Url;
 
-use super::answer::{Credentials, broker_error, parse_credentials, parse_id_token, refused};
+use super::answer::{Issued, broker_error, parse_answer, parse_id_token, refused};
 use super::transport::{self, Answer, RetryPolicy, SendError};
 use super::{FetchArgs, FetchError, RunnerEnv};
 use crate::api::{IssueRequest, JobId};
@@ -32,7 +32,7 @@ impl Client {
         &self,
         args: &FetchArgs,
         runner: &RunnerEnv,
-    ) -> Result<Credentials, FetchError> {
+    ) -> Result<Issued, FetchError> {
         let deadline = Instant::now() + self.policy.total;
         let mut attempt = 1;
         loop {
@@ -47,7 +47,7 @@ impl Client {
                 .header(ACCEPT, "application/json")
                 .body(body);
             let failure = match transport::send(request, transport::ATTEMPT_TIMEOUT).await {
-                Ok(answer) if answer.status == 200 => return parse_credentials(&answer.body),
+                Ok(answer) if answer.status == 200 => return parse_answer(&answer.body),
                 Ok(answer) if transport::is_transient_status(answer.status) => {
                     LastFailure::Answer(answer)
                 }
@@ -162,7 +162,10 @@ pub(super) fn request_body(args: &FetchArgs, runner: &RunnerEnv, token: &SecretS
         duration_seconds: args.duration_seconds.map(u64::from),
         job_id: given(args.job_id.as_ref()).map(JobId::Text),
         oidc_token: Some(token.clone()),
-        permissions: None,
+        // Checked for duplicates before the first attempt (`fetch`).
+        permissions: super::requested_permissions(&args.permissions)
+            .ok()
+            .flatten(),
         repo: Some(runner.repository.clone()),
         role: given(args.role.as_ref()),
         sha: Some(runner.sha.clone()),

@@ -1,7 +1,9 @@
 //! Handing the credentials over: `$GITHUB_ENV`, `$GITHUB_OUTPUT` or
 //! `credential_process` JSON, and taking them back (`--cleanup`). In the
 //! Actions modes the `::add-mask::` lines go out (and are flushed) before the
-//! values are written anywhere.
+//! values are written anywhere. A GitHub installation token goes out as
+//! `GH_TOKEN` or the step output `token`, under the same rules; it has no
+//! `credential_process` form.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +11,7 @@ use std::path::Path;
 
 use secrecy::ExposeSecret as _;
 
-use super::answer::Credentials;
+use super::answer::{Credentials, GithubToken};
 use super::{Delivery, FetchError, RunnerEnv};
 use crate::api::CredentialProcess;
 
@@ -98,6 +100,79 @@ pub fn deliver(
         credentials.role.as_deref().unwrap_or("-"),
         credentials.session_name.as_deref().unwrap_or("-"),
         credentials.expiration,
+    )
+    .and_then(|()| out.flush())
+    .map_err(stdout_error)
+}
+
+/// Writes a GitHub installation token where `delivery` says: `GH_TOKEN` in
+/// `$GITHUB_ENV`, or the step outputs `token`, `expires-at` and `revoke-at`.
+/// Its `::add-mask::` line goes out first, and is flushed, as for AWS
+/// credentials. `--credential-process` has no shape for it: a usage error
+/// (exit 64) that prints nothing of the token.
+pub fn deliver_github(
+    delivery: Delivery,
+    token: &GithubToken,
+    runner: &RunnerEnv,
+    out: &mut dyn Write,
+) -> Result<(), FetchError> {
+    let stdout_error = |err: std::io::Error| FetchError::Output {
+        target: "stdout".into(),
+        detail: err.to_string(),
+    };
+    let secret = token.token.expose_secret();
+    let (variable, lines) = match delivery {
+        Delivery::CredentialProcess => {
+            return Err(FetchError::GithubTokenNotDeliverable {
+                role: token.role.clone(),
+                revoke_at: token.revoke_at.clone(),
+            });
+        }
+        // Nothing to hand over; `fetch` runs `cleanup` instead.
+        Delivery::Cleanup => return Ok(()),
+        Delivery::GithubEnv => ("GITHUB_ENV", format!("GH_TOKEN={secret}\n")),
+        Delivery::GithubOutput => (
+            "GITHUB_OUTPUT",
+            format!(
+                "token={secret}\nexpires-at={}\nrevoke-at={}\n",
+                token.expires_at, token.revoke_at
+            ),
+        ),
+    };
+    // As for AWS credentials: the mask first, flushed before the token is
+    // written anywhere a later step could print it.
+    writeln!(out, "::add-mask::{secret}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)?;
+    let path = runner.file.as_deref().ok_or_else(|| FetchError::Output {
+        target: variable.into(),
+        detail: "not set".into(),
+    })?;
+    append(path, &lines).map_err(|err| FetchError::Output {
+        target: format!("{variable} ({})", path.display()),
+        detail: err.to_string(),
+    })?;
+    let names = match delivery {
+        Delivery::GithubEnv => "GH_TOKEN",
+        _ => "outputs token, expires-at, revoke-at",
+    };
+    let permissions: Vec<String> = token
+        .permissions
+        .iter()
+        .map(|(name, access)| format!("{name}={}", access.as_str()))
+        .collect();
+    let permissions = if permissions.is_empty() {
+        "-".to_owned()
+    } else {
+        permissions.join(", ")
+    };
+    writeln!(
+        out,
+        "attestation-broker fetch: GitHub installation token for role {} (repositories {}; permissions {permissions}) expires at {}, revoked by the broker at {}; written to {variable}: {names}",
+        token.role,
+        token.repositories.join(", "),
+        token.expires_at,
+        token.revoke_at,
     )
     .and_then(|()| out.flush())
     .map_err(stdout_error)

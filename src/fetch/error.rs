@@ -16,7 +16,8 @@ pub const EXIT_REFUSED: u8 = 7;
 pub const EXIT_MALFORMED: u8 = 8;
 /// Exit code: the credentials could not be written out.
 pub const EXIT_OUTPUT: u8 = 9;
-/// Exit code: a bad URL, CA bundle or proxy setting (as `check-config`'s 64).
+/// Exit code: a bad URL, CA bundle, proxy setting or `--permission`, or a
+/// GitHub token asked for with `--credential-process` (as `check-config`'s 64).
 pub const EXIT_USAGE: u8 = 64;
 
 /// Everything that can stop `fetch`; each variant has its own exit code.
@@ -66,6 +67,19 @@ pub enum FetchError {
     /// The broker's 200 answer is not what docs/api.md promises.
     #[error("the broker's answer is malformed: {0}")]
     Malformed(String),
+    /// The broker issued a GitHub installation token (a role of kind
+    /// `github`), which `--credential-process` cannot carry: its JSON is AWS
+    /// credentials only. The token is not printed.
+    #[error(
+        "role {role} issued a GitHub installation token, which --credential-process cannot deliver \
+         (it prints AWS credentials only); the token was not printed, and the broker revokes it at {revoke_at}"
+    )]
+    GithubTokenNotDeliverable {
+        /// The role granted.
+        role: String,
+        /// When the broker revokes the token it issued.
+        revoke_at: String,
+    },
     /// Writing the credentials out failed.
     #[error("cannot write the credentials to {target}: {detail}")]
     Output {
@@ -100,7 +114,7 @@ impl FetchError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::GithubTokenNotDeliverable { .. } => EXIT_USAGE,
             Self::NotInActions(_) => EXIT_NOT_IN_ACTIONS,
             Self::NoIdToken => EXIT_NO_ID_TOKEN,
             Self::IdToken(_) => EXIT_ID_TOKEN_FAILED,
@@ -131,6 +145,9 @@ impl FetchError {
                 ..
             } => Some(
                 "the broker cannot issue credentials right now; re-run the job later, or allow a longer --retry-max-seconds",
+            ),
+            Self::GithubTokenNotDeliverable { .. } => Some(
+                "fetch a role of kind github with --github-env (GH_TOKEN) or --github-output (output `token`); --credential-process is for AWS roles",
             ),
             Self::Unreachable { .. } => Some(
                 "check --broker-url, the runner's network path to the broker, and --ca-file when the broker uses a private CA; --retry-max-seconds sets how long to keep trying",

@@ -3,19 +3,27 @@
 //!
 //! It asks the Actions runtime for an ID token (`ACTIONS_ID_TOKEN_REQUEST_URL`
 //! with `&audience=…`, authorised by `ACTIONS_ID_TOKEN_REQUEST_TOKEN`), posts
-//! `{oidc_token, repo, sha, job_id, role, duration_seconds}` to the broker's
-//! `POST /issue`, and hands the credentials over in one of three ways:
-//! appended to `$GITHUB_ENV`, written as step outputs to `$GITHUB_OUTPUT`, or
-//! printed as AWS `credential_process` JSON on stdout. A fourth mode,
-//! `--cleanup`, is the job's last step: it removes cached credentials and
-//! blanks the AWS variables in `$GITHUB_ENV`.
+//! `{oidc_token, repo, sha, job_id, role, duration_seconds, permissions}` to
+//! the broker's `POST /issue`, and hands the credentials over in one of three
+//! ways: appended to `$GITHUB_ENV`, written as step outputs to
+//! `$GITHUB_OUTPUT`, or printed as AWS `credential_process` JSON on stdout. A
+//! fourth mode, `--cleanup`, is the job's last step: it removes cached
+//! credentials and blanks the AWS variables in `$GITHUB_ENV`.
+//!
+//! For a role of kind `github` the broker answers a GitHub App installation
+//! token instead of AWS credentials: it goes out as `GH_TOKEN` in
+//! `$GITHUB_ENV` or as the step output `token` (with `expires-at` and
+//! `revoke-at`), masked first like the AWS secrets; `--credential-process`
+//! refuses it (exit 64) without printing it, and it is never cached.
+//! `--permission NAME=LEVEL` (repeatable) asks for a narrower token.
 //!
 //! Invariants:
 //! - The environment is read once, from the map the caller passes in.
 //! - In the Actions modes the first two lines on stdout are `::add-mask::` for
-//!   the secret key and the session token, flushed before the credentials are
-//!   written anywhere. Nothing else ever prints either of them, nor the ID
-//!   token; error messages name fields, never values.
+//!   the secret key and the session token (for a GitHub token, the first line
+//!   masks the token), flushed before the credentials are written anywhere.
+//!   Nothing else ever prints any of them, nor the ID token; error messages
+//!   name fields, never values.
 //! - Values written to `$GITHUB_ENV` / `$GITHUB_OUTPUT` are checked to be
 //!   printable ASCII without spaces, so a hostile answer cannot inject extra
 //!   variables or workflow commands.
@@ -27,7 +35,9 @@
 //!   token: the broker remembers each token's `jti`, so resending a token it
 //!   may already have seen would be refused as a replay.
 //! - `--credential-process` reuses a credential from a private cache (see
-//!   `cache`) while more than `--cache-margin-seconds` of it is left.
+//!   `cache`) while more than `--cache-margin-seconds` of it is left. The
+//!   cache holds AWS credentials only: a GitHub token cannot be delivered in
+//!   that mode, so there is nothing to cache, and its type cannot be stored.
 //! - `--broker-url` must be `https://` (`http://` only for loopback hosts); the
 //!   broker is trusted through the system roots or, with `--ca-file`, only
 //!   through the certificates in that PEM bundle.
@@ -45,7 +55,7 @@
 //! | 7 | the broker refused: status, error code and request id are printed |
 //! | 8 | the broker's answer was malformed |
 //! | 9 | the credentials could not be written (`GITHUB_ENV`, `GITHUB_OUTPUT`, stdout) |
-//! | 64 | bad `--broker-url` / `BROKER_URL`, `--ca-file`, proxy setting or credential cache directory |
+//! | 64 | bad `--broker-url` / `BROKER_URL`, `--ca-file`, proxy setting, `--permission` given twice, or credential cache directory; a GitHub token answered to `--credential-process` |
 
 mod answer;
 mod cache;
@@ -61,12 +71,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::api::{Access, Permissions};
 use url::{Host, Url};
 
-pub use self::answer::Credentials;
+pub use self::answer::{Credentials, GithubToken, Issued};
 use self::cache::CredentialCache;
 use self::client::Client;
-pub use self::deliver::{Extras, deliver};
+pub use self::deliver::{Extras, deliver, deliver_github};
 use self::deliver::{cleanup, escape_command_data};
 pub use self::error::*;
 use self::transport::RetryPolicy;
@@ -126,6 +138,13 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N", default_value_t = cache::DEFAULT_MARGIN_SECONDS,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub cache_margin_seconds: u64,
+    /// For a role of kind `github`: ask for a token with only these
+    /// permissions, each at most the role's level (GitHub's names and
+    /// levels, e.g. `contents=read`; repeat the flag for each). Without it the
+    /// token carries the role's permissions.
+    #[arg(long = "permission", value_name = "NAME=LEVEL", value_parser = parse_permission,
+          conflicts_with_all = ["duration_seconds", "credential_process"])]
+    pub permissions: Vec<(String, Access)>,
     /// Where the credentials go.
     #[command(flatten)]
     pub delivery: DeliveryArgs,
@@ -229,6 +248,7 @@ pub async fn fetch(
     let issue_url = issue_url(raw_url)?;
     let roots = args.ca_file.as_deref().map(load_ca_file).transpose()?;
     let runner = RunnerEnv::read(env, delivery)?;
+    requested_permissions(&args.permissions)?;
     let extras = Extras {
         region: args.region.clone(),
         mask_access_key_id: args.mask_access_key_id,
@@ -250,7 +270,12 @@ pub async fn fetch(
         issue_url,
         policy: RetryPolicy::with_budget(Duration::from_secs(args.retry_max_seconds)),
     };
-    let credentials = client.obtain(args, &runner).await?;
+    let credentials = match client.obtain(args, &runner).await? {
+        Issued::Aws(credentials) => credentials,
+        // Never cached: `--credential-process`, the only mode with a cache,
+        // refuses it, and the cache stores `Credentials` only.
+        Issued::Github(token) => return deliver_github(delivery, &token, &runner, out),
+    };
     if let Some(cache) = &cache
         && let Err(err) = cache.store(&credentials)
     {
@@ -261,6 +286,45 @@ pub async fn fetch(
         );
     }
     deliver(delivery, &credentials, &runner, &extras, out)
+}
+
+/// `--permission NAME=LEVEL`: a GitHub permission name (lowercase letters,
+/// digits, `_`) and `read`, `write` or `admin`. The broker checks that the
+/// role grants it; this only checks the shape.
+fn parse_permission(text: &str) -> Result<(String, Access), String> {
+    let shape = || {
+        "NAME=LEVEL: a GitHub permission name (e.g. contents, pull_requests) and read, write or admin".to_owned()
+    };
+    let (name, level) = text.split_once('=').ok_or_else(shape)?;
+    if !answer::is_permission_name(name) {
+        return Err(shape());
+    }
+    let level = match level {
+        "read" => Access::Read,
+        "write" => Access::Write,
+        "admin" => Access::Admin,
+        _ => return Err(shape()),
+    };
+    Ok((name.to_owned(), level))
+}
+
+/// The `permissions` of the request: `None` without `--permission`; a name
+/// given twice is a usage error rather than a silent choice between levels.
+pub(crate) fn requested_permissions(
+    given: &[(String, Access)],
+) -> Result<Option<Permissions>, FetchError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut permissions = Permissions::new();
+    for (name, level) in given {
+        if permissions.insert(name.clone(), *level).is_some() {
+            return Err(FetchError::Usage(format!(
+                "--permission {name} is given more than once; give each permission once"
+            )));
+        }
+    }
+    Ok(Some(permissions))
 }
 
 /// `--region`: an AWS region name, checked so it cannot inject anything

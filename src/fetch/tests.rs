@@ -631,3 +631,361 @@ fn an_error_code_this_client_does_not_know_still_reaches_the_user() {
         "the broker refused the request: HTTP 400 unsupported_credential: no such kind (request_id req-9)"
     );
 }
+
+// --- GitHub installation tokens (roles of kind `github`) -------------------------
+
+const GH_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+const GITHUB_ANSWER: &str = r#"{"expires_at":"2026-11-22T10:00:00Z","permissions":{"contents":"write","pull_requests":"read"},"repositories":["ourorg/api"],"revoke_at":"2026-11-22T09:15:00Z","role":"release-notes","token":"ghs_16C7e42F292c6912E7710c838347Ae178B4a"}"#;
+
+fn github_token() -> GithubToken {
+    match super::answer::parse_answer(GITHUB_ANSWER.as_bytes()).unwrap() {
+        Issued::Github(token) => token,
+        Issued::Aws(_) => panic!("read as AWS credentials"),
+    }
+}
+
+/// What `deliver_github` prints in `delivery` mode, writing any file to `file`.
+fn delivered_github(delivery: Delivery, file: &std::path::Path) -> String {
+    let mut out = Vec::new();
+    deliver_github(delivery, &github_token(), &runner(Some(file)), &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn answers_are_told_apart_by_their_keys() {
+    let token = github_token();
+    assert_eq!(token.token.expose_secret(), GH_TOKEN);
+    assert_eq!(token.role, "release-notes");
+    assert_eq!(token.repositories, ["ourorg/api"]);
+    assert_eq!(
+        token.permissions.get("contents"),
+        Some(&crate::api::Access::Write)
+    );
+    assert!(matches!(
+        super::answer::parse_answer(ANSWER.as_bytes()).unwrap(),
+        Issued::Aws(_)
+    ));
+    // A `token` next to `access_key_id` is an AWS answer with an extra field.
+    let both = ANSWER.replace("{", r#"{"token":"x","#);
+    assert!(matches!(
+        super::answer::parse_answer(both.as_bytes()).unwrap(),
+        Issued::Aws(_)
+    ));
+    // Neither shape: the AWS messages, unchanged.
+    let err = super::answer::parse_answer(br#"{"role":"x"}"#).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the broker's answer is malformed: `access_key_id` is missing or not a string"
+    );
+}
+
+#[test]
+fn github_answers_are_checked_and_messages_never_show_the_token() {
+    for (body, expected) in [
+        (
+            GITHUB_ANSWER.replace(GH_TOKEN, "ghs_x\\nNODE_OPTIONS=--require=/tmp/evil"),
+            "`token` is empty, too long, or not printable ASCII",
+        ),
+        (
+            GITHUB_ANSWER.replace(GH_TOKEN, "ghs x"),
+            "`token` is empty, too long, or not printable ASCII",
+        ),
+        (
+            GITHUB_ANSWER.replace(GH_TOKEN, ""),
+            "`token` is empty, too long, or not printable ASCII",
+        ),
+        (
+            GITHUB_ANSWER.replace("2026-11-22T10:00:00Z", "in an hour"),
+            "`expires_at` is not an RFC 3339 time",
+        ),
+        (
+            GITHUB_ANSWER.replace("2026-11-22T09:15:00Z", "soon"),
+            "`revoke_at` is not an RFC 3339 time",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#""release-notes""#, r#""x\n::stop-commands::y""#),
+            "`role` is empty, too long, or not printable ASCII",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#"["ourorg/api"]"#, "[]"),
+            "`repositories` is empty or holds an entry that is not `owner/name`",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#""ourorg/api""#, r#""api""#),
+            "`repositories` is empty or holds an entry that is not `owner/name`",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#""contents""#, r#""Contents\n""#),
+            "`permissions` holds a name that is not a GitHub permission name",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#""write""#, r#""owner""#),
+            "`permissions` is missing or not of the documented type",
+        ),
+        (
+            GITHUB_ANSWER.replace(
+                &format!(r#""token":"{GH_TOKEN}""#),
+                &format!(r#""token":["{GH_TOKEN}"]"#),
+            ),
+            "`token` is missing or not of the documented type",
+        ),
+        (
+            GITHUB_ANSWER.replace(r#""role":"release-notes","#, ""),
+            "`role` is missing or not of the documented type",
+        ),
+        (format!("{GITHUB_ANSWER} {GH_TOKEN}"), "not JSON"),
+    ] {
+        let err = super::answer::parse_answer(body.as_bytes()).unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_MALFORMED, "{body}");
+        assert_eq!(
+            err.to_string(),
+            format!("the broker's answer is malformed: {expected}"),
+            "{body}"
+        );
+        assert!(!err.to_string().contains("ghs_"), "{err}");
+    }
+}
+
+#[test]
+fn github_env_delivery_masks_the_token_first_then_appends_gh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env");
+    std::fs::write(&path, "EXISTING=1\n").unwrap();
+    let out = delivered_github(Delivery::GithubEnv, &path);
+    assert_eq!(
+        out,
+        format!(
+            "::add-mask::{GH_TOKEN}\n\
+             attestation-broker fetch: GitHub installation token for role release-notes \
+             (repositories ourorg/api; permissions contents=write, pull_requests=read) \
+             expires at 2026-11-22T10:00:00Z, revoked by the broker at 2026-11-22T09:15:00Z; \
+             written to GITHUB_ENV: GH_TOKEN\n"
+        )
+    );
+    assert_eq!(out.matches(GH_TOKEN).count(), 1, "only in the mask line");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("EXISTING=1\nGH_TOKEN={GH_TOKEN}\n")
+    );
+}
+
+#[test]
+fn github_output_delivery_writes_token_and_its_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let out = delivered_github(Delivery::GithubOutput, &path);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("::add-mask::{GH_TOKEN}"));
+    assert!(
+        lines[1].ends_with("written to GITHUB_OUTPUT: outputs token, expires-at, revoke-at"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!(
+            "token={GH_TOKEN}\nexpires-at=2026-11-22T10:00:00Z\nrevoke-at=2026-11-22T09:15:00Z\n"
+        )
+    );
+}
+
+#[test]
+fn credential_process_refuses_a_github_token_without_printing_it() {
+    let mut out = Vec::new();
+    let err = deliver_github(
+        Delivery::CredentialProcess,
+        &github_token(),
+        &runner(None),
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert!(out.is_empty(), "nothing on stdout");
+    assert_eq!(
+        err.to_string(),
+        "role release-notes issued a GitHub installation token, which --credential-process \
+         cannot deliver (it prints AWS credentials only); the token was not printed, and the \
+         broker revokes it at 2026-11-22T09:15:00Z"
+    );
+    let hint = err.hint().unwrap();
+    assert!(hint.contains("--github-env"), "{hint}");
+    assert!(!format!("{err} {hint} {err:?}").contains("ghs_"));
+}
+
+#[test]
+fn github_tokens_stay_out_of_debug_and_the_cache() {
+    let token = github_token();
+    let shown = format!("{token:?} {:?}", Issued::Github(token.clone()));
+    assert!(!shown.contains(GH_TOKEN), "{shown}");
+    assert!(shown.contains("release-notes"), "{shown}");
+
+    // The cache reads AWS credentials only: a GitHub answer in a cache file
+    // (written by anyone) is never handed out.
+    assert_eq!(
+        parse_credentials(GITHUB_ANSWER.as_bytes())
+            .unwrap_err()
+            .exit_code(),
+        EXIT_MALFORMED
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let cache = cache_for(
+        &temp.path().join("cache"),
+        &["--credential-process"],
+        &actions_env(),
+    );
+    std::fs::write(cache.path(), GITHUB_ANSWER).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    assert!(cache.load().is_none());
+}
+
+#[test]
+fn permission_flags_are_checked_and_sent() {
+    let token = secrecy::SecretString::from("aaa.bbb.ccc");
+    let runner = RunnerEnv::read(&actions_env(), Delivery::GithubEnv).unwrap();
+    let args = parse_args(&[
+        "--github-env",
+        "--role",
+        "release-notes",
+        "--permission",
+        "pull_requests=read",
+        "--permission",
+        "contents=write",
+    ]);
+    assert_eq!(
+        String::from_utf8(super::client::request_body(&args, &runner, &token)).unwrap(),
+        r#"{"oidc_token":"aaa.bbb.ccc","permissions":{"contents":"write","pull_requests":"read"},"repo":"ourorg/widget","role":"release-notes","sha":"abc"}"#
+    );
+    for good in [
+        "checks=read",
+        "organization_custom_roles=admin",
+        "a1_b=write",
+    ] {
+        parse_permission(good).unwrap();
+    }
+    for bad in [
+        "contents",
+        "contents=",
+        "=read",
+        "Contents=read",
+        "contents=Read",
+        "contents=owner",
+        "pull-requests=read",
+        "contents=read\nX=1",
+        "a b=read",
+        "_x=read",
+        &format!("{}=read", "a".repeat(65)),
+    ] {
+        assert!(parse_permission(bad).is_err(), "{bad:?}");
+    }
+    // Levels are not silently merged: a name given twice is refused.
+    let twice = parse_args(&[
+        "--github-env",
+        "--permission",
+        "contents=read",
+        "--permission",
+        "contents=write",
+    ]);
+    let err = requested_permissions(&twice.permissions).unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert!(err.to_string().contains("--permission contents"), "{err}");
+    // A GitHub token has GitHub's lifetime and no credential_process form.
+    #[derive(Debug, clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: FetchArgs,
+    }
+    for conflicting in [
+        &[
+            "--github-env",
+            "--permission",
+            "contents=read",
+            "--duration-seconds",
+            "900",
+        ][..],
+        &["--credential-process", "--permission", "contents=read"],
+    ] {
+        let argv = std::iter::once("fetch").chain(conflicting.iter().copied());
+        assert!(
+            <Wrapper as clap::Parser>::try_parse_from(argv).is_err(),
+            "{conflicting:?}"
+        );
+    }
+}
+
+/// A stand-in for the Actions runtime and for the broker's documented answer
+/// to a `github` role, on one loopback listener; records the request bodies.
+async fn github_stand_in(bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>) -> String {
+    use axum::routing::{get, post};
+    let router = axum::Router::new()
+        .route(
+            "/token",
+            get(|| async { axum::Json(json!({"value": "aaa.bbb.ccc"})) }),
+        )
+        .route(
+            "/issue",
+            post(move |body: axum::body::Bytes| {
+                bodies
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        GITHUB_ANSWER,
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn fetch_delivers_a_github_token_and_never_caches_it() {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let base = github_stand_in(std::sync::Arc::clone(&bodies)).await;
+    let temp = tempfile::tempdir().unwrap();
+    let env_file = temp.path().join("env");
+    let mut env = actions_env();
+    env.insert(
+        "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+        format!("{base}/token?api-version=2.0"),
+    );
+    env.insert("BROKER_URL".into(), base);
+    env.insert("GITHUB_ENV".into(), env_file.display().to_string());
+    env.insert("RUNNER_TEMP".into(), temp.path().display().to_string());
+
+    let args = parse_args(&["--github-env", "--permission", "contents=read"]);
+    let mut out = Vec::new();
+    fetch(&args, &env, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.starts_with(&format!("::add-mask::{GH_TOKEN}\n")),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        format!("GH_TOKEN={GH_TOKEN}\n")
+    );
+    assert_eq!(
+        bodies.lock().unwrap()[0]["permissions"],
+        json!({"contents": "read"})
+    );
+
+    let args = parse_args(&["--credential-process"]);
+    let mut out = Vec::new();
+    let err = fetch(&args, &env, &mut out).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_USAGE);
+    assert!(out.is_empty(), "nothing on stdout");
+    let cache_dir = temp.path().join(super::cache::DIR_NAME);
+    let cached: Vec<_> = std::fs::read_dir(&cache_dir)
+        .map(|entries| entries.map(|entry| entry.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(cached.is_empty(), "{cached:?}");
+    assert_eq!(bodies.lock().unwrap().len(), 2);
+}

@@ -1237,3 +1237,81 @@ async fn cleanup_blanks_the_variables_and_removes_the_cached_credentials() {
     let job = job.with("GITHUB_ENV", &directory);
     job.fetch(&["--cleanup"]).await.assert_code(EXIT_OUTPUT);
 }
+
+// --- GitHub installation tokens (roles of kind `github`) -------------------------
+//
+// The real binary against a "broker" answering the documented 200 answer of a
+// `github` role; the issuance itself is tested with the broker's GitHub App
+// client against its GitHub stand-in.
+
+const GH_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+const GITHUB_ANSWER: &str = r#"{"expires_at":"2030-01-01T01:00:00Z","permissions":{"contents":"write"},"repositories":["octo-org/octo-repo"],"revoke_at":"2030-01-01T00:15:00Z","role":"release-notes","token":"ghs_16C7e42F292c6912E7710c838347Ae178B4a"}"#;
+
+#[tokio::test]
+async fn a_github_token_is_masked_first_delivered_and_never_on_stderr() {
+    let (_harness, runtime) = setup().await;
+    let (url, task) = fixed_answer(GITHUB_ANSWER).await;
+
+    let job = Job::new(&runtime);
+    let outcome = job.fetch(&args(&url, "--github-env")).await;
+    outcome.assert_code(0);
+    assert_eq!(
+        outcome.stdout.lines().next(),
+        Some(format!("::add-mask::{GH_TOKEN}").as_str())
+    );
+    assert_eq!(
+        outcome.all().matches(GH_TOKEN).count(),
+        1,
+        "{}",
+        outcome.all()
+    );
+    assert!(!outcome.stderr.contains("ghs_"), "{}", outcome.stderr);
+    assert_eq!(
+        read(&job.env_file()),
+        format!("EARLIER_STEP=kept\nGH_TOKEN={GH_TOKEN}\n")
+    );
+
+    let job = Job::new(&runtime);
+    let outcome = job.fetch(&args(&url, "--github-output")).await;
+    outcome.assert_code(0);
+    assert_eq!(
+        outcome.all().matches(GH_TOKEN).count(),
+        1,
+        "{}",
+        outcome.all()
+    );
+    assert_eq!(
+        pairs(&read(&job.output_file())),
+        [
+            ("token".to_owned(), GH_TOKEN.to_owned()),
+            ("expires-at".to_owned(), "2030-01-01T01:00:00Z".to_owned()),
+            ("revoke-at".to_owned(), "2030-01-01T00:15:00Z".to_owned()),
+        ]
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn credential_process_refuses_a_github_token_prints_nothing_and_caches_nothing() {
+    let (_harness, runtime) = setup().await;
+    let (url, task) = fixed_answer(GITHUB_ANSWER).await;
+    let job = job_with_runner_temp(&runtime);
+    let outcome = job.fetch(&args(&url, "--credential-process")).await;
+    outcome.assert_code(EXIT_USAGE);
+    assert_eq!(outcome.stdout, "");
+    assert!(!outcome.all().contains("ghs_"), "{}", outcome.all());
+    assert!(
+        outcome.stderr.contains(
+            "issued a GitHub installation token, which --credential-process cannot deliver"
+        ),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome
+            .stderr
+            .contains("hint: fetch a role of kind github with --github-env")
+    );
+    assert_eq!(cache_files(&job), Vec::<PathBuf>::new());
+    task.abort();
+}
