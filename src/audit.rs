@@ -44,6 +44,19 @@ pub(crate) struct AuditEvent {
     expiration: String,
     status: u16,
     started: Option<std::time::Instant>,
+    github: GithubFields,
+}
+
+/// What the audit event says about a GitHub installation token: its
+/// SHA-256 (never the token), installation, repositories and permissions,
+/// and the `x-github-request-id` of each call made for it.
+#[derive(Debug, Default)]
+struct GithubFields {
+    token_sha256: String,
+    installation_id: String,
+    repositories: String,
+    permissions: String,
+    request_ids: String,
 }
 
 impl AuditEvent {
@@ -101,6 +114,31 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// Records the GitHub side of the decision: the calls made (also on a
+    /// refusal) and, once issued, the token's digest, installation,
+    /// repositories and permissions.
+    pub(crate) fn github_token(
+        &mut self,
+        token_sha256: Option<&str>,
+        installation_id: Option<u64>,
+        repositories: &[String],
+        permissions: &crate::api::Permissions,
+        request_ids: &[String],
+    ) {
+        let github = &mut self.github;
+        github.token_sha256 = token_sha256.unwrap_or_default().to_owned();
+        github.installation_id = installation_id.map(|id| id.to_string()).unwrap_or_default();
+        github.repositories = repositories.join(",");
+        github.permissions = permissions
+            .iter()
+            .map(|(name, access)| format!("{name}:{}", access.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        github.request_ids = request_ids.join(",");
+    }
+}
+
 impl Drop for AuditEvent {
     fn drop(&mut self) {
         let [
@@ -152,6 +190,11 @@ impl Drop for AuditEvent {
             access_key_id = %self.access_key_id,
             expiration = %self.expiration,
             policy_version = %self.policy_version,
+            github_token_sha256 = %self.github.token_sha256,
+            github_installation_id = %self.github.installation_id,
+            github_repositories = %self.github.repositories,
+            github_permissions = %self.github.permissions,
+            github_request_ids = %self.github.request_ids,
             duration_ms,
             "{event}"
         );

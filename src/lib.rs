@@ -17,6 +17,7 @@ pub mod context;
 mod decision;
 pub mod dev;
 pub mod fetch;
+pub mod github;
 pub mod http;
 pub mod jwks;
 mod limits;
@@ -101,6 +102,13 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         .await
         .context("cannot build the STS client")?;
     let replay = ReplayStore::from_config(&config.replay)?;
+    let github = match &config.github {
+        Some(github) => Some(
+            github::GithubClient::new(github, metrics.clone())
+                .context("cannot build the GitHub App client")?,
+        ),
+        None => None,
+    };
     let tls = match config.server.tls_files() {
         Some(files) => Some(
             tls::TlsListener::load(files, config.server.header_read_timeout())
@@ -108,7 +116,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         ),
         None => None,
     };
-    let state = AppState::new(config, verifier, policy, sts, replay, metrics);
+    let state = AppState::new(config, verifier, policy, sts, replay, metrics, github);
     Ok(App {
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
@@ -132,6 +140,12 @@ impl App {
             let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
             let config = self.state.config.policy.clone();
             reload::PolicyWatcher::new(self.state.clone(), config).spawn(interval);
+        }
+        if let Some(github) = &self.state.github {
+            github.spawn_revoker();
+            // In the background: readiness and AWS roles never wait for GitHub.
+            let github = github.clone();
+            tokio::spawn(async move { github.log_app().await });
         }
         if let Some(tls) = &self.tls {
             let interval = Duration::from_secs(self.state.config.server.tls_reload_seconds);

@@ -84,6 +84,7 @@ pub fn load_checked_config(
     let file = path.display().to_string();
     crate::tls::check_config(&config.server, &file)?;
     crate::replay::check_config(&config.replay, &file)?;
+    crate::github::check_config(config.github.as_ref(), &file)?;
     Ok(config)
 }
 

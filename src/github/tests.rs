@@ -1,0 +1,1 @@
+//! Tests of the App client against the loopback stand-in for GitHub.
