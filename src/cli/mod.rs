@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod dev;
 pub mod output;
 pub mod policy;
+pub mod revoke;
 pub mod token;
 
 use crate::config::{Config, ConfigError};
@@ -52,6 +53,8 @@ pub enum Command {
     /// Work with tokens offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// CI side: revoke the GitHub installation token in GH_TOKEN (the job's last step).
+    RevokeGithubToken(revoke::RevokeArgs),
     /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
     Policy {
         /// What to do with the policy.

@@ -33,7 +33,6 @@ pub use revoke::{RevokeOutcome, revoke_token};
 
 use crate::api::{Access, Permissions};
 use crate::config::{AppId, GithubConfig};
-use crate::decision::GithubToken;
 use crate::metrics::Metrics;
 use call::endpoint;
 use revoke::Revoker;
@@ -314,17 +313,20 @@ impl GithubClient {
 
     /// Issues the installation token a grant allows, and schedules its
     /// revocation. `request_ids` receives GitHub's request ids, also on failure.
-    pub(crate) async fn issue(
+    ///
+    /// The parts come from a `decision::GithubToken`: `repositories` are
+    /// names under `owner`, `permissions` exactly what the token carries.
+    pub async fn issue(
         &self,
-        grant: &GithubToken,
+        owner: &str,
+        repositories: &[String],
+        permissions: &Permissions,
         request_ids: &mut Vec<String>,
     ) -> Result<IssuedToken, GithubError> {
         // Never issue what the broker could not promise to revoke.
         if !self.0.revoker.has_room() {
             return Err(GithubError::RevocationsFull);
         }
-        let owner = grant.owner();
-        let repositories = grant.repositories();
         let Some(first) = repositories.first() else {
             return Err(GithubError::Refused {
                 operation: Operation::AccessToken.label(),
@@ -339,12 +341,7 @@ impl GithubClient {
         }
         let installation_id = self.installation(owner, first, request_ids).await?;
         let minted = self
-            .mint(
-                installation_id,
-                repositories,
-                grant.permissions(),
-                request_ids,
-            )
+            .mint(installation_id, repositories, permissions, request_ids)
             .await;
         let (token, expires_at, permissions) = match minted {
             Ok(minted) => minted,

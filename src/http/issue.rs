@@ -280,7 +280,15 @@ async fn issue_github(
         ));
     };
     let mut request_ids = Vec::new();
-    let issued = match github.issue(request, &mut request_ids).await {
+    let issued = match github
+        .issue(
+            request.owner(),
+            request.repositories(),
+            request.permissions(),
+            &mut request_ids,
+        )
+        .await
+    {
         Ok(issued) => issued,
         Err(err) => {
             audit.github_token(None, None, &[], request.permissions(), &request_ids);
