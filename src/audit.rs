@@ -8,6 +8,7 @@
 //! only as its SHA-256.
 
 use crate::claims::ClaimSet;
+use crate::context::ContextAnswers;
 
 /// Claims copied into every event, in this order.
 const CLAIM_FIELDS: [&str; 13] = [
@@ -42,6 +43,8 @@ pub(crate) struct AuditEvent {
     session_name: String,
     access_key_id: String,
     expiration: String,
+    context: String,
+    github_request_ids: String,
     status: u16,
     started: Option<std::time::Instant>,
     github: GithubFields,
@@ -100,6 +103,21 @@ impl AuditEvent {
     /// The allow rule that granted, or the first failed condition on a denial.
     pub(crate) fn matched_rule(&mut self, rule: impl Into<String>) {
         self.matched_rule = rule.into();
+    }
+
+    /// Records the context questions asked about the token's commit, each
+    /// with its answer (`checks_passed `x`: pass (completed/success by
+    /// snyk)`), and the `x-github-request-id` of every GitHub call made.
+    pub(crate) fn context(&mut self, answers: &ContextAnswers) {
+        self.context = answers
+            .sorted()
+            .into_iter()
+            .map(|(condition, answer)| {
+                format!("{condition}: {} ({})", answer.label(), answer.detail())
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.github_request_ids = answers.request_ids().join(",");
     }
 
     /// Records an issuance.
@@ -189,6 +207,8 @@ impl Drop for AuditEvent {
             session_name = %self.session_name,
             access_key_id = %self.access_key_id,
             expiration = %self.expiration,
+            context = %self.context,
+            github_request_ids = %self.github_request_ids,
             policy_version = %self.policy_version,
             github_token_sha256 = %self.github.token_sha256,
             github_installation_id = %self.github.installation_id,

@@ -125,10 +125,6 @@ impl ContextAnswers {
 
 /// Who answers context questions: the GitHub App client on the request
 /// path, canned answers in the offline tools.
-#[allow(
-    dead_code,
-    reason = "implemented by the GitHub client and the offline tools"
-)]
 pub(crate) trait ContextSource: Sync {
     /// Answers every condition in `conditions` about `commit`. Every
     /// condition gets an answer; one that cannot be had is

@@ -9,7 +9,7 @@
 #![no_main]
 
 use attestation_broker::claims::UnverifiedClaims;
-use attestation_broker::policy::{Policy, RoleRequest};
+use attestation_broker::policy::{AllowedCredential, Policy, RoleCredential, RoleRequest};
 use libfuzzer_sys::fuzz_target;
 
 fn claims() -> UnverifiedClaims {
@@ -55,18 +55,29 @@ fuzz_target!(|data: &[u8]| {
         requests.push(RoleRequest {
             role: Some(&role.name),
             duration_seconds: None,
+            permissions: None,
         });
-        requests.push(RoleRequest {
-            role: Some(&role.name),
-            duration_seconds: Some(u64::from(role.duration_seconds)),
-        });
+        if let RoleCredential::Aws {
+            duration_seconds, ..
+        } = &role.credential
+        {
+            requests.push(RoleRequest {
+                role: Some(&role.name),
+                duration_seconds: Some(u64::from(*duration_seconds)),
+                permissions: None,
+            });
+        }
     }
     for request in &requests {
         let decision = policy.evaluate_unverified(&claims, request);
         let explanation = policy.explain(&claims, request);
         assert_eq!(decision, explanation.outcome);
-        if let Ok(grant) = &decision {
-            assert!(grant.duration_seconds() >= 900);
+        if let Ok(grant) = &decision
+            && let AllowedCredential::Aws {
+                duration_seconds, ..
+            } = grant.credential()
+        {
+            assert!(*duration_seconds >= 900);
         }
     }
 });

@@ -15,7 +15,7 @@
 use std::sync::OnceLock;
 
 use attestation_broker::claims::UnverifiedClaims;
-use attestation_broker::policy::{Denial, Policy, RoleRequest};
+use attestation_broker::policy::{AllowedCredential, Denial, Policy, RoleCredential, RoleRequest};
 use libfuzzer_sys::fuzz_target;
 
 const POLICY: &str = include_str!("../../tests/fixtures/policies/fuzz_evaluate.toml");
@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let request = RoleRequest {
         role,
         duration_seconds,
+        permissions: None,
     };
     let policy = policy();
     let decision = policy.evaluate_unverified(&claims, &request);
@@ -57,9 +58,20 @@ fuzz_target!(|data: &[u8]| {
                 .roles()
                 .into_iter()
                 .find(|summary| summary.name == grant.role_name())
-                .map(|summary| summary.duration_seconds)
+                .and_then(|summary| match summary.credential {
+                    RoleCredential::Aws {
+                        duration_seconds, ..
+                    } => Some(duration_seconds),
+                    RoleCredential::GitHub { .. } => None,
+                })
                 .unwrap();
-            assert!((900..=max).contains(&grant.duration_seconds()));
+            let AllowedCredential::Aws {
+                duration_seconds, ..
+            } = grant.credential()
+            else {
+                panic!("the fuzzed policy has AWS roles only");
+            };
+            assert!((900..=max).contains(duration_seconds));
         }
         Err(Denial::NotPermitted { first_failed, .. }) => {
             assert!(first_failed.chars().count() <= 1024, "audit detail is bounded");

@@ -15,6 +15,7 @@ pub mod revoke;
 pub mod token;
 
 use crate::config::{Config, ConfigError};
+use crate::policy::RoleCredential;
 use crate::policy_set::PolicySet;
 use crate::{AppOptions, build_app, telemetry};
 use output::{emit, report};
@@ -138,11 +139,33 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
         }
         writeln!(out, "roles:")?;
         for role in policy.rules.roles() {
-            writeln!(
-                out,
-                "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
-                role.name, role.role_arn, role.duration_seconds, role.allow_rules, role.deny_rules
-            )?;
+            match &role.credential {
+                RoleCredential::Aws {
+                    role_arn,
+                    duration_seconds,
+                    ..
+                } => writeln!(
+                    out,
+                    "  {}  {}  duration={}s  allow_rules={}  deny_rules={}",
+                    role.name, role_arn, duration_seconds, role.allow_rules, role.deny_rules
+                )?,
+                RoleCredential::GitHub {
+                    repositories,
+                    permissions,
+                } => writeln!(
+                    out,
+                    "  {}  kind=github  repositories={}  permissions={}  allow_rules={}  deny_rules={}",
+                    role.name,
+                    repositories.join(","),
+                    permissions
+                        .iter()
+                        .map(|(name, level)| format!("{name}:{}", level.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    role.allow_rules,
+                    role.deny_rules
+                )?,
+            }
         }
         for warning in &warnings {
             let place = [

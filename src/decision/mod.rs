@@ -24,7 +24,8 @@ use serde::Serialize;
 
 use crate::audit::AuditEvent;
 use crate::claims::ClaimSet;
-use crate::policy::{Allowed, Denial, RoleRequest};
+use crate::context::{Commit, ContextAnswer, ContextAnswers, ContextCondition, ContextSource};
+use crate::policy::{Allowed, AllowedCredential, Denial, RoleRequest};
 use crate::policy_set::PolicySet;
 use crate::rego::RegoDecision;
 use crate::verify::VerifiedClaims;
@@ -44,6 +45,10 @@ pub(crate) struct AccessRequest {
     pub role: Option<String>,
     /// `duration_seconds` from the request.
     pub duration_seconds: Option<u64>,
+    /// `permissions` from the request (roles of kind `github`); left out of
+    /// Rego's input when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<crate::api::Permissions>,
 }
 
 /// Permission to obtain one credential, decided on verified claims by the
@@ -84,7 +89,6 @@ pub(crate) enum CredentialRequest {
     /// Temporary AWS credentials from STS AssumeRole.
     Aws(AwsSession),
     /// A GitHub App installation token.
-    #[allow(dead_code, reason = "constructed once roles of kind `github` load")]
     GitHub(GithubToken),
 }
 
@@ -93,14 +97,16 @@ pub(crate) enum CredentialRequest {
 /// (names under `owner`, never empty: the token's own repository when the
 /// role says `$repository`) with exactly `permissions`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(dead_code, reason = "constructed once roles of kind `github` load")]
 pub(crate) struct GithubToken {
     owner: String,
     repositories: Vec<String>,
     permissions: crate::api::Permissions,
 }
 
-#[allow(dead_code, reason = "read once roles of kind `github` issue")]
+#[allow(
+    dead_code,
+    reason = "read by the GitHub App client, which mints the token; the tests read them here"
+)]
 impl GithubToken {
     /// The repository owner, whose installation mints the token.
     pub(crate) fn owner(&self) -> &str {
@@ -180,8 +186,34 @@ pub(crate) enum Refusal {
     },
 }
 
-/// Decides `request` on `claims` under `policy`: the rules, then Rego (when
-/// configured) within its time limit. Deny by default.
+/// The context source when no GitHub App is configured: every question is
+/// unavailable, so a rule that needs one fails closed (503). Start-up refuses
+/// policies with context conditions without `[github]`, so on the request
+/// path this only answers policies loaded by a reload.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GithubNotConfigured;
+
+impl ContextSource for GithubNotConfigured {
+    fn answer(
+        &self,
+        _commit: &Commit,
+        conditions: &[ContextCondition],
+    ) -> impl std::future::Future<Output = ContextAnswers> + Send {
+        let mut answers = ContextAnswers::default();
+        for condition in conditions {
+            answers.insert(
+                condition.clone(),
+                ContextAnswer::Unavailable("no GitHub App is configured".to_owned()),
+            );
+        }
+        std::future::ready(answers)
+    }
+}
+
+/// Decides `request` on `claims` under `policy`: the context questions the
+/// claims leave open (asked of `context`, only when there are any), the
+/// rules, then Rego (when configured) within its time limit. Deny by default.
+/// The questions and their answers are recorded in `audit`.
 ///
 /// Once the rules allow a role, its name and rule are recorded in `audit`
 /// before Rego is asked, so an event cut short while Rego runs (the request
@@ -191,16 +223,29 @@ pub(crate) async fn decide(
     policy: &PolicySet,
     claims: &VerifiedClaims,
     request: &AccessRequest,
+    context: &impl ContextSource,
     request_id: &str,
     audit: &mut AuditEvent,
 ) -> Result<Grant, Refusal> {
     let role_request = RoleRequest {
         role: request.role.as_deref(),
         duration_seconds: request.duration_seconds,
+        permissions: request.permissions.as_ref(),
     };
+    // Only what the claims leave open is asked, and only about the commit
+    // of the verified claims; nothing at all for a policy without context
+    // conditions.
+    let needed = policy.rules.context_needed(claims, &role_request);
+    let answers = match Commit::of(claims.claims()) {
+        Some(commit) if !needed.is_empty() => context.answer(&commit, &needed).await,
+        // No commit to ask about: every question stays unanswered, which
+        // never matches.
+        _ => ContextAnswers::default(),
+    };
+    audit.context(&answers);
     let allowed = policy
         .rules
-        .evaluate(claims, &role_request)
+        .evaluate_in_context(claims, &role_request, &answers)
         .map_err(Refusal::Rules)?;
     audit.role(allowed.role_name());
     audit.matched_rule(allowed.matched_rule());
@@ -219,35 +264,76 @@ pub(crate) async fn decide(
 }
 
 /// The grant for what the rules (and Rego) allowed, with its session identity
-/// from the claims the decision was made on.
+/// (AWS) or its repositories and permissions (GitHub) from the claims the
+/// decision was made on.
 fn grant(policy_version: &str, allowed: &Allowed, claims: &ClaimSet) -> Grant {
+    let credential = match allowed.credential() {
+        AllowedCredential::Aws {
+            role_arn,
+            duration_seconds,
+            session_tags,
+        } => CredentialRequest::Aws(AwsSession::from_claims(
+            role_arn,
+            *duration_seconds,
+            *session_tags,
+            claims,
+        )),
+        AllowedCredential::GitHub {
+            owner,
+            repositories,
+            permissions,
+        } => CredentialRequest::GitHub(GithubToken {
+            owner: owner.clone(),
+            repositories: repositories.clone(),
+            permissions: permissions.clone(),
+        }),
+    };
     Grant {
         role: allowed.role_name().to_owned(),
         rule: allowed.matched_rule().to_owned(),
         policy_version: policy_version.to_owned(),
-        credential: CredentialRequest::Aws(AwsSession::from_claims(
-            allowed.role_arn(),
-            allowed.duration_seconds(),
-            allowed.session_tags(),
-            claims,
-        )),
+        credential,
     }
 }
 
-/// The Rego input document: `{claims, request, role}`.
+/// The Rego input document: `{claims, request, role}`. `role` is
+/// `{name, role_arn, duration_seconds}` for an AWS role and
+/// `{name, kind: "github", owner, repositories: ["owner/name", …], permissions}`
+/// for a GitHub one.
 fn rego_input(claims: &ClaimSet, request: &AccessRequest, allowed: &Allowed) -> serde_json::Value {
     let claims: serde_json::Map<String, serde_json::Value> = claims
         .iter()
         .map(|(name, value)| (name.to_owned(), serde_json::Value::from(value)))
         .collect();
+    let role = match allowed.credential() {
+        AllowedCredential::Aws {
+            role_arn,
+            duration_seconds,
+            ..
+        } => serde_json::json!({
+            "name": allowed.role_name(),
+            "role_arn": role_arn,
+            "duration_seconds": duration_seconds,
+        }),
+        AllowedCredential::GitHub {
+            owner,
+            repositories,
+            permissions,
+        } => serde_json::json!({
+            "name": allowed.role_name(),
+            "kind": "github",
+            "owner": owner,
+            "repositories": repositories
+                .iter()
+                .map(|name| format!("{owner}/{name}"))
+                .collect::<Vec<_>>(),
+            "permissions": permissions,
+        }),
+    };
     serde_json::json!({
         "claims": claims,
         "request": request,
-        "role": {
-            "name": allowed.role_name(),
-            "role_arn": allowed.role_arn(),
-            "duration_seconds": allowed.duration_seconds(),
-        },
+        "role": role,
     })
 }
 

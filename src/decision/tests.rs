@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::DEFAULT_REGO_QUERY as DEFAULT_QUERY;
+use crate::context::ContextSource;
 use crate::policy::Policy;
 use crate::rego::RegoPolicy;
 
@@ -54,6 +55,7 @@ fn request(role: Option<&str>, duration_seconds: Option<u64>) -> AccessRequest {
         job_id: Some("31337".to_owned()),
         role: role.map(str::to_owned),
         duration_seconds,
+        permissions: None,
     }
 }
 
@@ -69,7 +71,15 @@ async fn decide_settled(
     let mut outcome = Err(Refusal::Rules(Denial::UnknownRole));
     for _ in 0..5 {
         let mut audit = AuditEvent::new("test", policy.version());
-        outcome = decide(policy, claims, request, "test", &mut audit).await;
+        outcome = decide(
+            policy,
+            claims,
+            request,
+            &GithubNotConfigured,
+            "test",
+            &mut audit,
+        )
+        .await;
         match &outcome {
             Err(Refusal::Rego {
                 decision: RegoDecision::Error(why),
@@ -138,6 +148,7 @@ async fn a_rules_denial_is_the_rules_answer() {
     let role_request = RoleRequest {
         role: Some("deploy"),
         duration_seconds: None,
+        permissions: None,
     };
     let expected = policy.rules.evaluate(&claims, &role_request).unwrap_err();
     assert!(
@@ -208,6 +219,7 @@ fn the_rego_input_is_claims_request_and_role() {
     let role_request = RoleRequest {
         role: Some("deploy"),
         duration_seconds: None,
+        permissions: None,
     };
     let allowed = policy.rules.evaluate(&claims, &role_request).unwrap();
     let input = rego_input(claims.claims(), &request(Some("deploy"), None), &allowed);
@@ -220,5 +232,159 @@ fn the_rego_input_is_claims_request_and_role() {
     assert_eq!(
         input["role"],
         serde_json::json!({"name": "deploy", "role_arn": "arn:aws:iam::123456789012:role/deploy", "duration_seconds": 3600})
+    );
+}
+
+const GITHUB_RULES: &str = include_str!("../../tests/fixtures/policies/github.toml");
+
+fn github_policy(rego: Option<&str>) -> PolicySet {
+    let rules = Policy::compile(GITHUB_RULES, "github.toml").unwrap().policy;
+    let rego = rego.map(|text| RegoPolicy::compile(text, "broker.rego", DEFAULT_QUERY).unwrap());
+    PolicySet::new(rules, rego)
+}
+
+fn verified_main(repository: &str) -> VerifiedClaims {
+    let mut claims = verified(repository).claims().clone();
+    claims.insert("repository_owner_id", "1234567");
+    VerifiedClaims::for_tests(claims, "https://issuer.test", "jti-1", 4_102_444_800)
+}
+
+#[tokio::test]
+async fn a_github_role_grants_an_installation_token_for_the_judged_repository() {
+    let policy = github_policy(None);
+    let mut asked = request(Some("release-notes"), None);
+    asked.repo = Some("OurOrg/App".to_owned());
+    let grant = decide_settled(&policy, &verified_main("OurOrg/App"), &asked)
+        .await
+        .unwrap();
+    assert_eq!(grant.rule(), "release-notes.allow[0]");
+    let CredentialRequest::GitHub(token) = grant.credential() else {
+        panic!("a GitHub role granted AWS credentials: {grant:?}");
+    };
+    assert_eq!(token.owner(), "OurOrg");
+    assert_eq!(token.repositories(), ["App"]);
+    let expected: crate::api::Permissions = [
+        ("contents".to_owned(), crate::api::Access::Write),
+        ("pull_requests".to_owned(), crate::api::Access::Read),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(token.permissions(), &expected);
+
+    // The request narrows it.
+    asked.permissions = Some(
+        [("contents".to_owned(), crate::api::Access::Read)]
+            .into_iter()
+            .collect(),
+    );
+    let grant = decide_settled(&policy, &verified_main("OurOrg/App"), &asked)
+        .await
+        .unwrap();
+    let CredentialRequest::GitHub(token) = grant.credential() else {
+        panic!("{grant:?}");
+    };
+    assert_eq!(token.permissions(), asked.permissions.as_ref().unwrap());
+}
+
+#[test]
+fn rego_sees_the_kind_repositories_and_permissions_of_a_github_role() {
+    let policy = github_policy(None);
+    let claims = verified_main("ourorg/app");
+    let role_request = RoleRequest {
+        role: Some("docs-sync"),
+        duration_seconds: None,
+        permissions: None,
+    };
+    let mut claims_set = claims.claims().clone();
+    claims_set.insert("ref", "refs/heads/release/7");
+    let claims =
+        VerifiedClaims::for_tests(claims_set, "https://issuer.test", "jti-1", 4_102_444_800);
+    let allowed = policy.rules.evaluate(&claims, &role_request).unwrap();
+    let input = rego_input(claims.claims(), &request(Some("docs-sync"), None), &allowed);
+    assert_eq!(
+        input["role"],
+        serde_json::json!({
+            "name": "docs-sync",
+            "kind": "github",
+            "owner": "ourorg",
+            "repositories": ["ourorg/app", "ourorg/docs"],
+            "permissions": {"contents": "write"},
+        })
+    );
+    assert_eq!(input["request"].get("permissions"), None);
+}
+
+const CONTEXT_RULES: &str = include_str!("../../tests/fixtures/policies/context.toml");
+
+fn context_claims(git_ref: &str, owner_id: &str) -> VerifiedClaims {
+    let mut claims = verified("ourorg/app").claims().clone();
+    claims.insert("repository_owner_id", owner_id);
+    claims.insert("repository_id", "42");
+    claims.insert("ref", git_ref);
+    claims.insert("runner_environment", "github-hosted");
+    VerifiedClaims::for_tests(claims, "https://issuer.test", "jti-1", 4_102_444_800)
+}
+
+async fn decide_with(
+    policy: &PolicySet,
+    claims: &VerifiedClaims,
+    role: &str,
+    context: &impl ContextSource,
+) -> Result<Grant, Refusal> {
+    let mut audit = AuditEvent::new("test", policy.version());
+    decide(
+        policy,
+        claims,
+        &request(Some(role), None),
+        context,
+        "test",
+        &mut audit,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn context_answers_come_from_the_source_and_decide_with_the_claims() {
+    let rules = Policy::compile(CONTEXT_RULES, "context.toml")
+        .unwrap()
+        .policy;
+    let policy = PolicySet::new(rules, None);
+    let main = context_claims("refs/heads/main", "1234567");
+    let passed = crate::policy::CannedContext::parse(
+        r#"{"checks": {"dependency-scan": {"status": "completed", "conclusion": "success", "app": "snyk"},
+                       "unit-tests": {"status": "completed", "conclusion": "success", "app": "github-actions"}}}"#,
+    )
+    .unwrap();
+    let grant = decide_with(&policy, &main, "deploy", &passed)
+        .await
+        .unwrap();
+    assert_eq!(grant.rule(), "deploy.allow[0]");
+
+    let failed = crate::policy::CannedContext::parse(
+        r#"{"checks": {"dependency-scan": {"status": "completed", "conclusion": "success", "app": "github-actions"},
+                       "unit-tests": {"status": "completed", "conclusion": "success", "app": "github-actions"}}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        decide_with(&policy, &main, "deploy", &failed).await,
+        Err(Refusal::Rules(Denial::NotPermitted { .. }))
+    ));
+
+    // Without GitHub every question is unavailable: a 503, never a grant.
+    assert!(matches!(
+        decide_with(&policy, &main, "deploy", &GithubNotConfigured).await,
+        Err(Refusal::Rules(Denial::ContextUnavailable { .. }))
+    ));
+    // … but claims that fail are refused on the claims: nothing was asked.
+    let outsider = context_claims("refs/heads/main", "999");
+    assert!(matches!(
+        decide_with(&policy, &outsider, "deploy", &GithubNotConfigured).await,
+        Err(Refusal::Rules(Denial::NotPermitted { .. }))
+    ));
+    // A role without context conditions is decided without GitHub.
+    assert!(
+        decide_with(&policy, &main, "ci-read", &GithubNotConfigured)
+            .await
+            .is_ok()
     );
 }

@@ -199,10 +199,18 @@ async fn handle(
         job_id,
         role: request.role.clone(),
         duration_seconds: request.duration_seconds,
+        permissions: request.permissions.clone(),
     };
-    let grant = decision::decide(policy, &verified, &access, request_id, audit)
-        .await
-        .map_err(|refusal| refused(state, audit, refusal))?;
+    let grant = decision::decide(
+        policy,
+        &verified,
+        &access,
+        &decision::GithubNotConfigured,
+        request_id,
+        audit,
+    )
+    .await
+    .map_err(|refusal| refused(state, audit, refusal))?;
 
     // Refusals that do not depend on the token being fresh come before the
     // replay mark, so they do not burn it.
@@ -438,6 +446,18 @@ fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
             None,
             "the requested role does not exist".to_owned(),
         ),
+        Denial::FieldNotForKind { role, field, kind } => (
+            ApiError::MalformedBody,
+            Some(role.as_str()),
+            format!("`{field}` is not taken by roles of kind `{kind}`"),
+        ),
+        Denial::RepositoryOfOtherOwner { role, detail }
+        | Denial::PermissionsBeyondRole { role, detail } => {
+            (ApiError::Forbidden, Some(role.as_str()), detail.clone())
+        }
+        Denial::ContextUnavailable { role, detail } => {
+            (ApiError::Unavailable, role.as_deref(), detail.clone())
+        }
     };
     if answer == ApiError::Forbidden {
         // The label is a policy role name or `none`, never a caller's string.

@@ -10,9 +10,10 @@
 use std::fmt;
 
 use crate::claims::ClaimSet;
+use crate::context::{ContextAnswer, ContextAnswers, ContextCondition};
 
 use super::model::{Condition, Role, RoleOutcome, Rule, RuleKind};
-use super::{Allowed, Denial};
+use super::{Allowed, AllowedCredential, Denial};
 
 /// Everything a decision looked at, and the decision.
 #[derive(Clone, Debug)]
@@ -43,6 +44,24 @@ pub struct RuleTrace {
     pub rule: String,
     /// Every condition, in claim-name order (the order evaluation uses).
     pub conditions: Vec<ConditionTrace>,
+    /// Every context condition (allow rules only), in their sorted order.
+    pub context: Vec<ContextTrace>,
+}
+
+/// How one context condition was answered.
+#[derive(Clone, Debug)]
+pub struct ContextTrace {
+    /// The condition.
+    pub condition: ContextCondition,
+    /// Its answer; `None` when it was not evaluated (no canned answers).
+    pub answer: Option<ContextAnswer>,
+}
+
+impl ContextTrace {
+    /// Whether the answer is a pass.
+    pub fn matched(&self) -> bool {
+        matches!(self.answer, Some(ContextAnswer::Pass(_)))
+    }
 }
 
 /// How one condition decided.
@@ -61,7 +80,7 @@ pub struct ConditionTrace {
 }
 
 impl RoleTrace {
-    pub(super) fn of(role: &Role, claims: &ClaimSet) -> Self {
+    pub(super) fn of(role: &Role, claims: &ClaimSet, answers: Option<&ContextAnswers>) -> Self {
         let rules = |kind: RuleKind, rules: &[Rule]| -> Vec<RuleTrace> {
             rules
                 .iter()
@@ -73,12 +92,21 @@ impl RoleTrace {
                         .iter()
                         .map(|condition| ConditionTrace::of(condition, claims))
                         .collect(),
+                    context: rule
+                        .context
+                        .iter()
+                        .map(|condition| ContextTrace {
+                            condition: condition.clone(),
+                            answer: answers.and_then(|answers| answers.get(condition)).cloned(),
+                        })
+                        .collect(),
                 })
                 .collect()
         };
+        let none = ContextAnswers::default();
         Self {
             role: role.name.clone(),
-            outcome: role.outcome(claims),
+            outcome: role.outcome_in(claims, answers.unwrap_or(&none)),
             allow: rules(RuleKind::Allow, &role.allow),
             deny: rules(RuleKind::Deny, &role.deny),
         }
@@ -86,9 +114,10 @@ impl RoleTrace {
 }
 
 impl RuleTrace {
-    /// Whether every condition matched.
+    /// Whether every condition matched, context conditions included.
     pub fn matched(&self) -> bool {
         self.conditions.iter().all(ConditionTrace::matched)
+            && self.context.iter().all(ContextTrace::matched)
     }
 }
 
@@ -127,6 +156,9 @@ impl fmt::Display for Explanation {
                     format!("allow[{allow}] matched, refused by deny[{deny}]")
                 }
                 RoleOutcome::NotAllowed => "no allow rule matched".to_owned(),
+                RoleOutcome::Unavailable { allow } => {
+                    format!("undecided: allow[{allow}] needs a context answer that was unavailable")
+                }
             };
             writeln!(f, "role {}: {verdict}", role.role)?;
             for rule in role.allow.iter().chain(&role.deny) {
@@ -139,16 +171,42 @@ impl fmt::Display for Explanation {
                 for condition in &rule.conditions {
                     writeln!(f, "    {condition}")?;
                 }
+                for context in &rule.context {
+                    writeln!(f, "    {context}")?;
+                }
             }
         }
         match &self.outcome {
-            Ok(grant) => write!(
-                f,
-                "outcome: grant role {} via {} for {} s",
-                grant.role_name(),
-                grant.matched_rule(),
-                grant.duration_seconds()
-            ),
+            Ok(grant) => match grant.credential() {
+                AllowedCredential::Aws {
+                    duration_seconds, ..
+                } => write!(
+                    f,
+                    "outcome: grant role {} via {} for {duration_seconds} s",
+                    grant.role_name(),
+                    grant.matched_rule(),
+                ),
+                AllowedCredential::GitHub {
+                    owner,
+                    repositories,
+                    permissions,
+                } => write!(
+                    f,
+                    "outcome: grant role {} via {}: a GitHub token for {} with {}",
+                    grant.role_name(),
+                    grant.matched_rule(),
+                    repositories
+                        .iter()
+                        .map(|name| format!("{owner}/{name}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    permissions
+                        .iter()
+                        .map(|(name, level)| format!("{name}:{}", level.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            },
             Err(denial) => {
                 write!(f, "outcome: deny ({}): ", denial.reason_code())?;
                 match denial {
@@ -167,6 +225,12 @@ impl fmt::Display for Explanation {
                         "requested {requested} s, allowed {}..={max} s",
                         super::MIN_DURATION_SECONDS
                     ),
+                    Denial::FieldNotForKind { field, kind, .. } => {
+                        write!(f, "`{field}` is not taken by roles of kind `{kind}`")
+                    }
+                    Denial::RepositoryOfOtherOwner { detail, .. }
+                    | Denial::PermissionsBeyondRole { detail, .. }
+                    | Denial::ContextUnavailable { detail, .. } => f.write_str(detail),
                 }
             }
         }
@@ -188,6 +252,32 @@ impl fmt::Display for ConditionTrace {
                 "{mark} {} = {value:?} against {:?}{case}",
                 self.claim, self.patterns
             ),
+        }
+    }
+}
+
+impl fmt::Display for ContextTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.answer {
+            None => write!(
+                f,
+                "?    {}: not evaluated (give --context FILE)",
+                self.condition
+            ),
+            Some(answer) => {
+                let mark = match answer {
+                    ContextAnswer::Pass(_) => "ok  ",
+                    ContextAnswer::Fail(_) => "FAIL",
+                    ContextAnswer::Unavailable(_) => "N/A ",
+                };
+                write!(
+                    f,
+                    "{mark} {}: {} ({})",
+                    self.condition,
+                    answer.label(),
+                    answer.detail()
+                )
+            }
         }
     }
 }

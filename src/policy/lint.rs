@@ -18,7 +18,9 @@
 use crate::policy::glob::{CaseFold, Glob, Token};
 
 use super::diff::{DEFAULT_BUDGET, Grants, Space, Undecided, Witness};
-use super::model::{Role, Rule, RuleKind};
+use crate::api::Access;
+
+use super::model::{Role, RoleKind, Rule, RuleKind};
 use super::warnings::{ALWAYS_PRESENT_CLAIMS, BINDING_CLAIMS, ID_CLAIMS, NAME_CLAIMS};
 use super::{Policy, RoleRequest};
 
@@ -182,7 +184,15 @@ pub fn lint(policy: &Policy, options: &LintOptions) -> Vec<Finding> {
         };
         let read_only = match &options.read_only_roles {
             Some(names) => names.contains(&role.name),
-            None => looks_read_only(&role.name, role.arn.as_str()),
+            None => match &role.kind {
+                RoleKind::Aws(aws) => looks_read_only(&role.name, aws.arn.as_str()),
+                // A GitHub role says what it can do: read-only when every
+                // permission is `read`.
+                RoleKind::GitHub(github) => github
+                    .permissions
+                    .values()
+                    .all(|access| *access == Access::Read),
+            },
         };
         if !read_only {
             reachable(
@@ -231,7 +241,9 @@ fn undecided(role: &str, why: &Undecided) -> Finding {
 
 /// Findings that read the rules' text.
 fn textual(role: &Role, findings: &mut Vec<Finding>) {
-    if role.duration_seconds > LONG_DURATION_SECONDS {
+    if let RoleKind::Aws(aws) = &role.kind
+        && aws.duration_seconds > LONG_DURATION_SECONDS
+    {
         findings.push(finding(
             role,
             None,
@@ -240,7 +252,7 @@ fn textual(role: &Role, findings: &mut Vec<Finding>) {
             format!(
                 "credentials may live {} s, more than {LONG_DURATION_SECONDS} s: a leaked credential \
                  outlives the job that needed it",
-                role.duration_seconds
+                aws.duration_seconds
             ),
         ));
     }
@@ -467,6 +479,7 @@ fn confirm(policy: &Policy, roles: &[&Role], witness: &Witness) -> Result<(), Un
         let request = RoleRequest {
             role: Some(&role.name),
             duration_seconds: None,
+            permissions: None,
         };
         if policy.evaluate_unverified(&claims, &request).is_err() {
             return Err(Undecided::Unconfirmed(format!(

@@ -11,20 +11,49 @@
 
 use std::collections::HashMap;
 
+use crate::api::Permissions;
+use crate::context::ContextCondition;
+
+use super::github::{self, RepositoryEntry};
 use super::glob::{CaseFold, Glob};
-use super::model::{Condition, Role, RoleArn, Rule, RuleKind};
+use super::model::{AwsRole, Condition, GithubRole, Role, RoleArn, RoleKind, Rule, RuleKind};
 use super::{MAX_DURATION_SECONDS, MIN_DURATION_SECONDS, PolicyIssue, PolicyWarning, warnings};
 
 /// Keys a `[[roles]]` table may have.
 const ROLE_KEYS: &[&str] = &[
     "name",
+    "kind",
     "role_arn",
     "duration_seconds",
     "session_tags",
+    "repositories",
+    "permissions",
     "description",
     "allow",
     "deny",
 ];
+
+/// Keys only a role of kind `aws` may have.
+const AWS_ONLY_KEYS: &[&str] = &["role_arn", "duration_seconds", "session_tags"];
+
+/// Keys only a role of kind `github` may have.
+const GITHUB_ONLY_KEYS: &[&str] = &["repositories", "permissions"];
+
+/// Rule keys that are context conditions, not claims.
+const CONTEXT_KEYS: &[&str] = &["checks_passed", "pull_request_approvals"];
+
+/// Most checks one rule may require: each is one GitHub call per decision.
+const MAX_CHECKS_PER_RULE: usize = 16;
+
+/// Longest check name accepted.
+const MAX_CHECK_NAME_CHARS: usize = 256;
+
+/// Longest GitHub App slug accepted.
+const MAX_APP_SLUG_CHARS: usize = 100;
+
+/// Most approvals a rule may require: more than any review process asks,
+/// and it bounds the reviews the answer has to count.
+pub(super) const MAX_APPROVALS: u32 = 50;
 
 /// The error for a role that could never grant.
 const NO_ALLOW_RULE: &str = "a role needs at least one `[[roles.allow]]` rule";
@@ -186,39 +215,26 @@ fn compile_role(
         Some(name.to_owned())
     });
 
-    let arn = required_string(table, &key, "role_arn", issues).and_then(|text| {
-        RoleArn::parse(text)
-            .map_err(|err| issues.push(format!("{key}.role_arn"), err.to_string()))
-            .ok()
-    });
-
-    let duration_seconds = match table.get("duration_seconds") {
-        None => Some(MIN_DURATION_SECONDS),
-        Some(toml::Value::Integer(seconds)) => u32::try_from(*seconds)
-            .ok()
-            .filter(|seconds| (MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(seconds))
-            .or_else(|| {
-                issues.push(
-                    format!("{key}.duration_seconds"),
-                    format!(
-                        "must be between {MIN_DURATION_SECONDS} and {MAX_DURATION_SECONDS} (the STS bounds), got {seconds}"
-                    ),
-                );
-                None
-            }),
+    let kind = match table.get("kind") {
+        None => Some("aws"),
+        Some(toml::Value::String(text)) if text == "aws" => Some("aws"),
+        Some(toml::Value::String(text)) if text == "github" => Some("github"),
+        Some(toml::Value::String(text)) => {
+            issues.push(
+                format!("{key}.kind"),
+                format!("unknown kind {text:?}: expected \"aws\" or \"github\""),
+            );
+            None
+        }
         Some(other) => {
-            wrong_type(issues, &key, "duration_seconds", "an integer", other);
+            wrong_type(issues, &key, "kind", "a string", other);
             None
         }
     };
-
-    let session_tags = match table.get("session_tags") {
-        None => Some(true),
-        Some(toml::Value::Boolean(flag)) => Some(*flag),
-        Some(other) => {
-            wrong_type(issues, &key, "session_tags", "a boolean", other);
-            None
-        }
+    let kind = match kind {
+        Some("github") => compile_github(table, &key, issues).map(RoleKind::GitHub),
+        Some(_) => compile_aws(table, &key, issues).map(RoleKind::Aws),
+        None => None,
     };
 
     let description = match table.get("description") {
@@ -246,13 +262,211 @@ fn compile_role(
     // all of them compiled.
     Some(Role {
         name: name?,
-        arn: arn?,
-        duration_seconds: duration_seconds?,
-        session_tags: session_tags?,
+        kind: kind?,
         description: description?,
         allow: allow?,
         deny: deny?,
     })
+}
+
+/// The keys of a role of kind `aws`; github-only keys are errors.
+fn compile_aws(table: &toml::Table, key: &str, issues: &mut Issues) -> Option<AwsRole> {
+    for field in GITHUB_ONLY_KEYS {
+        if table.contains_key(*field) {
+            issues.push(
+                format!("{key}.{field}"),
+                "only for roles of kind `github`; this role is of kind `aws` (the default)",
+            );
+        }
+    }
+    let arn = required_string(table, key, "role_arn", issues).and_then(|text| {
+        RoleArn::parse(text)
+            .map_err(|err| issues.push(format!("{key}.role_arn"), err.to_string()))
+            .ok()
+    });
+
+    let duration_seconds = match table.get("duration_seconds") {
+        None => Some(MIN_DURATION_SECONDS),
+        Some(toml::Value::Integer(seconds)) => u32::try_from(*seconds)
+            .ok()
+            .filter(|seconds| (MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(seconds))
+            .or_else(|| {
+                issues.push(
+                    format!("{key}.duration_seconds"),
+                    format!(
+                        "must be between {MIN_DURATION_SECONDS} and {MAX_DURATION_SECONDS} (the STS bounds), got {seconds}"
+                    ),
+                );
+                None
+            }),
+        Some(other) => {
+            wrong_type(issues, key, "duration_seconds", "an integer", other);
+            None
+        }
+    };
+
+    let session_tags = match table.get("session_tags") {
+        None => Some(true),
+        Some(toml::Value::Boolean(flag)) => Some(*flag),
+        Some(other) => {
+            wrong_type(issues, key, "session_tags", "a boolean", other);
+            None
+        }
+    };
+    Some(AwsRole {
+        arn: arn?,
+        duration_seconds: duration_seconds?,
+        session_tags: session_tags?,
+    })
+}
+
+/// The keys of a role of kind `github`; AWS-only keys are errors.
+fn compile_github(table: &toml::Table, key: &str, issues: &mut Issues) -> Option<GithubRole> {
+    for field in AWS_ONLY_KEYS {
+        if table.contains_key(*field) {
+            issues.push(
+                format!("{key}.{field}"),
+                "only for roles of kind `aws`: a `github` role issues installation tokens, whose \
+                 lifetime is GitHub's and which the broker revokes itself",
+            );
+        }
+    }
+    let repositories = match table.get("repositories") {
+        None => Some(vec![RepositoryEntry::Own]),
+        Some(toml::Value::Array(items)) if items.is_empty() => {
+            issues.push(
+                format!("{key}.repositories"),
+                "empty list: a token must reach at least one repository; leave the key out for \
+                 the token's own repository",
+            );
+            None
+        }
+        Some(toml::Value::Array(items)) => {
+            let before = issues.0.len();
+            let mut entries: Vec<RepositoryEntry> = Vec::new();
+            for (index, item) in items.iter().enumerate() {
+                let item_key = format!("{key}.repositories[{index}]");
+                let Some(text) = item.as_str() else {
+                    issues.push(
+                        item_key,
+                        format!(
+                            "must be a string (`$repository` or `owner/name`), found {}",
+                            item.type_str()
+                        ),
+                    );
+                    continue;
+                };
+                match RepositoryEntry::parse(text) {
+                    Ok(entry) if entries.iter().any(|seen| same_entry(seen, &entry)) => {
+                        issues.push(item_key, format!("duplicate repository {text:?}"));
+                    }
+                    Ok(entry) => entries.push(entry),
+                    Err(reason) => issues.push(item_key, reason),
+                }
+            }
+            (issues.0.len() == before).then_some(entries)
+        }
+        Some(other) => {
+            wrong_type(
+                issues,
+                key,
+                "repositories",
+                "an array of strings (`$repository` or `owner/name`)",
+                other,
+            );
+            None
+        }
+    };
+    let permissions = match table.get("permissions") {
+        None => {
+            issues.push(
+                format!("{key}.permissions"),
+                "missing required key: a `github` role names the permissions its tokens carry, \
+                 e.g. `permissions = { contents = \"read\" }`",
+            );
+            None
+        }
+        Some(toml::Value::Table(entries)) if entries.is_empty() => {
+            issues.push(
+                format!("{key}.permissions"),
+                "empty table: a token needs at least one permission",
+            );
+            None
+        }
+        Some(toml::Value::Table(entries)) => {
+            let before = issues.0.len();
+            let mut permissions = Permissions::new();
+            for (name, value) in entries {
+                let entry_key = format!("{key}.permissions.{}", segment(name));
+                let Some(levels) = github::levels(name) else {
+                    issues.push(
+                        entry_key,
+                        "not a GitHub App permission (see the `permissions` of GitHub's \
+                         \"create an installation access token\" request)",
+                    );
+                    continue;
+                };
+                let allowed: Vec<&str> = levels.iter().map(|level| level.as_str()).collect();
+                let access = match value {
+                    toml::Value::String(text) => {
+                        github::parse_access(text).filter(|access| levels.contains(access))
+                    }
+                    _ => None,
+                };
+                match access {
+                    Some(access) => {
+                        permissions.insert(name.clone(), access);
+                    }
+                    None => issues.push(
+                        entry_key,
+                        format!(
+                            "must be one of {} for this permission, found {}",
+                            allowed
+                                .iter()
+                                .map(|level| format!("\"{level}\""))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            match value {
+                                toml::Value::String(text) => format!("{text:?}"),
+                                other => other.type_str().to_owned(),
+                            }
+                        ),
+                    ),
+                }
+            }
+            (issues.0.len() == before).then_some(permissions)
+        }
+        Some(other) => {
+            wrong_type(
+                issues,
+                key,
+                "permissions",
+                "an inline table of permission = level",
+                other,
+            );
+            None
+        }
+    };
+    Some(GithubRole {
+        repositories: repositories?,
+        permissions: permissions?,
+    })
+}
+
+/// Two entries that name the same repository (owners and names compare
+/// ASCII case-insensitively, as GitHub does).
+fn same_entry(a: &RepositoryEntry, b: &RepositoryEntry) -> bool {
+    match (a, b) {
+        (RepositoryEntry::Own, RepositoryEntry::Own) => true,
+        (
+            RepositoryEntry::Named { owner, name },
+            RepositoryEntry::Named {
+                owner: other_owner,
+                name: other_name,
+            },
+        ) => owner.eq_ignore_ascii_case(other_owner) && name.eq_ignore_ascii_case(other_name),
+        _ => false,
+    }
 }
 
 fn required_string<'t>(
@@ -307,12 +521,17 @@ fn compile_rules(
     let rules: Vec<Rule> = items
         .iter()
         .enumerate()
-        .filter_map(|(index, item)| compile_rule(item, &format!("{key}[{index}]"), issues))
+        .filter_map(|(index, item)| compile_rule(item, &format!("{key}[{index}]"), kind, issues))
         .collect();
     (issues.0.len() == before).then_some(rules)
 }
 
-fn compile_rule(value: &toml::Value, key: &str, issues: &mut Issues) -> Option<Rule> {
+fn compile_rule(
+    value: &toml::Value,
+    key: &str,
+    kind: RuleKind,
+    issues: &mut Issues,
+) -> Option<Rule> {
     let Some(table) = value.as_table() else {
         issues.push(
             key,
@@ -328,16 +547,193 @@ fn compile_rule(value: &toml::Value, key: &str, issues: &mut Issues) -> Option<R
         return None;
     }
     let before = issues.0.len();
+    let mut context: Vec<ContextCondition> = Vec::new();
+    for (name, value) in table
+        .iter()
+        .filter(|(name, _)| CONTEXT_KEYS.contains(&name.as_str()))
+    {
+        let context_key = format!("{key}.{name}");
+        if kind == RuleKind::Deny {
+            issues.push(
+                context_key,
+                "context conditions are only for allow rules: a deny rule must not depend on \
+                 GitHub answering",
+            );
+            continue;
+        }
+        match name.as_str() {
+            "checks_passed" => compile_checks(value, &context_key, &mut context, issues),
+            _ => compile_approvals(value, &context_key, &mut context, issues),
+        }
+    }
     let mut conditions: Vec<Condition> = table
         .iter()
+        .filter(|(name, _)| !CONTEXT_KEYS.contains(&name.as_str()))
         .filter_map(|(claim, value)| compile_condition(claim, value, key, issues))
         .collect();
     if issues.0.len() != before {
         return None;
     }
+    if conditions.is_empty() {
+        issues.push(
+            key,
+            "a rule needs at least one claim condition: context conditions alone would ask \
+             GitHub about the commit of every token",
+        );
+        return None;
+    }
     // Deterministic order whatever map the TOML parser uses; see model.rs.
     conditions.sort_by(|a, b| a.claim.cmp(&b.claim));
-    Some(Rule { conditions })
+    context.sort();
+    Some(Rule {
+        conditions,
+        context,
+    })
+}
+
+/// `checks_passed = ["name", { name = "…", app = "slug" }, …]`.
+fn compile_checks(
+    value: &toml::Value,
+    key: &str,
+    context: &mut Vec<ContextCondition>,
+    issues: &mut Issues,
+) {
+    let items = match value {
+        toml::Value::Array(items) if items.is_empty() => {
+            issues.push(
+                key,
+                "empty list: name at least one check, or remove the key",
+            );
+            return;
+        }
+        toml::Value::Array(items) => items,
+        other => {
+            issues.push(
+                key,
+                format!(
+                    "must be a list of check names or `{{ name = \"…\", app = \"…\" }}` tables, found {}",
+                    other.type_str()
+                ),
+            );
+            return;
+        }
+    };
+    if items.len() > MAX_CHECKS_PER_RULE {
+        issues.push(
+            key,
+            format!("at most {MAX_CHECKS_PER_RULE} checks per rule (each costs a GitHub call)"),
+        );
+        return;
+    }
+    for (index, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{index}]");
+        let (name, app) = match item {
+            toml::Value::String(name) => (Some(name.as_str()), None),
+            toml::Value::Table(entry) => {
+                for unknown in entry
+                    .keys()
+                    .filter(|field| !["name", "app"].contains(&field.as_str()))
+                {
+                    issues.push(
+                        format!("{item_key}.{}", segment(unknown)),
+                        "unknown key; a check is `{ name = \"…\", app = \"…\" }`",
+                    );
+                }
+                let name = match entry.get("name") {
+                    Some(toml::Value::String(name)) => Some(name.as_str()),
+                    None => {
+                        issues.push(format!("{item_key}.name"), "missing required key");
+                        None
+                    }
+                    Some(other) => {
+                        wrong_type(issues, &item_key, "name", "a string", other);
+                        None
+                    }
+                };
+                let app = match entry.get("app") {
+                    None => None,
+                    Some(toml::Value::String(slug)) if valid_app_slug(slug) => Some(slug.clone()),
+                    Some(toml::Value::String(slug)) => {
+                        issues.push(
+                            format!("{item_key}.app"),
+                            format!(
+                                "{slug:?} is not a GitHub App slug: 1 to {MAX_APP_SLUG_CHARS} \
+                                 lowercase letters, digits and `-`"
+                            ),
+                        );
+                        None
+                    }
+                    Some(other) => {
+                        wrong_type(issues, &item_key, "app", "a string (the App's slug)", other);
+                        None
+                    }
+                };
+                (name, app)
+            }
+            other => {
+                issues.push(
+                    &item_key,
+                    format!(
+                        "must be a check name or `{{ name = \"…\", app = \"…\" }}`, found {}",
+                        other.type_str()
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(name) = name else {
+            continue;
+        };
+        if name.is_empty() || name.chars().count() > MAX_CHECK_NAME_CHARS {
+            issues.push(
+                &item_key,
+                format!("a check name is 1 to {MAX_CHECK_NAME_CHARS} characters"),
+            );
+            continue;
+        }
+        let condition = ContextCondition::CheckPassed {
+            name: name.to_owned(),
+            app,
+        };
+        if context.contains(&condition) {
+            issues.push(&item_key, format!("duplicate check: {condition}"));
+            continue;
+        }
+        context.push(condition);
+    }
+}
+
+/// `pull_request_approvals = N`.
+fn compile_approvals(
+    value: &toml::Value,
+    key: &str,
+    context: &mut Vec<ContextCondition>,
+    issues: &mut Issues,
+) {
+    match value {
+        toml::Value::Integer(count) => match u32::try_from(*count)
+            .ok()
+            .filter(|count| (1..=MAX_APPROVALS).contains(count))
+        {
+            Some(count) => context.push(ContextCondition::PullRequestApprovals(count)),
+            None => issues.push(
+                key,
+                format!("must be between 1 and {MAX_APPROVALS}, got {count}"),
+            ),
+        },
+        other => issues.push(
+            key,
+            format!("must be an integer, found {}", other.type_str()),
+        ),
+    }
+}
+
+/// A GitHub App slug: what `app.slug` of a check run holds.
+fn valid_app_slug(slug: &str) -> bool {
+    (1..=MAX_APP_SLUG_CHARS).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
 }
 
 fn compile_condition(

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use crate::claims::ClaimSet;
+use crate::context::{ContextAnswer, ContextAnswers, ContextCondition};
 
 use super::model::{Condition, Role, RoleOutcome, RuleKind};
 
@@ -21,7 +22,7 @@ const MAX_AUDIT_PATTERNS: usize = 8;
 const MAX_AUDIT_LINE_CHARS: usize = 1024;
 
 /// The closest miss among `roles`; see [`super::Policy::evaluate`] for the choice.
-pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
+pub(super) fn describe(roles: &[Role], claims: &ClaimSet, answers: &ContextAnswers) -> String {
     // A role whose allow rule matched but a deny rule refused is as close as a token gets.
     for role in roles {
         if let RoleOutcome::Denied { allow, deny } = role.outcome(claims) {
@@ -32,18 +33,36 @@ pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
             ));
         }
     }
-    let mut closest: Option<(&Role, usize, &Condition, usize)> = None;
+    let mut closest: Option<(&Role, usize, Failed<'_>, usize)> = None;
     for role in roles {
         for (index, rule) in role.allow.iter().enumerate() {
+            // Claim conditions first: context conditions are only asked
+            // once every claim condition matched.
             let matched = rule
                 .conditions
                 .iter()
                 .filter(|condition| condition.matches(claims))
-                .count();
+                .count()
+                + rule
+                    .context
+                    .iter()
+                    .filter(|condition| {
+                        matches!(answers.get(condition), Some(ContextAnswer::Pass(_)))
+                    })
+                    .count();
             let failed = rule
                 .conditions
                 .iter()
-                .find(|condition| !condition.matches(claims));
+                .find(|condition| !condition.matches(claims))
+                .map(Failed::Claim)
+                .or_else(|| {
+                    rule.context
+                        .iter()
+                        .find(|condition| {
+                            !matches!(answers.get(condition), Some(ContextAnswer::Pass(_)))
+                        })
+                        .map(Failed::Context)
+                });
             if let Some(failed) = failed
                 && closest.is_none_or(|(_, _, _, best)| matched > best)
             {
@@ -51,10 +70,16 @@ pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
             }
         }
     }
-    let Some((role, index, condition, _)) = closest else {
+    let Some((role, index, failed, _)) = closest else {
         return "no allow rule to evaluate".to_owned();
     };
     let rule = role.rule_name(RuleKind::Allow, index);
+    let condition = match failed {
+        Failed::Claim(condition) => condition,
+        Failed::Context(condition) => {
+            return clamp(format!("{rule}.{}", context_text(condition, answers)));
+        }
+    };
     let text = match claims.get(&condition.claim) {
         None => format!("{rule}.{}: claim absent", condition.claim),
         Some(value) => {
@@ -90,6 +115,48 @@ pub(super) fn describe(roles: &[Role], claims: &ClaimSet) -> String {
         }
     };
     clamp(text)
+}
+
+/// A value from a token or a request, quoted for an audit line and cut to
+/// [`MAX_AUDIT_VALUE_CHARS`].
+pub(super) fn quote(text: &str) -> String {
+    format!("{:?}", truncate(text, MAX_AUDIT_VALUE_CHARS))
+}
+
+/// What kept the closest rule from granting.
+#[derive(Clone, Copy)]
+enum Failed<'r> {
+    /// A claim condition that did not match.
+    Claim(&'r Condition),
+    /// A context condition whose answer was not a pass (or missing).
+    Context(&'r ContextCondition),
+}
+
+/// `checks_passed `x`: fail (completed/failure by snyk)`, or `…: not answered`.
+fn context_text(condition: &ContextCondition, answers: &ContextAnswers) -> String {
+    match answers.get(condition) {
+        Some(answer) => format!(
+            "{condition}: {} ({})",
+            answer.label(),
+            truncate(answer.detail(), MAX_AUDIT_VALUE_CHARS)
+        ),
+        None => format!("{condition}: not answered"),
+    }
+}
+
+/// The audit text for a role left undecided by an unavailable answer: its
+/// rule and the first condition whose answer was unavailable.
+pub(super) fn unavailable(role: &Role, allow: usize, answers: &ContextAnswers) -> String {
+    let rule = role.rule_name(RuleKind::Allow, allow);
+    let condition = role.allow.get(allow).and_then(|rule| {
+        rule.context
+            .iter()
+            .find(|condition| matches!(answers.get(condition), Some(ContextAnswer::Unavailable(_))))
+    });
+    match condition {
+        Some(condition) => clamp(format!("{rule}.{}", context_text(condition, answers))),
+        None => format!("{rule}: a context answer was unavailable"),
+    }
 }
 
 /// `text` cut to at most `max` characters, the last of them a `…` marking the cut.

@@ -22,8 +22,10 @@
 //! [`Policy::evaluate`] is the per-request hot path: it does not allocate except to
 //! build its result. [`Policy::explain`] gives the full trace for operators.
 
+mod canned;
 pub mod diff;
 mod explain;
+mod github;
 mod glob;
 pub mod lint;
 mod load;
@@ -36,13 +38,17 @@ mod tests;
 
 use std::path::Path;
 
+use crate::api::Permissions;
 use crate::claims::{ClaimSet, UnverifiedClaims};
+use crate::context::{ContextAnswers, ContextCondition};
 use crate::verify::VerifiedClaims;
 
-pub use explain::{ConditionTrace, Explanation, RoleTrace, RuleTrace};
+pub use canned::{CannedContext, MAX_CONTEXT_FILE_BYTES};
+pub use explain::{ConditionTrace, ContextTrace, Explanation, RoleTrace, RuleTrace};
 pub use model::RoleOutcome;
 
-use model::{Role, RuleKind};
+use github::RepositoryEntry;
+use model::{Role, RoleKind, RuleKind};
 
 /// Shortest credential lifetime, and the default: the STS minimum for AssumeRole.
 pub const MIN_DURATION_SECONDS: u32 = 900;
@@ -56,8 +62,11 @@ pub const MAX_DURATION_SECONDS: u32 = 43_200;
 pub struct RoleRequest<'a> {
     /// The role named in the request, if any.
     pub role: Option<&'a str>,
-    /// The requested credential lifetime, if any.
+    /// The requested credential lifetime, if any (roles of kind `aws` only).
     pub duration_seconds: Option<u64>,
+    /// The permissions the request narrows a `github` token to, if any
+    /// (roles of kind `github` only).
+    pub permissions: Option<&'a Permissions>,
 }
 
 /// A compiled, validated policy.
@@ -155,12 +164,8 @@ fn render_issues(path: &str, issues: &[PolicyIssue]) -> String {
 pub struct RoleSummary {
     /// Role name.
     pub name: String,
-    /// Role ARN.
-    pub role_arn: String,
-    /// Maximum (and default) duration.
-    pub duration_seconds: u32,
-    /// Whether STS session tags are sent.
-    pub session_tags: bool,
+    /// What the role issues, with its settings.
+    pub credential: RoleCredential,
     /// The role's description, if the policy gives one.
     pub description: Option<String>,
     /// Number of allow rules.
@@ -169,15 +174,68 @@ pub struct RoleSummary {
     pub deny_rules: usize,
 }
 
-/// The rules' answer: the role they allow and for how long. Only this module
-/// constructs it. It is not a permission to issue: `decision` makes a `Grant`
-/// from it once Rego (when configured) agreed too.
+/// What a role issues, for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoleCredential {
+    /// `kind = "aws"`.
+    Aws {
+        /// Role ARN.
+        role_arn: String,
+        /// Maximum (and default) duration.
+        duration_seconds: u32,
+        /// Whether STS session tags are sent.
+        session_tags: bool,
+    },
+    /// `kind = "github"`.
+    GitHub {
+        /// `$repository` or `owner/name`, as written.
+        repositories: Vec<String>,
+        /// The most a token of the role carries.
+        permissions: Permissions,
+    },
+}
+
+impl RoleCredential {
+    /// `aws` or `github`, the policy's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Aws { .. } => "aws",
+            Self::GitHub { .. } => "github",
+        }
+    }
+}
+
+/// What the rules allow a role to obtain, resolved against the judged claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedCredential {
+    /// STS AssumeRole.
+    Aws {
+        /// ARN to assume.
+        role_arn: String,
+        /// Lifetime to ask STS for.
+        duration_seconds: u32,
+        /// Whether the credentials carry session tags.
+        session_tags: bool,
+    },
+    /// A GitHub App installation token.
+    GitHub {
+        /// The token's repository owner (from the `repository` claim).
+        owner: String,
+        /// Repository names under `owner`, sorted, without duplicates, at least one.
+        repositories: Vec<String>,
+        /// Exactly the permissions the token carries: the role's, or the
+        /// request's narrowing of them.
+        permissions: Permissions,
+    },
+}
+
+/// The rules' answer: the role they allow and what it obtains. Only this
+/// module constructs it. It is not a permission to issue: `decision` makes a
+/// `Grant` from it once Rego (when configured) agreed too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allowed {
     role_name: String,
-    role_arn: String,
-    duration_seconds: u32,
-    session_tags: bool,
+    credential: AllowedCredential,
     matched_rule: String,
 }
 
@@ -186,17 +244,9 @@ impl Allowed {
     pub fn role_name(&self) -> &str {
         &self.role_name
     }
-    /// ARN to assume.
-    pub fn role_arn(&self) -> &str {
-        &self.role_arn
-    }
-    /// Lifetime to ask STS for.
-    pub fn duration_seconds(&self) -> u32 {
-        self.duration_seconds
-    }
-    /// Whether the role's credentials carry session tags.
-    pub fn session_tags(&self) -> bool {
-        self.session_tags
+    /// What the role obtains.
+    pub fn credential(&self) -> &AllowedCredential {
+        &self.credential
     }
     /// The allow rule that granted, e.g. `deploy.allow[0]`.
     pub fn matched_rule(&self) -> &str {
@@ -238,6 +288,41 @@ pub enum Denial {
         /// Role maximum.
         max: u32,
     },
+    /// The request sent a field the granted role's kind does not take:
+    /// `duration_seconds` for a `github` role, `permissions` for an `aws` one.
+    FieldNotForKind {
+        /// Role.
+        role: String,
+        /// The request field.
+        field: &'static str,
+        /// The role's kind.
+        kind: &'static str,
+    },
+    /// A `github` role names a repository of another owner than the token's
+    /// (or the token's `repository` claim is not `owner/name`).
+    RepositoryOfOtherOwner {
+        /// Role.
+        role: String,
+        /// What was refused (audit only).
+        detail: String,
+    },
+    /// An answer about the token's commit was unavailable (GitHub down, slow
+    /// or rate-limited) and it could decide the request: fail closed, as
+    /// unavailable (a 503), never as a grant or a refusal.
+    ContextUnavailable {
+        /// The role named in the request; `None` when the request named none.
+        role: Option<String>,
+        /// The rule and condition left undecided, with what was seen (audit only).
+        detail: String,
+    },
+    /// The request asked for a permission the `github` role does not grant,
+    /// or at a higher level.
+    PermissionsBeyondRole {
+        /// Role.
+        role: String,
+        /// The first permission refused, with the levels asked and allowed (audit only).
+        detail: String,
+    },
 }
 
 impl Denial {
@@ -249,6 +334,10 @@ impl Denial {
             Denial::UnknownRole => "policy_unknown_role",
             Denial::Ambiguous { .. } => "ambiguous_role",
             Denial::DurationOutOfRange { .. } => "duration_out_of_range",
+            Denial::FieldNotForKind { .. } => "field_not_for_role_kind",
+            Denial::RepositoryOfOtherOwner { .. } => "github_repository_other_owner",
+            Denial::PermissionsBeyondRole { .. } => "github_permissions_beyond_role",
+            Denial::ContextUnavailable { .. } => "context_unavailable",
         }
     }
 }
@@ -316,9 +405,21 @@ impl Policy {
             .iter()
             .map(|role| RoleSummary {
                 name: role.name.clone(),
-                role_arn: role.arn.as_str().to_owned(),
-                duration_seconds: role.duration_seconds,
-                session_tags: role.session_tags,
+                credential: match &role.kind {
+                    RoleKind::Aws(aws) => RoleCredential::Aws {
+                        role_arn: aws.arn.as_str().to_owned(),
+                        duration_seconds: aws.duration_seconds,
+                        session_tags: aws.session_tags,
+                    },
+                    RoleKind::GitHub(github) => RoleCredential::GitHub {
+                        repositories: github
+                            .repositories
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        permissions: github.permissions.clone(),
+                    },
+                },
                 description: role.description.clone(),
                 allow_rules: role.allow.len(),
                 deny_rules: role.deny.len(),
@@ -337,12 +438,46 @@ impl Policy {
     /// (first in file order), otherwise the allow rule with the most matching
     /// conditions (earliest in file order on ties), and its first failing
     /// condition in claim-name order.
+    ///
+    /// A rule with context conditions does not grant here (nobody answered
+    /// them); the request path uses [`Policy::evaluate_in_context`].
     pub fn evaluate(
         &self,
         claims: &VerifiedClaims,
         request: &RoleRequest<'_>,
     ) -> Result<Allowed, Denial> {
-        self.decide(claims.claims(), request)
+        self.decide(claims.claims(), request, &ContextAnswers::default())
+    }
+
+    /// The context conditions the request path must have answered before
+    /// [`Policy::evaluate_in_context`] can decide `request`: the distinct
+    /// conditions of the allow rules whose claim conditions all match, in the
+    /// roles considered, leaving out roles a deny rule refuses and roles an
+    /// allow rule without context conditions already grants. Empty for a
+    /// policy without context conditions, and whenever the claims alone
+    /// decide: then nobody is asked anything.
+    pub fn context_needed(
+        &self,
+        claims: &VerifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Vec<ContextCondition> {
+        self.needed(claims.claims(), request)
+    }
+
+    /// Decides a request on verified claims and the answers collected for
+    /// [`Policy::context_needed`]. A rule grants when its claim conditions
+    /// match and every context condition's answer is a pass; a missing
+    /// answer does not match. A role whose only obstacle is an unavailable
+    /// answer makes the request [`Denial::ContextUnavailable`] (a 503), never
+    /// a grant and never a refusal; without a role named, so does any such
+    /// role, unless the request is already ambiguous.
+    pub fn evaluate_in_context(
+        &self,
+        claims: &VerifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claims(), request, answers)
     }
 
     /// Decides a request on claims nobody verified, exactly as
@@ -354,43 +489,112 @@ impl Policy {
         claims: &UnverifiedClaims,
         request: &RoleRequest<'_>,
     ) -> Result<Allowed, Denial> {
-        self.decide(claims.claim_set(), request)
+        self.decide(claims.claim_set(), request, &ContextAnswers::default())
     }
 
-    fn decide(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Result<Allowed, Denial> {
+    /// [`Policy::evaluate_in_context`] on claims nobody verified, with
+    /// answers nobody asked GitHub for (canned answers, diff witnesses).
+    pub fn evaluate_unverified_in_context(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
+        self.decide(claims.claim_set(), request, answers)
+    }
+
+    /// [`Policy::context_needed`] on claims nobody verified.
+    pub fn context_needed_unverified(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+    ) -> Vec<ContextCondition> {
+        self.needed(claims.claim_set(), request)
+    }
+
+    /// Every context condition of the roles `request` considers, whatever
+    /// the claims (the offline tools answer them all from canned answers).
+    pub fn context_conditions(&self, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
+        let mut all: Vec<ContextCondition> = self
+            .considered(request)
+            .into_iter()
+            .flat_map(|role| &role.allow)
+            .flat_map(|rule| rule.context.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn needed(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
+        let mut needed: Vec<ContextCondition> = self
+            .considered(request)
+            .into_iter()
+            .flat_map(|role| role.context_needed(claims))
+            .cloned()
+            .collect();
+        needed.sort();
+        needed.dedup();
+        needed
+    }
+
+    /// The roles a request considers: the named one, or all of them.
+    fn considered(&self, request: &RoleRequest<'_>) -> Vec<&Role> {
+        match request.role {
+            Some(name) => self.role(name).into_iter().collect(),
+            None => self.roles.iter().collect(),
+        }
+    }
+
+    fn decide(
+        &self,
+        claims: &ClaimSet,
+        request: &RoleRequest<'_>,
+        answers: &ContextAnswers,
+    ) -> Result<Allowed, Denial> {
         if let Some(name) = request.role {
             let role = self.role(name).ok_or(Denial::UnknownRole)?;
-            return match role.outcome(claims) {
-                RoleOutcome::Granted { allow } => grant(role, allow, request.duration_seconds),
+            return match role.outcome_in(claims, answers) {
+                RoleOutcome::Granted { allow } => grant(role, allow, request, claims),
                 RoleOutcome::Denied { deny, .. } => Err(Denial::DeniedByRule {
                     role: role.name.clone(),
                     rule: role.rule_name(RuleKind::Deny, deny),
                 }),
+                RoleOutcome::Unavailable { allow } => Err(Denial::ContextUnavailable {
+                    role: Some(role.name.clone()),
+                    detail: miss::unavailable(role, allow, answers),
+                }),
                 RoleOutcome::NotAllowed => Err(Denial::NotPermitted {
                     role: Some(role.name.clone()),
-                    first_failed: miss::describe(std::slice::from_ref(role), claims),
+                    first_failed: miss::describe(std::slice::from_ref(role), claims, answers),
                 }),
             };
         }
-        let mut granting = self
-            .roles
-            .iter()
-            .filter_map(|role| match role.outcome(claims) {
-                RoleOutcome::Granted { allow } => Some((role, allow)),
-                RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => None,
-            });
-        match (granting.next(), granting.next()) {
-            (Some((role, allow)), None) => grant(role, allow, request.duration_seconds),
-            (None, _) => Err(Denial::NotPermitted {
-                role: None,
-                first_failed: miss::describe(&self.roles, claims),
+        let mut granting: Vec<(&Role, usize)> = Vec::new();
+        let mut unavailable: Option<(&Role, usize)> = None;
+        for role in &self.roles {
+            match role.outcome_in(claims, answers) {
+                RoleOutcome::Granted { allow } => granting.push((role, allow)),
+                RoleOutcome::Unavailable { allow } => {
+                    unavailable.get_or_insert((role, allow));
+                }
+                RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => {}
+            }
+        }
+        match (granting.as_slice(), unavailable) {
+            ([_, _, ..], _) => Err(Denial::Ambiguous {
+                roles: granting.iter().map(|(role, _)| role.name.clone()).collect(),
             }),
-            (Some((first, _)), Some((second, _))) => Err(Denial::Ambiguous {
-                roles: [first, second]
-                    .into_iter()
-                    .chain(granting.map(|(role, _)| role))
-                    .map(|role| role.name.clone())
-                    .collect(),
+            // One more role might grant once GitHub answers: neither a grant
+            // (it could be ambiguous) nor a refusal.
+            (_, Some((role, allow))) => Err(Denial::ContextUnavailable {
+                role: None,
+                detail: miss::unavailable(role, allow, answers),
+            }),
+            ([(role, allow)], None) => grant(role, *allow, request, claims),
+            ([], None) => Err(Denial::NotPermitted {
+                role: None,
+                first_failed: miss::describe(&self.roles, claims, answers),
             }),
         }
     }
@@ -398,18 +602,30 @@ impl Policy {
     /// Decides a request like [`Policy::evaluate`] and records why: every
     /// condition of every rule of every role considered (only the named role when
     /// the request names one), with the claim values seen. For operators
-    /// (`policy explain`), not for the request path.
+    /// (`policy explain`), not for the request path. Context conditions show as
+    /// not evaluated; see [`Policy::explain_in_context`].
     pub fn explain(&self, claims: &UnverifiedClaims, request: &RoleRequest<'_>) -> Explanation {
-        let outcome = self.evaluate_unverified(claims, request);
+        self.explain_in_context(claims, request, None)
+    }
+
+    /// [`Policy::explain`] with canned answers to the context conditions
+    /// (`None`: not evaluated, and so not matched). The outcome is
+    /// [`Policy::evaluate_unverified_in_context`]'s.
+    pub fn explain_in_context(
+        &self,
+        claims: &UnverifiedClaims,
+        request: &RoleRequest<'_>,
+        answers: Option<&ContextAnswers>,
+    ) -> Explanation {
+        let none = ContextAnswers::default();
+        let outcome =
+            self.evaluate_unverified_in_context(claims, request, answers.unwrap_or(&none));
         let claims = claims.claim_set();
-        let considered: Vec<&Role> = match request.role {
-            Some(name) => self.role(name).into_iter().collect(),
-            None => self.roles.iter().collect(),
-        };
         Explanation {
-            roles: considered
+            roles: self
+                .considered(request)
                 .into_iter()
-                .map(|role| RoleTrace::of(role, claims))
+                .map(|role| RoleTrace::of(role, claims, answers))
                 .collect(),
             outcome,
         }
@@ -420,24 +636,151 @@ impl Policy {
     }
 }
 
-/// Builds the answer once `role` matched through allow rule `allow`; checks the duration.
-fn grant(role: &Role, allow: usize, requested: Option<u64>) -> Result<Allowed, Denial> {
-    let duration_seconds = match requested {
-        None => role.duration_seconds,
-        Some(requested) => u32::try_from(requested)
-            .ok()
-            .filter(|seconds| (MIN_DURATION_SECONDS..=role.duration_seconds).contains(seconds))
-            .ok_or_else(|| Denial::DurationOutOfRange {
-                role: role.name.clone(),
-                requested,
-                max: role.duration_seconds,
-            })?,
+/// Builds the answer once `role` matched through allow rule `allow`: checks
+/// the request's fields against the role's kind, then resolves what the role
+/// issues against the judged claims.
+fn grant(
+    role: &Role,
+    allow: usize,
+    request: &RoleRequest<'_>,
+    claims: &ClaimSet,
+) -> Result<Allowed, Denial> {
+    let not_for_kind = |field: &'static str| Denial::FieldNotForKind {
+        role: role.name.clone(),
+        field,
+        kind: role.kind.name(),
+    };
+    let credential = match &role.kind {
+        RoleKind::Aws(aws) => {
+            if request.permissions.is_some() {
+                return Err(not_for_kind("permissions"));
+            }
+            let duration_seconds = match request.duration_seconds {
+                None => aws.duration_seconds,
+                Some(requested) => u32::try_from(requested)
+                    .ok()
+                    .filter(|seconds| {
+                        (MIN_DURATION_SECONDS..=aws.duration_seconds).contains(seconds)
+                    })
+                    .ok_or_else(|| Denial::DurationOutOfRange {
+                        role: role.name.clone(),
+                        requested,
+                        max: aws.duration_seconds,
+                    })?,
+            };
+            AllowedCredential::Aws {
+                role_arn: aws.arn.as_str().to_owned(),
+                duration_seconds,
+                session_tags: aws.session_tags,
+            }
+        }
+        RoleKind::GitHub(github) => {
+            if request.duration_seconds.is_some() {
+                return Err(not_for_kind("duration_seconds"));
+            }
+            let (owner, repositories) = repositories(role, &github.repositories, claims)?;
+            let permissions = narrow(role, &github.permissions, request.permissions)?;
+            AllowedCredential::GitHub {
+                owner,
+                repositories,
+                permissions,
+            }
+        }
     };
     Ok(Allowed {
         role_name: role.name.clone(),
-        role_arn: role.arn.as_str().to_owned(),
-        duration_seconds,
-        session_tags: role.session_tags,
+        credential,
         matched_rule: role.rule_name(RuleKind::Allow, allow),
     })
+}
+
+/// The owner and repository names a `github` role's token reaches for the
+/// token whose claims were judged: owner and `$repository` from the
+/// `repository` claim; every `owner/name` entry must be of the same owner
+/// (ASCII case-insensitively, as GitHub compares names).
+fn repositories(
+    role: &Role,
+    entries: &[RepositoryEntry],
+    claims: &ClaimSet,
+) -> Result<(String, Vec<String>), Denial> {
+    let refuse = |detail: String| Denial::RepositoryOfOtherOwner {
+        role: role.name.clone(),
+        detail,
+    };
+    let claim = claims.get("repository").unwrap_or_default();
+    let Some((owner, own)) = claim
+        .split_once('/')
+        .filter(|(owner, name)| !owner.is_empty() && !name.is_empty() && !name.contains('/'))
+    else {
+        return Err(refuse(format!(
+            "the token's repository claim {} is not `owner/name`",
+            miss::quote(claim)
+        )));
+    };
+    let mut names: Vec<String> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = match entry {
+            RepositoryEntry::Own => own,
+            RepositoryEntry::Named {
+                owner: entry_owner,
+                name,
+            } => {
+                if !entry_owner.eq_ignore_ascii_case(owner) {
+                    return Err(refuse(format!(
+                        "{entry} is not of the token's owner {}",
+                        miss::quote(owner)
+                    )));
+                }
+                name.as_str()
+            }
+        };
+        if !names.iter().any(|seen| seen.eq_ignore_ascii_case(name)) {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok((owner.to_owned(), names))
+}
+
+/// The permissions a token carries: the role's, or exactly those the request
+/// asks, each at most the role's level and a level GitHub defines for it.
+fn narrow(
+    role: &Role,
+    granted: &Permissions,
+    asked: Option<&Permissions>,
+) -> Result<Permissions, Denial> {
+    let Some(asked) = asked else {
+        return Ok(granted.clone());
+    };
+    let beyond = |detail: String| Denial::PermissionsBeyondRole {
+        role: role.name.clone(),
+        detail,
+    };
+    if asked.is_empty() {
+        return Err(beyond(
+            "the request asks for no permission at all".to_owned(),
+        ));
+    }
+    for (name, level) in asked {
+        let Some(max) = granted.get(name) else {
+            return Err(beyond(format!(
+                "{} is not granted by the role",
+                miss::quote(name)
+            )));
+        };
+        if level > max {
+            return Err(beyond(format!(
+                "{name}: asked {}, the role grants {}",
+                level.as_str(),
+                max.as_str()
+            )));
+        }
+        if !github::levels(name).is_some_and(|levels| levels.contains(level)) {
+            return Err(beyond(format!(
+                "{name}: GitHub defines no level {} for it",
+                level.as_str()
+            )));
+        }
+    }
+    Ok(asked.clone())
 }

@@ -10,8 +10,11 @@
 //! union (allow rules) minus a union (deny rules) of products over claims of
 //! regular languages (patterns).
 
+use crate::api::Permissions;
 use crate::claims::ClaimSet;
+use crate::context::{ContextAnswer, ContextAnswers, ContextCondition};
 
+use super::github::RepositoryEntry;
 use super::glob::Glob;
 
 /// A compiled role.
@@ -19,12 +22,8 @@ use super::glob::Glob;
 pub(crate) struct Role {
     /// Policy name, unique in the policy.
     pub(crate) name: String,
-    /// The IAM role to assume.
-    pub(crate) arn: RoleArn,
-    /// Maximum and default credential lifetime, within the STS bounds.
-    pub(crate) duration_seconds: u32,
-    /// Whether STS session tags are sent.
-    pub(crate) session_tags: bool,
+    /// What the role issues.
+    pub(crate) kind: RoleKind,
     /// Free text for listings.
     pub(crate) description: Option<String>,
     /// Any of these grants (non-empty).
@@ -33,11 +32,65 @@ pub(crate) struct Role {
     pub(crate) deny: Vec<Rule>,
 }
 
+/// What a role issues, with the settings of that kind of credential.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RoleKind {
+    /// `kind = "aws"` (the default): STS AssumeRole.
+    Aws(AwsRole),
+    /// `kind = "github"`: a GitHub App installation token.
+    GitHub(GithubRole),
+}
+
+/// The settings of a role of kind `aws`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AwsRole {
+    /// The IAM role to assume.
+    pub(crate) arn: RoleArn,
+    /// Maximum and default credential lifetime, within the STS bounds.
+    pub(crate) duration_seconds: u32,
+    /// Whether STS session tags are sent.
+    pub(crate) session_tags: bool,
+}
+
+/// The settings of a role of kind `github`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct GithubRole {
+    /// The repositories the token reaches (non-empty, no duplicates).
+    pub(crate) repositories: Vec<RepositoryEntry>,
+    /// The most the token may carry (non-empty; names and levels GitHub defines).
+    pub(crate) permissions: Permissions,
+}
+
+impl RoleKind {
+    /// The policy's name of the kind.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Aws(_) => "aws",
+            Self::GitHub(_) => "github",
+        }
+    }
+}
+
 /// A rule: the conjunction of its conditions.
 #[derive(Debug)]
 pub(crate) struct Rule {
     /// Non-empty, sorted by claim name.
     pub(crate) conditions: Vec<Condition>,
+    /// Facts about the token's commit the rule also needs (allow rules
+    /// only); sorted, without duplicates. Asked only once every claim
+    /// condition matched.
+    pub(crate) context: Vec<ContextCondition>,
+}
+
+/// How a rule's context conditions fared against the answers collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContextVerdict {
+    /// Every condition's answer is a pass (or the rule has none).
+    Pass,
+    /// Some answer is a fail, or missing (nobody asked: not matched).
+    Fail,
+    /// No fail, but some answer is unavailable: the rule cannot be decided.
+    Unavailable,
 }
 
 /// One claim and the patterns any of which its value must match.
@@ -66,19 +119,75 @@ pub enum RoleOutcome {
     },
     /// No allow rule matched.
     NotAllowed,
+    /// No allow rule granted, but one whose claim conditions matched could
+    /// not be decided: an answer about the token's commit was unavailable.
+    /// The request then fails closed as unavailable, neither allowed nor
+    /// refused.
+    Unavailable {
+        /// Index of the first allow rule left undecided.
+        allow: usize,
+    },
 }
 
 impl Role {
-    /// Decides this role alone. Deny rules are only consulted once an allow rule
-    /// matched, which is all the caller needs and keeps the common path short.
+    /// Decides this role alone on claims only: a rule with context
+    /// conditions does not grant (nobody answered them).
     pub(crate) fn outcome(&self, claims: &ClaimSet) -> RoleOutcome {
-        let Some(allow) = self.allow.iter().position(|rule| rule.matches(claims)) else {
+        self.outcome_in(claims, &ContextAnswers::default())
+    }
+
+    /// Decides this role alone. Deny rules (claims only) are consulted once an
+    /// allow rule's claim conditions matched, and win whatever the context
+    /// says; then the first allow rule whose claims match and whose context
+    /// answers all pass grants.
+    pub(crate) fn outcome_in(&self, claims: &ClaimSet, answers: &ContextAnswers) -> RoleOutcome {
+        let mut matching = self
+            .allow
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.matches(claims));
+        let Some((first, first_rule)) = matching.next() else {
             return RoleOutcome::NotAllowed;
         };
-        match self.deny.iter().position(|rule| rule.matches(claims)) {
-            Some(deny) => RoleOutcome::Denied { allow, deny },
-            None => RoleOutcome::Granted { allow },
+        if let Some(deny) = self.deny.iter().position(|rule| rule.matches(claims)) {
+            return RoleOutcome::Denied { allow: first, deny };
         }
+        let mut unavailable = None;
+        for (index, rule) in std::iter::once((first, first_rule)).chain(matching) {
+            match rule.context_verdict(answers) {
+                ContextVerdict::Pass => return RoleOutcome::Granted { allow: index },
+                ContextVerdict::Unavailable => {
+                    unavailable.get_or_insert(index);
+                }
+                ContextVerdict::Fail => {}
+            }
+        }
+        match unavailable {
+            Some(allow) => RoleOutcome::Unavailable { allow },
+            None => RoleOutcome::NotAllowed,
+        }
+    }
+
+    /// The context conditions this role needs answered to decide `claims`:
+    /// none when a deny rule refuses anyway or an allow rule without context
+    /// conditions already grants; otherwise those of every allow rule whose
+    /// claim conditions all match.
+    pub(crate) fn context_needed<'r>(&'r self, claims: &ClaimSet) -> Vec<&'r ContextCondition> {
+        let matching: Vec<&Rule> = self
+            .allow
+            .iter()
+            .filter(|rule| rule.matches(claims))
+            .collect();
+        if matching.is_empty()
+            || matching.iter().any(|rule| rule.context.is_empty())
+            || self.deny.iter().any(|rule| rule.matches(claims))
+        {
+            return Vec::new();
+        }
+        matching
+            .into_iter()
+            .flat_map(|rule| &rule.context)
+            .collect()
     }
 
     /// `deploy.allow[0]`, the name of a rule in audit lines and traces.
@@ -107,7 +216,22 @@ impl RuleKind {
 }
 
 impl Rule {
-    /// Every condition matches.
+    /// How the rule's context conditions fare: a missing answer is a fail
+    /// (offline, nobody asked), and any fail decides before an unavailable
+    /// answer does, since the rule could not grant whatever GitHub says.
+    pub(crate) fn context_verdict(&self, answers: &ContextAnswers) -> ContextVerdict {
+        let mut verdict = ContextVerdict::Pass;
+        for condition in &self.context {
+            match answers.get(condition) {
+                Some(ContextAnswer::Pass(_)) => {}
+                Some(ContextAnswer::Unavailable(_)) => verdict = ContextVerdict::Unavailable,
+                Some(ContextAnswer::Fail(_)) | None => return ContextVerdict::Fail,
+            }
+        }
+        verdict
+    }
+
+    /// Every claim condition matches.
     pub(crate) fn matches(&self, claims: &ClaimSet) -> bool {
         self.conditions
             .iter()

@@ -15,12 +15,14 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args};
 use serde_json::Value;
 
+use crate::api::Permissions;
 use crate::claims::UnverifiedClaims;
 use crate::cli::output::{emit, report};
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
+use crate::context::ContextAnswer;
 use crate::policy::{
-    ConditionTrace, Denial, Explanation, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace,
-    RuleTrace,
+    AllowedCredential, CannedContext, ConditionTrace, ContextTrace, Denial, Explanation,
+    MAX_CONTEXT_FILE_BYTES, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace, RuleTrace,
 };
 use crate::verify::{Check, InspectRules};
 
@@ -53,6 +55,11 @@ pub struct ExplainArgs {
     /// The duration the request asks for.
     #[arg(long, value_name = "N")]
     pub duration_seconds: Option<u64>,
+    /// Canned answers about the token's commit (JSON: `checks`,
+    /// `pull_request`), to evaluate context conditions offline. Without it
+    /// they are not evaluated, and so do not match.
+    #[arg(long, value_name = "FILE")]
+    pub context: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -75,6 +82,8 @@ struct Report<'a> {
     version: &'a str,
     source: Source,
     request: RequestView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
     decision: Decision,
     roles: Vec<RoleView<'a>>,
 }
@@ -91,7 +100,13 @@ struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     role_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repositories: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permissions: Option<Permissions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +134,18 @@ struct RuleView<'a> {
     rule: &'a str,
     matched: bool,
     conditions: Vec<ConditionView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    context: Vec<ContextView>,
+}
+
+#[derive(serde::Serialize)]
+struct ContextView {
+    condition: String,
+    key: &'static str,
+    /// `pass`, `fail`, `unavailable`, or `null` when not evaluated.
+    answer: Option<&'static str>,
+    detail: Option<String>,
+    matched: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -149,8 +176,26 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
     let request = RoleRequest {
         role: args.role.as_deref(),
         duration_seconds: args.duration_seconds,
+        permissions: None,
     };
-    let explanation = loaded.policy.explain(&claims, &request);
+    let answers = match &args.context {
+        None => None,
+        Some(path) => {
+            let canned = read_capped(path, MAX_CONTEXT_FILE_BYTES).and_then(|text| {
+                CannedContext::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
+            });
+            match canned {
+                Ok(canned) => Some(canned.answers(&loaded.policy.context_conditions(&request))),
+                Err(message) => {
+                    report!("error: {message}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+        }
+    };
+    let explanation = loaded
+        .policy
+        .explain_in_context(&claims, &request, answers.as_ref());
     let code = if explanation.outcome.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -169,6 +214,7 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
                     role: request.role,
                     duration_seconds: request.duration_seconds,
                 },
+                context: args.context.as_ref().map(|path| path.display().to_string()),
                 decision: decision(&explanation),
                 roles: explanation.roles.iter().map(role_view).collect(),
             };
@@ -199,6 +245,9 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
                 args.policy.display(),
                 short(loaded.policy.version())
             )?;
+            if let Some(path) = &args.context {
+                writeln!(out, "context: {} (canned answers)", path.display())?;
+            }
             writeln!(out, "{explanation}")
         }),
     }
@@ -323,15 +372,46 @@ fn parse_time(text: &str) -> Result<u64, String> {
 
 fn decision(explanation: &Explanation) -> Decision {
     match &explanation.outcome {
-        Ok(grant) => Decision {
-            granted: true,
-            role: Some(grant.role_name().to_owned()),
-            role_arn: Some(grant.role_arn().to_owned()),
-            rule: Some(grant.matched_rule().to_owned()),
-            duration_seconds: Some(grant.duration_seconds()),
-            reason_code: None,
-            detail: None,
-        },
+        Ok(grant) => {
+            let granted = Decision {
+                granted: true,
+                role: Some(grant.role_name().to_owned()),
+                kind: None,
+                role_arn: None,
+                repositories: None,
+                permissions: None,
+                rule: Some(grant.matched_rule().to_owned()),
+                duration_seconds: None,
+                reason_code: None,
+                detail: None,
+            };
+            match grant.credential() {
+                AllowedCredential::Aws {
+                    role_arn,
+                    duration_seconds,
+                    ..
+                } => Decision {
+                    role_arn: Some(role_arn.clone()),
+                    duration_seconds: Some(*duration_seconds),
+                    ..granted
+                },
+                AllowedCredential::GitHub {
+                    owner,
+                    repositories,
+                    permissions,
+                } => Decision {
+                    kind: Some("github"),
+                    repositories: Some(
+                        repositories
+                            .iter()
+                            .map(|name| format!("{owner}/{name}"))
+                            .collect(),
+                    ),
+                    permissions: Some(permissions.clone()),
+                    ..granted
+                },
+            }
+        }
         Err(denial) => {
             let (role, rule, detail) = match denial {
                 Denial::NotPermitted { role, first_failed } => {
@@ -357,11 +437,24 @@ fn decision(explanation: &Explanation) -> Decision {
                     None,
                     format!("requested {requested} s, allowed {MIN_DURATION_SECONDS}..={max} s"),
                 ),
+                Denial::FieldNotForKind { role, field, kind } => (
+                    Some(role.clone()),
+                    None,
+                    format!("`{field}` is not taken by roles of kind `{kind}`"),
+                ),
+                Denial::RepositoryOfOtherOwner { role, detail }
+                | Denial::PermissionsBeyondRole { role, detail } => {
+                    (Some(role.clone()), None, detail.clone())
+                }
+                Denial::ContextUnavailable { role, detail } => (role.clone(), None, detail.clone()),
             };
             Decision {
                 granted: false,
                 role,
+                kind: None,
                 role_arn: None,
+                repositories: None,
+                permissions: None,
                 rule,
                 duration_seconds: None,
                 reason_code: Some(denial.reason_code()),
@@ -376,6 +469,7 @@ fn role_view(trace: &RoleTrace) -> RoleView<'_> {
         RoleOutcome::Granted { allow } => ("granted", Some(allow), None),
         RoleOutcome::Denied { allow, deny } => ("denied", Some(allow), Some(deny)),
         RoleOutcome::NotAllowed => ("not_allowed", None, None),
+        RoleOutcome::Unavailable { allow } => ("unavailable", Some(allow), None),
     };
     RoleView {
         role: &trace.role,
@@ -392,6 +486,7 @@ fn rule_view(trace: &RuleTrace) -> RuleView<'_> {
         rule: &trace.rule,
         matched: trace.matched(),
         conditions: trace.conditions.iter().map(condition_view).collect(),
+        context: trace.context.iter().map(context_view).collect(),
     }
 }
 
@@ -403,5 +498,18 @@ fn condition_view(trace: &ConditionTrace) -> ConditionView<'_> {
         case_insensitive: trace.case_insensitive,
         matched: trace.matched(),
         matched_pattern: trace.matched_pattern,
+    }
+}
+
+fn context_view(trace: &ContextTrace) -> ContextView {
+    ContextView {
+        condition: trace.condition.to_string(),
+        key: trace.condition.key(),
+        answer: trace.answer.as_ref().map(ContextAnswer::label),
+        detail: trace
+            .answer
+            .as_ref()
+            .map(|answer| answer.detail().to_owned()),
+        matched: trace.matched(),
     }
 }

@@ -28,7 +28,7 @@ pub use lang::Undecided;
 pub use space::Witness;
 pub(crate) use space::{DEFAULT_BUDGET, Grants, Space};
 
-use super::model::Role;
+use super::model::{AwsRole, GithubRole, Role, RoleKind};
 use super::{Policy, RoleRequest};
 
 /// How a role changed between two policies.
@@ -84,7 +84,8 @@ pub enum GrantChange {
 /// One changed role setting.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FieldChange {
-    /// Policy key: `role_arn`, `duration_seconds`, `session_tags`, `description`.
+    /// Policy key: `kind`, `role_arn`, `duration_seconds`, `session_tags`,
+    /// `repositories`, `permissions`, `description`.
     pub field: &'static str,
     /// Old value, as text.
     pub old: String,
@@ -246,6 +247,7 @@ fn confirm(
     let request = RoleRequest {
         role: Some(role),
         duration_seconds: None,
+        permissions: None,
     };
     if granting.evaluate_unverified(&claims, &request).is_err() {
         return Err(Undecided::Unconfirmed(format!(
@@ -264,6 +266,34 @@ fn confirm(
 
 fn field_changes(old: &Role, new: &Role) -> Vec<FieldChange> {
     let mut changes = Vec::new();
+    match (&old.kind, &new.kind) {
+        (RoleKind::Aws(old), RoleKind::Aws(new)) => aws_changes(old, new, &mut changes),
+        (RoleKind::GitHub(old), RoleKind::GitHub(new)) => {
+            github_changes(old, new, &mut changes);
+        }
+        (old_kind, new_kind) => changes.push(FieldChange {
+            field: "kind",
+            old: old_kind.name().to_owned(),
+            new: new_kind.name().to_owned(),
+            review: true,
+            note: "the same tokens now get another kind of credential, whose reach this diff \
+                   cannot compare"
+                .to_owned(),
+        }),
+    }
+    if old.description != new.description {
+        changes.push(FieldChange {
+            field: "description",
+            old: old.description.clone().unwrap_or_default(),
+            new: new.description.clone().unwrap_or_default(),
+            review: false,
+            note: "text only".to_owned(),
+        });
+    }
+    changes
+}
+
+fn aws_changes(old: &AwsRole, new: &AwsRole, changes: &mut Vec<FieldChange>) {
     if old.arn != new.arn {
         changes.push(FieldChange {
             field: "role_arn",
@@ -303,14 +333,54 @@ fn field_changes(old: &Role, new: &Role) -> Vec<FieldChange> {
             },
         });
     }
-    if old.description != new.description {
+}
+
+fn github_changes(old: &GithubRole, new: &GithubRole, changes: &mut Vec<FieldChange>) {
+    let listed = |role: &GithubRole| -> Vec<String> {
+        role.repositories.iter().map(ToString::to_string).collect()
+    };
+    let (old_repositories, new_repositories) = (listed(old), listed(new));
+    if old_repositories != new_repositories {
+        let added = new_repositories.iter().any(|entry| {
+            !old_repositories
+                .iter()
+                .any(|seen| seen.eq_ignore_ascii_case(entry))
+        });
         changes.push(FieldChange {
-            field: "description",
-            old: old.description.clone().unwrap_or_default(),
-            new: new.description.clone().unwrap_or_default(),
-            review: false,
-            note: "text only".to_owned(),
+            field: "repositories",
+            old: old_repositories.join(", "),
+            new: new_repositories.join(", "),
+            review: added,
+            note: if added {
+                "tokens now reach more repositories".to_owned()
+            } else {
+                "tokens reach fewer repositories".to_owned()
+            },
         });
     }
-    changes
+    if old.permissions != new.permissions {
+        let more = new.permissions.iter().any(|(name, level)| {
+            old.permissions
+                .get(name)
+                .is_none_or(|before| level > before)
+        });
+        let show = |permissions: &crate::api::Permissions| {
+            permissions
+                .iter()
+                .map(|(name, level)| format!("{name}:{}", level.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        changes.push(FieldChange {
+            field: "permissions",
+            old: show(&old.permissions),
+            new: show(&new.permissions),
+            review: more,
+            note: if more {
+                "tokens may now do more".to_owned()
+            } else {
+                "tokens may do less".to_owned()
+            },
+        });
+    }
 }

@@ -17,6 +17,7 @@ fn findings_with(text: &str, options: &LintOptions) -> Vec<Finding> {
             let request = RoleRequest {
                 role: Some(&finding.role),
                 duration_seconds: None,
+                permissions: None,
             };
             assert!(
                 policy
@@ -260,6 +261,7 @@ fn ambiguous_roles_come_with_a_witness_both_grant() {
         let request = RoleRequest {
             role: Some(role),
             duration_seconds: None,
+            permissions: None,
         };
         assert!(
             policy

@@ -2,7 +2,7 @@
 
 use super::{claims, compile_ok};
 use crate::claims::UnverifiedClaims;
-use crate::policy::{Allowed, Denial, Policy, RoleOutcome, RoleRequest};
+use crate::policy::{Allowed, AllowedCredential, Denial, Policy, RoleOutcome, RoleRequest};
 
 /// Two roles over the same org: `ci` for any branch, `deploy` for main pushes
 /// from hosted runners, with deny rules on a blocked actor and self-hosted runners.
@@ -42,6 +42,7 @@ fn named(role: &str) -> RoleRequest<'_> {
     RoleRequest {
         role: Some(role),
         duration_seconds: None,
+        permissions: None,
     }
 }
 
@@ -50,6 +51,18 @@ fn denied(policy: &Policy, claims: &UnverifiedClaims, role: &str) -> Denial {
     policy
         .evaluate_unverified(claims, &named(role))
         .unwrap_err()
+}
+
+/// `(role_arn, duration_seconds, session_tags)` of an AWS grant.
+fn aws(grant: &Allowed) -> (&str, u32, bool) {
+    match grant.credential() {
+        AllowedCredential::Aws {
+            role_arn,
+            duration_seconds,
+            session_tags,
+        } => (role_arn, *duration_seconds, *session_tags),
+        AllowedCredential::GitHub { .. } => panic!("an AWS role granted a GitHub token"),
+    }
 }
 
 fn grant(result: Result<Allowed, Denial>) -> Allowed {
@@ -64,11 +77,13 @@ fn named_role_is_granted_with_its_settings() {
     let grant = grant(compiled().evaluate_unverified(&main_push(), &named("deploy")));
     assert_eq!(grant.role_name(), "deploy");
     assert_eq!(
-        grant.role_arn(),
-        "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole"
+        aws(&grant),
+        (
+            "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole",
+            3600,
+            false
+        )
     );
-    assert_eq!(grant.duration_seconds(), 3600);
-    assert!(!grant.session_tags());
     assert_eq!(grant.matched_rule(), "deploy.allow[0]");
 }
 
@@ -84,7 +99,7 @@ fn role_selection() {
         (chosen.role_name(), chosen.matched_rule()),
         ("ci", "ci.allow[0]")
     );
-    assert!(chosen.session_tags());
+    assert!(aws(&chosen).2);
 
     // Both match: the caller must name one.
     assert_eq!(
@@ -252,6 +267,7 @@ fn durations() {
     let request = |role, duration_seconds| RoleRequest {
         role: Some(role),
         duration_seconds,
+        permissions: None,
     };
     // (role, requested, expected duration or None for out of range)
     let cases: &[(&str, Option<u64>, Option<u32>)] = &[
@@ -270,7 +286,7 @@ fn durations() {
     for (role, requested, expected) in cases {
         let result = policy.evaluate_unverified(&main_push(), &request(role, *requested));
         match (expected, result) {
-            (Some(seconds), Ok(grant)) => assert_eq!(grant.duration_seconds(), *seconds),
+            (Some(seconds), Ok(grant)) => assert_eq!(aws(&grant).1, *seconds),
             (
                 None,
                 Err(Denial::DurationOutOfRange {
@@ -296,6 +312,7 @@ fn duration_is_checked_only_after_a_grant() {
     let request = RoleRequest {
         role: Some("deploy"),
         duration_seconds: Some(1),
+        permissions: None,
     };
     assert!(matches!(
         policy.evaluate_unverified(&outsider, &request),

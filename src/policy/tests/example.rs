@@ -23,6 +23,7 @@ fn role_for(set: &UnverifiedClaims, role: Option<&str>) -> Result<String, Denial
     let request = RoleRequest {
         role,
         duration_seconds: None,
+        permissions: None,
     };
     loaded
         .policy

@@ -1,7 +1,7 @@
 //! Loading: every error names its file and key path; warnings.
 
 use super::{compile_ok, load_error};
-use crate::policy::{Policy, PolicyError, PolicyWarning};
+use crate::policy::{Policy, PolicyError, PolicyWarning, RoleCredential, RoleSummary};
 
 const ARN: &str = "arn:aws:iam::123456789012:role/GitHubActions-Lambda-DeployRole";
 
@@ -221,7 +221,7 @@ fn good_role_arns() {
     ] {
         let text = format!("[[roles]]\nname = \"deploy\"\nrole_arn = \"{arn}\"\n{ALLOW}");
         let loaded = compile_ok(&text);
-        assert_eq!(loaded.policy.roles()[0].role_arn, arn);
+        assert_eq!(aws(&loaded.policy.roles()[0]).0, arn);
     }
 }
 
@@ -316,9 +316,8 @@ fn defaults_and_summary() {
     assert_eq!(roles.len(), 1);
     let summary = &roles[0];
     assert_eq!(summary.name, "deploy");
-    assert_eq!(summary.role_arn, ARN);
-    assert_eq!(summary.duration_seconds, 900);
-    assert!(summary.session_tags);
+    assert_eq!(summary.credential.kind(), "aws");
+    assert_eq!(aws(summary), (ARN, 900, true));
     assert_eq!(summary.description.as_deref(), Some("Lambda deploys"));
     assert_eq!((summary.allow_rules, summary.deny_rules), (1, 1));
 
@@ -328,8 +327,19 @@ fn defaults_and_summary() {
     ))
     .policy
     .roles();
-    assert_eq!(roles[0].duration_seconds, 43200);
-    assert!(!roles[0].session_tags);
+    assert_eq!(aws(&roles[0]), (ARN, 43200, false));
+}
+
+/// `(role_arn, duration_seconds, session_tags)` of an AWS role's summary.
+fn aws(summary: &RoleSummary) -> (&str, u32, bool) {
+    match &summary.credential {
+        RoleCredential::Aws {
+            role_arn,
+            duration_seconds,
+            session_tags,
+        } => (role_arn, *duration_seconds, *session_tags),
+        RoleCredential::GitHub { .. } => panic!("not an AWS role: {summary:?}"),
+    }
 }
 
 #[test]

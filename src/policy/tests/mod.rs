@@ -1,7 +1,9 @@
 //! Tests of the policy engine, table-driven where the cases are data.
 
+mod context;
 mod evaluate;
 mod example;
+mod github;
 mod glob;
 mod load;
 

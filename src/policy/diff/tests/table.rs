@@ -295,6 +295,7 @@ fn assert_witness(granting: &Policy, refusing: &Policy, role: &str, witness: &Wi
     let request = RoleRequest {
         role: Some(role),
         duration_seconds: None,
+        permissions: None,
     };
     assert!(
         granting.evaluate_unverified(&claims, &request).is_ok(),
