@@ -51,15 +51,14 @@ pub(crate) struct AuditEvent {
 }
 
 /// What the audit event says about a GitHub installation token: its
-/// SHA-256 (never the token), installation, repositories and permissions,
-/// and the `x-github-request-id` of each call made for it.
+/// SHA-256 (never the token), installation, repositories and permissions
+/// (the `x-github-request-id`s of its calls join `github_request_ids`).
 #[derive(Debug, Default)]
 struct GithubFields {
     token_sha256: String,
     installation_id: String,
     repositories: String,
     permissions: String,
-    request_ids: String,
 }
 
 impl AuditEvent {
@@ -153,7 +152,13 @@ impl AuditEvent {
             .map(|(name, access)| format!("{name}:{}", access.as_str()))
             .collect::<Vec<_>>()
             .join(",");
-        github.request_ids = request_ids.join(",");
+        // After the context calls' ids, in call order.
+        for id in request_ids {
+            if !self.github_request_ids.is_empty() {
+                self.github_request_ids.push(',');
+            }
+            self.github_request_ids.push_str(id);
+        }
     }
 }
 
@@ -214,7 +219,6 @@ impl Drop for AuditEvent {
             github_installation_id = %self.github.installation_id,
             github_repositories = %self.github.repositories,
             github_permissions = %self.github.permissions,
-            github_request_ids = %self.github.request_ids,
             duration_ms,
             "{event}"
         );

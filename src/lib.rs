@@ -93,6 +93,15 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
             policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
     }
+    if config.github.is_none() {
+        let needs = github::needs_github(&policy.rules);
+        if !needs.is_empty() {
+            anyhow::bail!(
+                "the policy needs a GitHub App, but [github] is not configured: {}",
+                needs.join("; ")
+            );
+        }
+    }
     metrics.set_policy_version(policy.version());
     metrics.register_roles(policy.rules.roles().iter().map(|role| role.name.as_str()));
     let jwks = JwksCache::new(&config.issuers, &config.jwks, metrics.clone())

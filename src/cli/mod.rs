@@ -113,8 +113,57 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let file = path.display();
+    let github_roles = crate::github::role_permissions(&policy.rules);
+    let grant = match &config.github {
+        None => {
+            let needs = crate::github::needs_github(&policy.rules);
+            if !needs.is_empty() {
+                report!(
+                    "configuration error:\n{file}: key `github`: required by the policy: {}",
+                    needs.join("; ")
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            None
+        }
+        Some(_) if github_roles.is_empty() => None,
+        Some(github) => Some(crate::github::check_grants(github, &github_roles)),
+    };
+    if let Some(crate::github::GrantCheck::Beyond(lines)) = &grant {
+        report!(
+            "configuration error:\n{}",
+            lines
+                .iter()
+                .map(|line| format!("{file}: key `github.app_id`: {line}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     emit(ExitCode::SUCCESS, |out| {
         writeln!(out, "configuration: {} (ok)", path.display())?;
+        if let Some(github) = &config.github {
+            writeln!(
+                out,
+                "github: {} app_id={} revoke_after={}s context_cache={}s",
+                github.api_url(),
+                github.app_id.as_str(),
+                github.revoke_after_seconds,
+                github.context_cache_seconds
+            )?;
+            match &grant {
+                Some(crate::github::GrantCheck::Covered { slug }) => writeln!(
+                    out,
+                    "github: App `{slug}` grants every permission the github roles ask for"
+                )?,
+                Some(crate::github::GrantCheck::Unreachable(reason)) => writeln!(
+                    out,
+                    "warning: github: cannot compare the github roles' permissions with the App's grant: GitHub could not be asked (GET /app): {reason}"
+                )?,
+                _ => {}
+            }
+        }
         writeln!(
             out,
             "policy: {} (version {})",

@@ -470,5 +470,93 @@ pub fn check_config(
     Ok(())
 }
 
+/// What in `policy` needs a GitHub App: roles of kind `github` and allow
+/// rules with context conditions, one line each. Without `[github]` such a
+/// policy is refused at start-up and by `check-config`.
+pub fn needs_github(policy: &crate::policy::Policy) -> Vec<String> {
+    let mut needs: Vec<String> = policy
+        .roles()
+        .iter()
+        .filter(|role| role.credential.kind() == "github")
+        .map(|role| format!("role `{}` is of kind `github`", role.name))
+        .collect();
+    let conditions = policy.context_conditions(&crate::policy::RoleRequest::default());
+    if !conditions.is_empty() {
+        let shown: Vec<String> = conditions.iter().map(ToString::to_string).collect();
+        needs.push(format!(
+            "allow rules ask GitHub about the commit ({})",
+            shown.join(", ")
+        ));
+    }
+    needs
+}
+
+/// The `github` roles of `policy` and the permissions each may ask for.
+pub fn role_permissions(policy: &crate::policy::Policy) -> Vec<(String, Permissions)> {
+    policy
+        .roles()
+        .into_iter()
+        .filter_map(|role| match role.credential {
+            crate::policy::RoleCredential::GitHub { permissions, .. } => {
+                Some((role.name, permissions))
+            }
+            crate::policy::RoleCredential::Aws { .. } => None,
+        })
+        .collect()
+}
+
+/// What `check-config` found comparing the roles with the App's grant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GrantCheck {
+    /// Every role asks at most what the App was granted.
+    Covered {
+        /// The App's slug.
+        slug: String,
+    },
+    /// Roles asking for more than the App was granted, one line each.
+    Beyond(Vec<String>),
+    /// GitHub could not be asked.
+    Unreachable(String),
+}
+
+/// Asks GitHub (`GET /app`) what the App was granted and compares each
+/// role's permissions with it. Blocking: for `check-config`.
+pub fn check_grants(config: &GithubConfig, roles: &[(String, Permissions)]) -> GrantCheck {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return GrantCheck::Unreachable(format!("cannot start a runtime: {err}")),
+    };
+    runtime.block_on(async {
+        let metrics = match Metrics::new() {
+            Ok(metrics) => metrics,
+            Err(err) => return GrantCheck::Unreachable(err.to_string()),
+        };
+        let client = match GithubClient::new(config, metrics) {
+            Ok(client) => client,
+            Err(err) => return GrantCheck::Unreachable(format!("{err:#}")),
+        };
+        let info = match client.describe_app().await {
+            Ok(info) => info,
+            Err(err) => return GrantCheck::Unreachable(err.to_string()),
+        };
+        let beyond: Vec<String> = roles
+            .iter()
+            .flat_map(|(role, asked)| {
+                missing_permissions(asked, &info.permissions)
+                    .into_iter()
+                    .map(move |missing| format!("role `{role}` asks {missing}"))
+            })
+            .collect();
+        if beyond.is_empty() {
+            GrantCheck::Covered { slug: info.slug }
+        } else {
+            GrantCheck::Beyond(beyond)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests;

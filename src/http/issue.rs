@@ -201,16 +201,26 @@ async fn handle(
         duration_seconds: request.duration_seconds,
         permissions: request.permissions.clone(),
     };
-    let grant = decision::decide(
-        policy,
-        &verified,
-        &access,
-        &decision::GithubNotConfigured,
-        request_id,
-        audit,
-    )
-    .await
-    .map_err(|refusal| refused(state, audit, refusal))?;
+    // Context questions go to the GitHub App when there is one; without
+    // `[github]` every question is unavailable (start-up refuses such a
+    // policy; only a reload could bring one).
+    let decided = match &state.github {
+        Some(github) => {
+            decision::decide(policy, &verified, &access, github, request_id, audit).await
+        }
+        None => {
+            decision::decide(
+                policy,
+                &verified,
+                &access,
+                &decision::GithubNotConfigured,
+                request_id,
+                audit,
+            )
+            .await
+        }
+    };
+    let grant = decided.map_err(|refusal| refused(state, audit, refusal))?;
 
     // Refusals that do not depend on the token being fresh come before the
     // replay mark, so they do not burn it.
