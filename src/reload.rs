@@ -97,6 +97,18 @@ impl PolicyWatcher {
             return ReloadOutcome::Unchanged;
         }
         match PolicySet::load(&self.config) {
+            Ok((policy, _))
+                if self.state.github.is_none()
+                    && !crate::github::needs_github(&policy.rules).is_empty() =>
+            {
+                let needs = crate::github::needs_github(&policy.rules).join("; ");
+                self.fail(
+                    format!(
+                        "the policy needs a GitHub App, but [github] is not configured: {needs}"
+                    ),
+                    Some(version),
+                )
+            }
             Ok((policy, warnings)) => {
                 for warning in &warnings {
                     tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),

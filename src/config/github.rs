@@ -157,7 +157,87 @@ impl<'de> Deserialize<'de> for AppId {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::config::Config;
+
+    const MINIMAL: &str = include_str!("../../tests/fixtures/configs/minimal.toml");
+
+    fn parse(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse(&format!("{MINIMAL}\n{extra}"), "broker.toml", &env)
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn the_section_is_optional_and_has_documented_defaults() {
+        assert!(parse("", &[]).unwrap().github.is_none());
+        let config = parse(
+            "[github]\napp_id = \"123456\"\nprivate_key_file = \"app.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        let github = config.github.unwrap();
+        assert_eq!(github.api_url().as_str(), "https://api.github.com/");
+        assert_eq!(github.app_id.as_str(), "123456");
+        assert_eq!(github.request_timeout_seconds, 5);
+        assert_eq!(github.context_cache_seconds, 30);
+        assert_eq!(github.revoke_after_seconds, 900);
+    }
+
+    #[test]
+    fn every_key_can_come_from_the_environment() {
+        let config = parse(
+            "",
+            &[
+                ("BROKER_GITHUB__APP_ID", "42"),
+                ("BROKER_GITHUB__PRIVATE_KEY_FILE", "/k.pem"),
+                ("BROKER_GITHUB__API_URL", "https://ghes.example/api/v3"),
+                ("BROKER_GITHUB__REQUEST_TIMEOUT_SECONDS", "3"),
+                ("BROKER_GITHUB__CONTEXT_CACHE_SECONDS", "0"),
+                ("BROKER_GITHUB__REVOKE_AFTER_SECONDS", "600"),
+            ],
+        )
+        .unwrap();
+        let github = config.github.unwrap();
+        assert_eq!(github.app_id.as_str(), "42");
+        assert_eq!(github.api_url().as_str(), "https://ghes.example/api/v3");
+        assert_eq!(github.request_timeout_seconds, 3);
+        assert_eq!(github.context_cache_seconds, 0);
+        assert_eq!(github.revoke_after_seconds, 600);
+    }
+
+    #[test]
+    fn bad_values_are_named_by_key() {
+        let message = parse(
+            "[github]\napp_id = \"my-app\"\nprivate_key_file = \"k.pem\"\n\
+             api_url = \"http://github.example\"\nrevoke_after_seconds = 3600\ncolour = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        for expected in [
+            "broker.toml: key `github.app_id`: must be the App's numeric id",
+            "broker.toml: key `github.api_url`: http:// is accepted only for loopback hosts",
+            "broker.toml: key `github.revoke_after_seconds`: must be between 60 and 3599",
+            "broker.toml: key `github.colour`: unknown field",
+        ] {
+            assert!(message.contains(expected), "{expected}\n{message}");
+        }
+        let message = parse("[github]\napp_id = 1\n", &[]).unwrap_err();
+        assert!(
+            message.contains("key `github.private_key_file`: missing field"),
+            "{message}"
+        );
+        let loopback = parse(
+            "[github]\napp_id = 1\nprivate_key_file = \"k\"\napi_url = \"http://127.0.0.1:8080/\"\n",
+            &[],
+        );
+        assert!(loopback.is_ok(), "{loopback:?}");
+    }
 
     #[test]
     fn app_ids_are_numbers_or_client_ids() {
