@@ -60,6 +60,9 @@ pub struct AppOptions {
     /// An already compiled policy (no Rego, not watched); `None` loads and
     /// watches what `[policy]` names.
     pub policy: Option<LoadedPolicy>,
+    /// The GitHub App's key (only `dev` uses this, with its stand-in's
+    /// key); `None` reads `[github] private_key_file`.
+    pub github_key: Option<github::AppKey>,
 }
 
 /// One broker instance: its state and both routers.
@@ -113,8 +116,11 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
     let replay = ReplayStore::from_config(&config.replay)?;
     let github = match &config.github {
         Some(github) => Some(
-            github::GithubClient::new(github, metrics.clone())
-                .context("cannot build the GitHub App client")?,
+            match options.github_key {
+                Some(key) => github::GithubClient::with_key(github, key, metrics.clone()),
+                None => github::GithubClient::new(github, metrics.clone()),
+            }
+            .context("cannot build the GitHub App client")?,
         ),
         None => None,
     };

@@ -228,7 +228,7 @@ mod tests {
             config,
             AppOptions {
                 aws_credentials: Some(credentials),
-                policy: None,
+                ..AppOptions::default()
             },
         )
         .await

@@ -457,3 +457,49 @@ async fn revoke_github_token_revokes_and_accepts_an_already_invalid_token() {
     let out = run_to_completion(&["revoke-github-token"], &[]).await;
     assert_eq!(out.code, Some(64), "{}", out.all());
 }
+
+#[tokio::test]
+async fn dev_prints_a_curl_that_obtains_a_stand_in_github_token() {
+    let mut dev = crate::support::broker::Process::spawn(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    dev.wait_for_line("the GitHub heading", |line| {
+        line.starts_with("GitHub installation token")
+    })
+    .await;
+    let curl = dev
+        .wait_for_line("the GitHub curl", |line| {
+            line.trim_start().starts_with("curl ") && line.contains("dev-release-notes")
+        })
+        .await;
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(curl.trim())
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = crate::python_peers::stdout_of_success("curl", &output);
+    let answer: GithubTokenResponse =
+        serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));
+    use secrecy::ExposeSecret as _;
+    assert!(
+        answer.token.expose_secret().starts_with("ghs_devfake_"),
+        "{stdout}"
+    );
+    assert_eq!(answer.role, "dev-release-notes");
+    assert_eq!(answer.repositories, vec!["octo-org/demo".to_owned()]);
+}
