@@ -100,7 +100,9 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-/// `check-config`: validate everything `serve` would, without network calls.
+/// `check-config`: validate everything `serve` would. The only network call
+/// is `GET /app` when `[github]` is set and the policy has `github` roles,
+/// to compare their permissions with the App's grant (unreachable: a warning).
 pub fn check_config(path: &std::path::Path) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
