@@ -224,3 +224,41 @@ impl Drop for AuditEvent {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{ContextAnswer, ContextCondition};
+
+    #[test]
+    fn context_answers_and_github_request_ids_are_recorded_in_order() {
+        let mut answers = ContextAnswers::default();
+        answers.insert(
+            ContextCondition::PullRequestApprovals(1),
+            ContextAnswer::Fail("0 approvals of pull request 17".into()),
+        );
+        answers.insert(
+            ContextCondition::CheckPassed {
+                name: "dependency-scan".into(),
+                app: Some("snyk".into()),
+            },
+            ContextAnswer::Pass("completed/success by snyk".into()),
+        );
+        answers.request_id("C0DE:1");
+        answers.request_id("C0DE:2");
+        let mut event = AuditEvent::new("r1", "v1");
+        event.context(&answers);
+        assert_eq!(
+            event.context,
+            "checks_passed `dependency-scan` by app `snyk`: pass (completed/success by snyk); \
+             pull_request_approvals >= 1: fail (0 approvals of pull request 17)"
+        );
+        assert_eq!(event.github_request_ids, "C0DE:1,C0DE:2");
+        // Nothing asked: both stay empty.
+        event.context(&ContextAnswers::default());
+        assert_eq!(
+            (event.context.as_str(), event.github_request_ids.as_str()),
+            ("", "")
+        );
+    }
+}

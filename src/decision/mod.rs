@@ -236,11 +236,16 @@ pub(crate) async fn decide(
     // of the verified claims; nothing at all for a policy without context
     // conditions.
     let needed = policy.rules.context_needed(claims, &role_request);
-    let answers = match Commit::of(claims.claims()) {
-        Some(commit) if !needed.is_empty() => context.answer(&commit, &needed).await,
-        // No commit to ask about: every question stays unanswered, which
-        // never matches.
-        _ => ContextAnswers::default(),
+    let commit = if needed.is_empty() {
+        None
+    } else {
+        Commit::of(claims.claims())
+    };
+    let answers = match commit {
+        Some(commit) => context.answer(&commit, &needed).await,
+        // Nothing to ask, or no commit to ask about: every question stays
+        // unanswered, which never matches.
+        None => ContextAnswers::default(),
     };
     audit.context(&answers);
     let allowed = policy

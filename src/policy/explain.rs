@@ -53,8 +53,11 @@ pub struct RuleTrace {
 pub struct ContextTrace {
     /// The condition.
     pub condition: ContextCondition,
-    /// Its answer; `None` when it was not evaluated (no canned answers).
+    /// Its answer; `None` when it was not evaluated (no canned answers) or
+    /// not asked (the request path would not ask it: the claims decide).
     pub answer: Option<ContextAnswer>,
+    /// Whether answers were given at all (`policy explain --context`).
+    pub evaluated: bool,
 }
 
 impl ContextTrace {
@@ -98,6 +101,7 @@ impl RoleTrace {
                         .map(|condition| ContextTrace {
                             condition: condition.clone(),
                             answer: answers.and_then(|answers| answers.get(condition)).cloned(),
+                            evaluated: answers.is_some(),
                         })
                         .collect(),
                 })
@@ -208,7 +212,16 @@ impl fmt::Display for Explanation {
                 ),
             },
             Err(denial) => {
-                write!(f, "outcome: deny ({}): ", denial.reason_code())?;
+                if let Denial::ContextUnavailable { .. } = denial {
+                    // Neither a grant nor a refusal: the server answers 503.
+                    write!(
+                        f,
+                        "outcome: undecided, unavailable ({}): ",
+                        denial.reason_code()
+                    )?;
+                } else {
+                    write!(f, "outcome: deny ({}): ", denial.reason_code())?;
+                }
                 match denial {
                     Denial::NotPermitted { first_failed, .. } => f.write_str(first_failed),
                     Denial::DeniedByRule { rule, .. } => write!(f, "{rule} matched"),
@@ -259,6 +272,11 @@ impl fmt::Display for ConditionTrace {
 impl fmt::Display for ContextTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.answer {
+            None if self.evaluated => write!(
+                f,
+                "-    {}: not asked (the claims decide without it)",
+                self.condition
+            ),
             None => write!(
                 f,
                 "?    {}: not evaluated (give --context FILE)",

@@ -19,6 +19,7 @@ use crate::policy::glob::{CaseFold, Glob, Token};
 
 use super::diff::{DEFAULT_BUDGET, Grants, Space, Undecided, Witness};
 use crate::api::Access;
+use crate::context::ContextCondition;
 
 use super::model::{Role, RoleKind, Rule, RuleKind};
 use super::warnings::{ALWAYS_PRESENT_CLAIMS, BINDING_CLAIMS, ID_CLAIMS, NAME_CLAIMS};
@@ -163,9 +164,11 @@ pub fn lint(policy: &Policy, options: &LintOptions) -> Vec<Finding> {
                 .map(|glob| (*claim, glob))
         })
         .collect();
+    let commit: Vec<(String, Glob)> = Space::context_patterns(&policy.roles).collect();
     let mut space = Space::new(
         Space::patterns_of(&policy.roles)
-            .chain(contexts.iter().map(|(claim, glob)| (*claim, glob))),
+            .chain(contexts.iter().map(|(claim, glob)| (*claim, glob)))
+            .chain(commit.iter().map(|(axis, glob)| (axis.as_str(), glob))),
     );
     space.set_budget(options.budget);
     let mut grants: Vec<Option<Grants>> = Vec::new();
@@ -256,9 +259,48 @@ fn textual(role: &Role, findings: &mut Vec<Finding>) {
             ),
         ));
     }
+    if let RoleKind::GitHub(github) = &role.kind
+        && let Some((permission, access)) = github
+            .permissions
+            .iter()
+            .find(|(_, access)| **access >= Access::Write)
+        && role.allow.iter().all(|rule| rule.context.is_empty())
+    {
+        findings.push(finding(
+            role,
+            None,
+            Some("permissions"),
+            "github-write-without-context",
+            format!(
+                "grants `{permission} = \"{}\"` with no context condition in any allow rule: \
+                 any job whose token matches can change the repository without a passed check \
+                 or an approved pull request; add `checks_passed` or `pull_request_approvals`",
+                access.as_str()
+            ),
+        ));
+    }
     for (index, rule) in role.allow.iter().enumerate() {
         let name = Some(format!("{}[{index}]", RuleKind::Allow.key()));
         allow_rule(role, rule, &name, findings);
+        for check in &rule.context {
+            if let ContextCondition::CheckPassed {
+                name: check,
+                app: None,
+            } = check
+            {
+                findings.push(finding(
+                    role,
+                    name.clone(),
+                    Some("checks_passed"),
+                    "check-without-app",
+                    format!(
+                        "check `{check}` is not bound to the App that must create it: a job whose \
+                         token has `checks: write` can create a passing run of any name under the \
+                         `github-actions` App; write `{{ name = \"{check}\", app = \"…\" }}`"
+                    ),
+                ));
+            }
+        }
     }
     for (index, rule) in role.deny.iter().enumerate() {
         let name = Some(format!("{}[{index}]", RuleKind::Deny.key()));
@@ -481,7 +523,11 @@ fn confirm(policy: &Policy, roles: &[&Role], witness: &Witness) -> Result<(), Un
             duration_seconds: None,
             permissions: None,
         };
-        if policy.evaluate_unverified(&claims, &request).is_err() {
+        let answers = witness.answers(&policy.context_conditions(&request));
+        if policy
+            .evaluate_unverified_in_context(&claims, &request, &answers)
+            .is_err()
+        {
             return Err(Undecided::Unconfirmed(format!(
                 "witness is not granted by role `{}`: {}",
                 role.name,

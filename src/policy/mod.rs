@@ -1,26 +1,36 @@
-//! The policy engine: compiled rules deciding which role, if any, a token may assume.
+//! The policy engine: compiled rules deciding which role, if any, a token may
+//! obtain: an AWS role to assume or a GitHub installation token.
 //!
 //! Deny by default. A policy is a list of roles; a role grants when one of its
 //! allow rules matches and none of its deny rules does; a rule matches when every
 //! one of its conditions does; a condition matches when the claim is present and
-//! one of its patterns (see `glob.rs`) matches the whole value. The language is
-//! documented for operators in `docs/policy.md`.
+//! one of its patterns (see `glob.rs`) matches the whole value. An allow rule may
+//! also need facts about the token's commit (context conditions: checks passed,
+//! pull request approvals), which this module names but never asks: the caller
+//! collects the answers for [`Policy::context_needed`] and hands them to
+//! [`Policy::evaluate_in_context`]. The language is documented for operators in
+//! `docs/policy.md`.
 //!
 //! Trust: this module sees claims, never a raw token. The request path hands it
-//! [`VerifiedClaims`] ([`Policy::evaluate`]); the offline tools hand it
+//! [`VerifiedClaims`] ([`Policy::evaluate_in_context`]); the offline tools hand it
 //! [`UnverifiedClaims`] ([`Policy::evaluate_unverified`], [`Policy::explain`]).
 //! Either way the answer is an [`Allowed`]: which role the rules chose, not a
 //! permission to issue. Only `decision` turns an `Allowed` into a `Grant`, from
 //! verified claims and after Rego agreed. It trusts nothing in the policy text: the
 //! whole file is validated at load and refused on any error, because a partly
-//! loaded policy is a security bug.
+//! loaded policy is a security bug. Context answers are trusted as given; a
+//! missing one never matches and an unavailable one never grants.
 //!
 //! Invariants: only this module constructs an [`Allowed`], and only after an allow
-//! rule matched, no deny rule of that role matched, and the duration is within
-//! 900 s and the role's maximum. The duration is checked only once a role has been
-//! granted, so an unauthorised caller learns nothing about the roles.
-//! [`Policy::evaluate`] is the per-request hot path: it does not allocate except to
-//! build its result. [`Policy::explain`] gives the full trace for operators.
+//! rule's claim conditions matched and its context answers all passed, no deny
+//! rule of that role matched, and the request's fields fit the role: for an AWS
+//! role the duration is within 900 s and the role's maximum, for a GitHub role the
+//! repositories are the token owner's and the permissions at most the role's.
+//! These are checked only once a role has been granted, so an unauthorised caller
+//! learns nothing about the roles. [`Policy::evaluate_in_context`] is the
+//! per-request hot path: it does not allocate except to build its result, and
+//! [`Policy::context_needed`] allocates nothing for a policy without context
+//! conditions. [`Policy::explain`] gives the full trace for operators.
 
 mod canned;
 pub mod diff;
@@ -517,7 +527,6 @@ impl Policy {
     pub fn context_conditions(&self, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
         let mut all: Vec<ContextCondition> = self
             .considered(request)
-            .into_iter()
             .flat_map(|role| &role.allow)
             .flat_map(|rule| rule.context.iter().cloned())
             .collect();
@@ -527,9 +536,18 @@ impl Policy {
     }
 
     fn needed(&self, claims: &ClaimSet, request: &RoleRequest<'_>) -> Vec<ContextCondition> {
+        // The common case, a policy without context conditions, costs a scan
+        // of the rules and no allocation.
+        let any = self
+            .roles
+            .iter()
+            .flat_map(|role| &role.allow)
+            .any(|rule| !rule.context.is_empty());
+        if !any {
+            return Vec::new();
+        }
         let mut needed: Vec<ContextCondition> = self
             .considered(request)
-            .into_iter()
             .flat_map(|role| role.context_needed(claims))
             .cloned()
             .collect();
@@ -538,12 +556,16 @@ impl Policy {
         needed
     }
 
-    /// The roles a request considers: the named one, or all of them.
-    fn considered(&self, request: &RoleRequest<'_>) -> Vec<&Role> {
-        match request.role {
-            Some(name) => self.role(name).into_iter().collect(),
-            None => self.roles.iter().collect(),
-        }
+    /// The roles a request considers: the named one (names are unique), or
+    /// all of them.
+    fn considered<'p, 'r>(
+        &'p self,
+        request: &RoleRequest<'r>,
+    ) -> impl Iterator<Item = &'p Role> + use<'p, 'r> {
+        let named: Option<&'r str> = request.role;
+        self.roles
+            .iter()
+            .filter(move |role| named.is_none_or(|name| role.name == name))
     }
 
     fn decide(
@@ -570,29 +592,43 @@ impl Policy {
                 }),
             };
         }
-        let mut granting: Vec<(&Role, usize)> = Vec::new();
+        let mut granting: Option<(&Role, usize)> = None;
+        let mut several = false;
         let mut unavailable: Option<(&Role, usize)> = None;
         for role in &self.roles {
             match role.outcome_in(claims, answers) {
-                RoleOutcome::Granted { allow } => granting.push((role, allow)),
+                RoleOutcome::Granted { allow } => {
+                    several |= granting.is_some();
+                    granting.get_or_insert((role, allow));
+                }
                 RoleOutcome::Unavailable { allow } => {
                     unavailable.get_or_insert((role, allow));
                 }
                 RoleOutcome::Denied { .. } | RoleOutcome::NotAllowed => {}
             }
         }
-        match (granting.as_slice(), unavailable) {
-            ([_, _, ..], _) => Err(Denial::Ambiguous {
-                roles: granting.iter().map(|(role, _)| role.name.clone()).collect(),
+        match (granting, several, unavailable) {
+            (_, true, _) => Err(Denial::Ambiguous {
+                roles: self
+                    .roles
+                    .iter()
+                    .filter(|role| {
+                        matches!(
+                            role.outcome_in(claims, answers),
+                            RoleOutcome::Granted { .. }
+                        )
+                    })
+                    .map(|role| role.name.clone())
+                    .collect(),
             }),
             // One more role might grant once GitHub answers: neither a grant
             // (it could be ambiguous) nor a refusal.
-            (_, Some((role, allow))) => Err(Denial::ContextUnavailable {
+            (_, false, Some((role, allow))) => Err(Denial::ContextUnavailable {
                 role: None,
                 detail: miss::unavailable(role, allow, answers),
             }),
-            ([(role, allow)], None) => grant(role, *allow, request, claims),
-            ([], None) => Err(Denial::NotPermitted {
+            (Some((role, allow)), false, None) => grant(role, allow, request, claims),
+            (None, false, None) => Err(Denial::NotPermitted {
                 role: None,
                 first_failed: miss::describe(&self.roles, claims, answers),
             }),
@@ -624,7 +660,6 @@ impl Policy {
         Explanation {
             roles: self
                 .considered(request)
-                .into_iter()
                 .map(|role| RoleTrace::of(role, claims, answers))
                 .collect(),
             outcome,

@@ -284,3 +284,27 @@ async fn duration_above_the_default_900_is_a_400() {
     assert_bad_request(&resp, msg::BAD_DURATION);
     assert_eq!(h.sts.calls(), 0);
 }
+
+#[tokio::test]
+async fn permissions_for_an_aws_role_are_a_400_once_the_role_is_granted() {
+    let h = Harness::start().await;
+    let calls_before = h.sts.calls();
+    let asked = json!({"permissions": {"contents": "read"}});
+    let resp = h.issue_token(&h.token().build(), asked.clone()).await;
+    assert_bad_request(&resp, msg::BAD_JSON);
+    assert_eq!(h.sts.calls(), calls_before, "refused before STS");
+    let event = h.broker.wait_for_audit(&resp.request_id()).await;
+    assert_eq!(
+        field(&event, "reason").as_deref(),
+        Some("field_not_for_role_kind"),
+        "{event}"
+    );
+    assert_eq!(field(&event, "role").as_deref(), Some("deploy"), "{event}");
+    // A token the rules refuse learns nothing about the role's kind: a 403.
+    denied(
+        &h,
+        &h.token().claim("ref", "refs/heads/feature/x").build(),
+        asked,
+    )
+    .await;
+}

@@ -491,3 +491,169 @@ fn explain_verifies_a_real_github_token_offline() {
     assert_eq!(out.code, Some(2), "{out}");
     assert_snapshot!("explain_real_github_token_unknown_key", out.snapshot());
 }
+
+// --- context conditions and roles of kind github ---------------------------
+
+const CONTEXT_POLICY: &str = include_str!("../fixtures/policies/context.toml");
+const GITHUB_POLICY: &str = include_str!("../fixtures/policies/github.toml");
+
+/// A push to main of ourorg/app (id 42) from a hosted runner.
+fn context_push() -> Value {
+    json!({
+        "repository": "ourorg/app",
+        "repository_owner_id": "1234567",
+        "repository_id": "42",
+        "ref": "refs/heads/main",
+        "event_name": "push",
+        "runner_environment": "github-hosted",
+        "sha": "0123456789abcdef0123456789abcdef01234567"
+    })
+}
+
+#[test]
+fn explain_evaluates_context_conditions_from_canned_answers() {
+    let _redact = redactions();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.toml", CONTEXT_POLICY);
+    let claims = write(dir.path(), "claims.json", &context_push().to_string());
+
+    // Without --context: each context condition is shown, not evaluated.
+    let out = policy_cmd(&["explain", &policy, "--claims", &claims, "--role", "deploy"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("explain_context_not_evaluated", out.snapshot());
+
+    let passed = write(
+        dir.path(),
+        "passed.json",
+        &json!({
+            "checks": {
+                "dependency-scan": {"status": "completed", "conclusion": "success", "app": "snyk"},
+                "unit-tests": {"status": "completed", "conclusion": "success", "app": "github-actions"}
+            },
+            "pull_request": {"number": 17, "approvals": 1, "changes_requested": false}
+        })
+        .to_string(),
+    );
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--claims",
+        &claims,
+        "--role",
+        "deploy",
+        "--context",
+        &passed,
+    ]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_snapshot!("explain_context_granted", out.snapshot());
+
+    // The GitHub role, granted on an approval: JSON, with the token it gets.
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--claims",
+        &claims,
+        "--role",
+        "release-notes",
+        "--context",
+        &passed,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_snapshot!("explain_context_github_json", out.json_snapshot());
+
+    // A scan run by another App does not count; GitHub down is undecided.
+    let other = write(
+        dir.path(),
+        "other.json",
+        &json!({
+            "checks": {
+                "dependency-scan": {"status": "completed", "conclusion": "success", "app": "github-actions"},
+                "unit-tests": "unavailable"
+            },
+            "pull_request": null
+        })
+        .to_string(),
+    );
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--claims",
+        &claims,
+        "--role",
+        "deploy",
+        "--context",
+        &other,
+    ]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("explain_context_other_app", out.snapshot());
+    let down = write(
+        dir.path(),
+        "down.json",
+        &json!({"checks": {"dependency-scan": "unavailable", "unit-tests": "unavailable"}})
+            .to_string(),
+    );
+    let out = policy_cmd(&[
+        "explain",
+        &policy,
+        "--claims",
+        &claims,
+        "--role",
+        "deploy",
+        "--context",
+        &down,
+    ]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("explain_context_unavailable", out.snapshot());
+
+    // The file is closed: an unknown key is an input error.
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        r#"{"checks": {}, "approved": true}"#,
+    );
+    let out = policy_cmd(&["explain", &policy, "--claims", &claims, "--context", &bad]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert_snapshot!("explain_context_bad_file", out.snapshot());
+}
+
+#[test]
+fn diff_treats_context_conditions_as_conditions() {
+    let _redact = redactions();
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.toml", CONTEXT_POLICY);
+    let widened = CONTEXT_POLICY
+        .replace(
+            "checks_passed = [{ name = \"dependency-scan\", app = \"snyk\" }, \"unit-tests\"]",
+            "checks_passed = [\"unit-tests\"]",
+        )
+        .replace("pull_request_approvals = 2", "pull_request_approvals = 1");
+    assert_ne!(widened, CONTEXT_POLICY);
+    let new = write(dir.path(), "new.toml", &widened);
+    let out = policy_cmd(&["diff", &old, &new]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("diff_context_broadening", out.snapshot());
+    let json = policy_cmd(&["diff", "--format", "json", &old, &new]);
+    assert_eq!(json.code, Some(1), "{json}");
+    assert_snapshot!("diff_context_broadening_json", json.json_snapshot());
+
+    // The other way round narrows: no exit 1.
+    let out = policy_cmd(&["diff", &new, &old]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_snapshot!("diff_context_narrowing", out.snapshot());
+}
+
+#[test]
+fn check_warns_about_unbound_checks_and_github_roles_that_write_unconditionally() {
+    let _redact = redactions();
+    let dir = tempfile::tempdir().unwrap();
+    let context = write(dir.path(), "context.toml", CONTEXT_POLICY);
+    let out = policy_cmd(&["check", &context]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("check_context", out.snapshot());
+    let github = write(dir.path(), "github.toml", GITHUB_POLICY);
+    let out = policy_cmd(&["check", &github]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_snapshot!("check_github", out.snapshot());
+}

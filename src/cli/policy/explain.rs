@@ -19,7 +19,6 @@ use crate::api::Permissions;
 use crate::claims::UnverifiedClaims;
 use crate::cli::output::{emit, report};
 use crate::config::{MAX_TOKEN_BYTES, VerifyConfig};
-use crate::context::ContextAnswer;
 use crate::policy::{
     AllowedCredential, CannedContext, ConditionTrace, ContextTrace, Denial, Explanation,
     MAX_CONTEXT_FILE_BYTES, MIN_DURATION_SECONDS, RoleOutcome, RoleRequest, RoleTrace, RuleTrace,
@@ -142,7 +141,8 @@ struct RuleView<'a> {
 struct ContextView {
     condition: String,
     key: &'static str,
-    /// `pass`, `fail`, `unavailable`, or `null` when not evaluated.
+    /// `pass`, `fail`, `unavailable`, `not_asked` (the claims decide
+    /// without it) or `null` when not evaluated (no `--context`).
     answer: Option<&'static str>,
     detail: Option<String>,
     matched: bool,
@@ -185,7 +185,10 @@ pub(super) fn run(args: &ExplainArgs) -> ExitCode {
                 CannedContext::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
             });
             match canned {
-                Ok(canned) => Some(canned.answers(&loaded.policy.context_conditions(&request))),
+                // Exactly the questions the server would ask.
+                Ok(canned) => Some(
+                    canned.answers(&loaded.policy.context_needed_unverified(&claims, &request)),
+                ),
                 Err(message) => {
                     report!("error: {message}");
                     return ExitCode::from(EXIT_ERROR);
@@ -505,7 +508,11 @@ fn context_view(trace: &ContextTrace) -> ContextView {
     ContextView {
         condition: trace.condition.to_string(),
         key: trace.condition.key(),
-        answer: trace.answer.as_ref().map(ContextAnswer::label),
+        answer: match &trace.answer {
+            Some(answer) => Some(answer.label()),
+            None if trace.evaluated => Some("not_asked"),
+            None => None,
+        },
         detail: trace
             .answer
             .as_ref()

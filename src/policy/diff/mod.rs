@@ -25,9 +25,10 @@ mod space;
 mod tests;
 
 pub use lang::Undecided;
-pub use space::Witness;
+pub use space::{CommitFacts, Witness};
 pub(crate) use space::{DEFAULT_BUDGET, Grants, Space};
 
+use super::glob::Glob;
 use super::model::{AwsRole, GithubRole, Role, RoleKind};
 use super::{Policy, RoleRequest};
 
@@ -141,8 +142,14 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
 
 /// [`diff`] with an explicit step budget per question.
 pub(crate) fn diff_with_budget(old: &Policy, new: &Policy, budget: u64) -> PolicyDiff {
-    let mut space =
-        Space::new(Space::patterns_of(&old.roles).chain(Space::patterns_of(&new.roles)));
+    let context: Vec<(String, Glob)> = Space::context_patterns(&old.roles)
+        .chain(Space::context_patterns(&new.roles))
+        .collect();
+    let mut space = Space::new(
+        Space::patterns_of(&old.roles)
+            .chain(Space::patterns_of(&new.roles))
+            .chain(context.iter().map(|(axis, glob)| (axis.as_str(), glob))),
+    );
     space.set_budget(budget);
     let mut roles: Vec<RoleDiff> = old
         .roles
@@ -249,13 +256,20 @@ fn confirm(
         duration_seconds: None,
         permissions: None,
     };
-    if granting.evaluate_unverified(&claims, &request).is_err() {
+    let answers = |policy: &Policy| witness.answers(&policy.context_conditions(&request));
+    if granting
+        .evaluate_unverified_in_context(&claims, &request, &answers(granting))
+        .is_err()
+    {
         return Err(Undecided::Unconfirmed(format!(
             "witness for role `{role}` is not granted by {granting_label}: {}",
             witness.one_line()
         )));
     }
-    if refusing.evaluate_unverified(&claims, &request).is_ok() {
+    if refusing
+        .evaluate_unverified_in_context(&claims, &request, &answers(refusing))
+        .is_ok()
+    {
         return Err(Undecided::Unconfirmed(format!(
             "witness for role `{role}` is also granted by {refusing_label}: {}",
             witness.one_line()

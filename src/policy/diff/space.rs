@@ -25,8 +25,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::claims::UnverifiedClaims;
+use crate::context::{ContextAnswer, ContextAnswers, ContextCondition};
+use crate::policy::github::RepositoryEntry;
 use crate::policy::glob::{CaseFold, Glob, Token};
-use crate::policy::model::{Role, Rule};
+use crate::policy::model::{Role, RoleKind, Rule};
 
 use super::lang::{Alphabet, Dfa, Undecided};
 
@@ -44,6 +46,60 @@ const SAMPLE_VALUES: &[(&str, &str)] = &[
     ("repository_visibility", "private"),
     ("ref_protected", "true"),
 ];
+
+/// Axes that model facts about the token's commit start with this, which no
+/// claim name can (claim names are `[a-z0-9_]+`).
+const CONTEXT_AXIS: &str = "context:";
+
+/// The axis of `checks_passed` for a (check, app) pair:
+/// `context:checks_passed:APP:NAME` (APP empty when any App counts; an App
+/// slug never holds `:`, so the name is what follows the second `:`). Its
+/// value is [`PASSED`] when that check passed, anything else or absent when
+/// not: each (check, app) is its own boolean dimension.
+const CHECK_AXIS: &str = "context:checks_passed:";
+
+/// The value of a check axis that means "passed".
+const PASSED: &str = "pass";
+
+/// The axis of `pull_request_approvals`: an integer dimension, the number
+/// of approvals written in unary as the length of the value (`≥ N` is the
+/// pattern of N `?` and a `*`); a value with `/` is a pull request with no
+/// approval, absent is no pull request.
+const APPROVALS_AXIS: &str = "context:pull_request_approvals";
+
+/// The axis and pattern that model one context condition.
+fn context_pattern(condition: &ContextCondition) -> Option<(String, Glob)> {
+    let (axis, source) = match condition {
+        ContextCondition::CheckPassed { name, app } => (
+            format!("{CHECK_AXIS}{}:{name}", app.as_deref().unwrap_or_default()),
+            PASSED.to_owned(),
+        ),
+        ContextCondition::PullRequestApprovals(count) => (
+            APPROVALS_AXIS.to_owned(),
+            "?".repeat(usize::try_from(*count).ok()?) + "*",
+        ),
+    };
+    let glob = Glob::compile(&source, CaseFold::Exact).ok()?;
+    Some((axis, glob))
+}
+
+/// What a role grants beyond its rules: a `github` role's token reaches the
+/// repositories of the token's owner, so it grants only tokens whose
+/// `repository` claim is `owner/name` and whose owner is that of every
+/// `owner/name` entry (each pattern must match). Nothing for an AWS role.
+fn implied_by(role: &Role) -> Vec<Glob> {
+    let RoleKind::GitHub(github) = &role.kind else {
+        return Vec::new();
+    };
+    let fold = CaseFold::for_claim("repository");
+    std::iter::once("?*/?*".to_owned())
+        .chain(github.repositories.iter().filter_map(|entry| match entry {
+            RepositoryEntry::Own => None,
+            RepositoryEntry::Named { owner, .. } => Some(format!("{owner}/?*")),
+        }))
+        .filter_map(|source| Glob::compile(&source, fold).ok())
+        .collect()
+}
 
 /// An interned language of one axis.
 type LangId = u32;
@@ -182,15 +238,140 @@ pub(crate) struct Grants {
 }
 
 /// A concrete claim set: every claim some rule (or query) mentions, with its
-/// value, `None` meaning the claim is absent from the token.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
+/// value, `None` meaning the claim is absent from the token; and, when the
+/// rules have context conditions, the facts about the token's commit.
+///
+/// Serialised as the JSON object of its claims (a `policy explain --claims`
+/// file), plus, when there are commit facts, a `"$context"` member (not a
+/// claim name) listing them: `{"checks": [{"name", "app", "passed"}],
+/// "pull_request": null | {"approvals": N}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Witness {
     /// Claim name → value; `None` (JSON `null`) = the token lacks the claim.
     pub claims: BTreeMap<String, Option<String>>,
+    /// Facts about the token's commit, for the context conditions.
+    pub commit: CommitFacts,
+}
+
+/// What a witness says about the token's commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitFacts {
+    /// (check name, App slug or `None` for any App) → whether it passed.
+    pub checks: BTreeMap<(String, Option<String>), bool>,
+    /// `None`: no rule asks about approvals; `Some(None)`: the commit has
+    /// no pull request; `Some(Some(n))`: its pull request has `n` approvals.
+    pub pull_request: Option<Option<u64>>,
+}
+
+impl CommitFacts {
+    /// Whether no rule asks anything about the commit.
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty() && self.pull_request.is_none()
+    }
+
+    fn record(&mut self, axis: &str, value: Option<&str>) {
+        if axis == APPROVALS_AXIS {
+            self.pull_request = Some(value.map(|value| {
+                if value.contains('/') {
+                    0
+                } else {
+                    value.chars().count() as u64
+                }
+            }));
+        } else if let Some((app, name)) = axis
+            .strip_prefix(CHECK_AXIS)
+            .and_then(|rest| rest.split_once(':'))
+        {
+            let app = (!app.is_empty()).then(|| app.to_owned());
+            self.checks
+                .insert((name.to_owned(), app), value == Some(PASSED));
+        }
+    }
+
+    fn one_line(&self) -> String {
+        let mut facts: Vec<String> = self
+            .checks
+            .iter()
+            .map(|((name, app), passed)| {
+                let state = if *passed { "passed" } else { "not passed" };
+                match app {
+                    Some(app) => format!("`{name}` by app `{app}` {state}"),
+                    None => format!("`{name}` {state}"),
+                }
+            })
+            .collect();
+        match self.pull_request {
+            None => {}
+            Some(None) => facts.push("no pull request".to_owned()),
+            Some(Some(count)) => {
+                facts.push(format!("a pull request with {count} approvals"));
+            }
+        }
+        facts.join(", ")
+    }
+}
+
+impl serde::Serialize for Witness {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in &self.claims {
+            map.serialize_entry(name, value)?;
+        }
+        if !self.commit.is_empty() {
+            let checks: Vec<serde_json::Value> = self
+                .commit
+                .checks
+                .iter()
+                .map(|((name, app), passed)| {
+                    serde_json::json!({"name": name, "app": app, "passed": passed})
+                })
+                .collect();
+            let mut context = serde_json::Map::new();
+            context.insert("checks".to_owned(), serde_json::Value::from(checks));
+            if let Some(pull_request) = self.commit.pull_request {
+                context.insert(
+                    "pull_request".to_owned(),
+                    pull_request.map_or(
+                        serde_json::Value::Null,
+                        |approvals| serde_json::json!({ "approvals": approvals }),
+                    ),
+                );
+            }
+            map.serialize_entry("$context", &context)?;
+        }
+        map.end()
+    }
 }
 
 impl Witness {
+    /// The answers these commit facts give to `conditions`, as GitHub would.
+    pub fn answers(&self, conditions: &[ContextCondition]) -> ContextAnswers {
+        let mut answers = ContextAnswers::default();
+        for condition in conditions {
+            let answer = match condition {
+                ContextCondition::CheckPassed { name, app } => {
+                    if self.commit.checks.get(&(name.clone(), app.clone())) == Some(&true) {
+                        ContextAnswer::Pass("passed".to_owned())
+                    } else {
+                        ContextAnswer::Fail("not passed".to_owned())
+                    }
+                }
+                ContextCondition::PullRequestApprovals(wanted) => {
+                    match self.commit.pull_request.flatten() {
+                        Some(count) if count >= u64::from(*wanted) => {
+                            ContextAnswer::Pass(format!("{count} approvals"))
+                        }
+                        Some(count) => ContextAnswer::Fail(format!("{count} approvals")),
+                        None => ContextAnswer::Fail("no pull request".to_owned()),
+                    }
+                }
+            };
+            answers.insert(condition.clone(), answer);
+        }
+        answers
+    }
+
     /// The claim set a token with exactly these claims would have.
     pub fn to_claim_set(&self) -> UnverifiedClaims {
         let mut set = UnverifiedClaims::default();
@@ -202,16 +383,23 @@ impl Witness {
         set
     }
 
-    /// `name="value"` pairs on one line, absent claims as `name=<absent>`.
+    /// `name="value"` pairs on one line, absent claims as `name=<absent>`,
+    /// then the commit facts, if any (`; commit: `dependency-scan` not passed`).
     pub fn one_line(&self) -> String {
-        self.claims
+        let claims = self
+            .claims
             .iter()
             .map(|(name, value)| match value {
                 Some(value) => format!("{name}={value:?}"),
                 None => format!("{name}=<absent>"),
             })
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        if self.commit.is_empty() {
+            claims
+        } else {
+            format!("{claims}; commit: {}", self.commit.one_line())
+        }
     }
 }
 
@@ -265,6 +453,23 @@ impl Space {
             })
     }
 
+    /// The axes and patterns the rules of `roles` imply beyond their claim
+    /// patterns, for [`Space::new`] (owned: they are not written as
+    /// patterns in the policy): those of the context conditions, and the
+    /// `repository` a `github` role needs (see [`implied_by`]).
+    pub(crate) fn context_patterns(roles: &[Role]) -> impl Iterator<Item = (String, Glob)> {
+        let context = roles
+            .iter()
+            .flat_map(|role| &role.allow)
+            .flat_map(|rule| &rule.context)
+            .filter_map(context_pattern);
+        let implied = roles
+            .iter()
+            .flat_map(implied_by)
+            .map(|glob| ("repository".to_owned(), glob));
+        context.chain(implied)
+    }
+
     /// Sets the step budget of each later question (`grant_*`).
     pub(crate) fn set_budget(&mut self, budget: u64) {
         self.budget = budget;
@@ -289,6 +494,13 @@ impl Space {
             let constrained = self.condition(&condition.claim, &globs)?;
             product = self.meet(&product, &constrained)?;
         }
+        for condition in &rule.context {
+            let (axis, glob) = context_pattern(condition).ok_or_else(|| {
+                Undecided::Unconfirmed(format!("no model for context condition {condition}"))
+            })?;
+            let constrained = self.condition(&axis, &[&glob])?;
+            product = self.meet(&product, &constrained)?;
+        }
         Ok(product)
     }
 
@@ -310,10 +522,18 @@ impl Space {
 
     /// The grant set of a role.
     pub(crate) fn grants(&mut self, role: &Role) -> Result<Grants, Undecided> {
+        let mut implied = self.everything();
+        for glob in implied_by(role) {
+            let constrained = self.condition("repository", &[&glob])?;
+            implied = self.meet(&implied, &constrained)?;
+        }
         let allow = role
             .allow
             .iter()
-            .map(|rule| self.rule(rule))
+            .map(|rule| {
+                let product = self.rule(rule)?;
+                self.meet(&product, &implied)
+            })
             .collect::<Result<_, _>>()?;
         let deny = role
             .deny
@@ -499,13 +719,18 @@ impl Space {
     /// A concrete claim set inside a non-empty product.
     pub(crate) fn witness(&self, product: &Product) -> Result<Witness, Undecided> {
         let mut claims = BTreeMap::new();
+        let mut commit = CommitFacts::default();
         for (axis, id) in self.axes.iter().zip(&product.0) {
             let value = axis.pick(*id).ok_or_else(|| {
                 Undecided::Unconfirmed(format!("empty language for claim `{}`", axis.name))
             })?;
-            claims.insert(axis.name.clone(), value);
+            if axis.name.starts_with(CONTEXT_AXIS) {
+                commit.record(&axis.name, value.as_deref());
+            } else {
+                claims.insert(axis.name.clone(), value);
+            }
         }
-        Ok(Witness { claims })
+        Ok(Witness { claims, commit })
     }
 
     /// Whether two products denote the same set (equal ids on every axis, since

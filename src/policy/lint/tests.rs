@@ -19,9 +19,10 @@ fn findings_with(text: &str, options: &LintOptions) -> Vec<Finding> {
                 duration_seconds: None,
                 permissions: None,
             };
+            let answers = witness.answers(&policy.context_conditions(&request));
             assert!(
                 policy
-                    .evaluate_unverified(&witness.to_claim_set(), &request)
+                    .evaluate_unverified_in_context(&witness.to_claim_set(), &request, &answers)
                     .is_ok(),
                 "{finding:?}"
             );
@@ -305,4 +306,78 @@ fn the_example_policy_findings_are_the_known_ones() {
         ],
         "{found:#?}"
     );
+}
+
+#[test]
+fn context_conditions_draw_their_warnings() {
+    let found = findings(include_str!(
+        "../../../tests/fixtures/policies/context.toml"
+    ));
+    let own: Vec<_> = summary(&found)
+        .into_iter()
+        .filter(|(code, ..)| {
+            [
+                "check-without-app",
+                "github-write-without-context",
+                "undecided",
+            ]
+            .contains(code)
+        })
+        .collect();
+    // `dependency-scan` is bound to snyk; `unit-tests` is not. The GitHub
+    // role writes, but only behind an approval.
+    assert_eq!(
+        own,
+        vec![(
+            "check-without-app",
+            "deploy",
+            Some("allow[0]"),
+            Some("checks_passed")
+        )],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("`unit-tests`"), "{found:#?}");
+    // The exact analyses still decide, with witnesses that carry commit facts.
+    let reachable = found
+        .iter()
+        .find(|finding| finding.code == "write-role-reachable" && finding.role == "deploy")
+        .unwrap();
+    assert!(
+        reachable
+            .witness
+            .as_ref()
+            .unwrap()
+            .one_line()
+            .contains("; commit: "),
+        "{reachable:?}"
+    );
+
+    let found = findings(include_str!("../../../tests/fixtures/policies/github.toml"));
+    let writes: Vec<_> = summary(&found)
+        .into_iter()
+        .filter(|(code, ..)| *code == "github-write-without-context")
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            (
+                "github-write-without-context",
+                "release-notes",
+                None,
+                Some("permissions")
+            ),
+            (
+                "github-write-without-context",
+                "docs-sync",
+                None,
+                Some("permissions")
+            ),
+        ]
+    );
+    // A GitHub role that only reads draws neither finding nor reachability.
+    let read_only = "[[roles]]\nname = \"notes\"\nkind = \"github\"\n\
+                     permissions = { contents = \"read\" }\n[[roles.allow]]\n\
+                     repository_owner_id = \"1234567\"\nrepository_id = \"42\"\n\
+                     ref = \"refs/heads/main\"\n";
+    assert_eq!(codes(&findings(read_only)), Vec::<&str>::new());
 }

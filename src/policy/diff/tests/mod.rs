@@ -1,5 +1,6 @@
 //! Tests of the language algebra (`lang.rs`, `space.rs`) and of `policy diff`.
 
+mod context;
 mod lang;
 mod space;
 mod table;
