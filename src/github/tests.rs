@@ -687,3 +687,126 @@ fn the_validation_rejects_what_github_would_not_send() {
         json!({"type": ["string", "null"], "enum": ["a", null]})
     );
 }
+
+#[tokio::test]
+async fn a_wrong_app_key_is_refused_by_github_and_never_a_refusal_of_the_caller() {
+    let f = fixture().await;
+    // The stand-in verifies the JWT against the App's public key.
+    let other = AppKey::from_pem(include_str!("../../tests/fixtures/test_key_a.pem")).unwrap();
+    let config = GithubConfig {
+        api_url: Some(f.github.url().clone()),
+        app_id: AppId::parse(&APP_ID.to_string()).unwrap(),
+        private_key_file: PathBuf::new(),
+        request_timeout_seconds: 2,
+        context_cache_seconds: 30,
+        revoke_after_seconds: 900,
+    };
+    let client = GithubClient::with_key(&config, other, Metrics::new().unwrap()).unwrap();
+    let err = client
+        .issue(
+            "ourorg",
+            &names(&["api"]),
+            &permissions(&[("contents", Access::Read)]),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        GithubError::Unexpected {
+            operation: "installation",
+            status: 401
+        }
+    );
+    assert!(!err.is_refusal(), "the operator's fault: 503, not 403");
+    assert_eq!(f.github.calls(Operation::Installation)[0].status, 401);
+    Description::load().assert_conforms(&f.github.exchanges());
+}
+
+#[tokio::test]
+async fn new_metrics_are_exported_at_zero_from_the_start() {
+    let metrics = Metrics::new().unwrap();
+    let text = metrics.render();
+    for line in [
+        "ci_github_api_requests_total{operation=\"reviews\",status=\"timeout\"} 0",
+        "ci_github_api_requests_total{operation=\"app\",status=\"2xx\"} 0",
+        "ci_github_tokens_revoked_total{reason=\"error\"} 0",
+        "ci_github_tokens_revoked_total{reason=\"scheduled\"} 0",
+        "ci_context_checks_total{condition=\"pull_request_approvals\",result=\"unavailable\"} 0",
+        "ci_github_rate_limit_remaining 0",
+        "ci_github_api_latency_seconds_count{operation=\"revoke\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`");
+    }
+}
+
+#[tokio::test]
+async fn a_token_already_revoked_by_the_job_counts_as_revoked_on_schedule() {
+    let f = fixture_with(2, 30, 1).await;
+    let issued = f
+        .client
+        .issue(
+            "ourorg",
+            &names(&["api"]),
+            &permissions(&[("contents", Access::Read)]),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+    // The job's last step revoked it first (`revoke-github-token`).
+    let transport = Transport::new(Duration::from_secs(2), None).unwrap();
+    revoke_token(&transport, f.github.url(), &issued.token)
+        .await
+        .unwrap();
+    let revoker = f.client.spawn_revoker();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metric_line(
+        &f.metrics,
+        "ci_github_tokens_revoked_total{reason=\"scheduled\"}",
+    )
+    .ends_with(" 1")
+    {
+        assert!(Instant::now() < deadline, "not counted in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let revocations = f.github.calls(Operation::Revoke);
+    assert_eq!(
+        revocations.iter().map(|e| e.status).collect::<Vec<_>>(),
+        vec![204, 401]
+    );
+    assert!(
+        metric_line(
+            &f.metrics,
+            "ci_github_tokens_revoked_total{reason=\"error\"}"
+        )
+        .ends_with(" 0")
+    );
+    revoker.abort();
+}
+
+#[tokio::test]
+async fn reviews_are_read_page_by_page() {
+    let f = fixture().await;
+    f.github.add_pull("ourorg/api", merged_pull(17), Some(SHA));
+    // 150 comments, then one approval: on the second page.
+    let mut reviews: Vec<ReviewSpec> = (0..150)
+        .map(|i| ReviewSpec::new(100 + i, "COMMENTED", HEAD))
+        .collect();
+    reviews.push(ReviewSpec::new(1, "APPROVED", HEAD));
+    f.github.set_reviews("ourorg/api", 17, reviews);
+    let answer = ask(
+        &f,
+        &commit("push", "refs/heads/main"),
+        &ContextCondition::PullRequestApprovals(1),
+    )
+    .await;
+    assert_eq!(answer.label(), "pass", "{answer:?}");
+    let pages: Vec<Option<String>> = f
+        .github
+        .calls(Operation::Reviews)
+        .iter()
+        .map(|exchange| exchange.query_param("page"))
+        .collect();
+    assert_eq!(pages, vec![Some("1".to_owned()), Some("2".to_owned())]);
+    Description::load().assert_conforms(&f.github.exchanges());
+}
