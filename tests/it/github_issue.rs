@@ -62,8 +62,14 @@ struct GithubHarness {
 
 impl GithubHarness {
     async fn start(policy: &str) -> Self {
+        Self::start_with(policy, |_| {}).await
+    }
+
+    /// Like [`GithubHarness::start`], with the stand-in prepared before the broker starts.
+    async fn start_with(policy: &str, prepare: impl FnOnce(&GithubStandIn)) -> Self {
         let github = GithubStandIn::start().await.unwrap();
         github.install("ourorg", &["widget-service", "docs"]);
+        prepare(&github);
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("app.pem");
         std::fs::write(&key, github.app_key_pem()).unwrap();
@@ -502,4 +508,30 @@ async fn dev_prints_a_curl_that_obtains_a_stand_in_github_token() {
     );
     assert_eq!(answer.role, "dev-release-notes");
     assert_eq!(answer.repositories, vec!["octo-org/demo".to_owned()]);
+}
+
+#[tokio::test]
+async fn start_up_describes_the_app_in_the_background_and_never_waits_for_it() {
+    let h = GithubHarness::start(POLICY).await;
+    let line = h
+        .broker
+        .wait_for_line("the App's description", |line| {
+            line.contains("GitHub App attestation-broker-dev reachable")
+        })
+        .await;
+    assert!(line.contains("contents:write"), "{line}");
+    assert_eq!(h.github.calls(Operation::App).len(), 1);
+
+    // GitHub hanging at start-up: ready anyway, AWS roles issue, and a warning says why.
+    let h = GithubHarness::start_with(POLICY, |github| {
+        github.set_fault(Operation::App, Some(GithubFault::Hang));
+    })
+    .await;
+    assert_eq!(h.broker.admin_get("/readyz").await.status, 200);
+    assert_issued(&h.issue(&h.token().build(), json!({"role": "deploy"})).await);
+    h.broker
+        .wait_for_line("the warning", |line| {
+            line.contains("cannot describe the GitHub App")
+        })
+        .await;
 }
