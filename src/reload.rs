@@ -291,6 +291,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_policy_needing_github_is_refused_without_an_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, path) = app_with_policy(dir.path()).await;
+        let mut watcher = PolicyWatcher::new(app.state.clone(), app.state.config.policy.clone());
+        let original = app.state.policy().version().to_owned();
+        std::fs::write(
+            &path,
+            format!(
+                "{POLICY_A}\n[[roles]]\nname = \"notes\"\nkind = \"github\"\npermissions = {{ contents = \"read\" }}\n[[roles.allow]]\nref = \"refs/heads/main\"\n"
+            ),
+        )
+        .unwrap();
+        let ReloadOutcome::Failed { reason } = watcher.reload(false) else {
+            panic!("a policy needing GitHub was loaded without [github]")
+        };
+        assert!(
+            reason.contains("[github] is not configured: role `notes` is of kind `github`"),
+            "{reason}"
+        );
+        assert_eq!(app.state.policy().version(), original);
+    }
+
+    #[tokio::test]
     async fn a_configmap_style_symlink_swap_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let (app, _) = app_with_policy(dir.path()).await;
