@@ -119,7 +119,7 @@ struct Inner {
     tls_reloads: IntCounterVec,
     github_requests: IntCounterVec,
     github_latency: HistogramVec,
-    github_rate_limit: IntGaugeVec,
+    github_rate_limit: IntGauge,
     github_revoked: IntCounterVec,
     context_checks: IntCounterVec,
     /// Issued credentials still active, counted per expiration second and
@@ -204,14 +204,11 @@ impl Metrics {
             &["operation"],
         )?;
         registry.register(Box::new(github_latency.clone()))?;
-        // No labels, and no series until GitHub first answers: a 0 before
-        // any call would read as an exhausted rate limit.
-        let github_rate_limit = gauge_vec(
-            r,
+        let github_rate_limit = IntGauge::new(
             "ci_github_rate_limit_remaining",
-            "GitHub's x-ratelimit-remaining on the latest answer; absent until GitHub first answers",
-            &[],
+            "GitHub's x-ratelimit-remaining on the latest answer",
         )?;
+        registry.register(Box::new(github_rate_limit.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
         registry.register(Box::new(jwks_keys.clone()))?;
         let ready = IntGauge::new(
@@ -557,10 +554,7 @@ impl Metrics {
 
     /// GitHub's `x-ratelimit-remaining` on the latest answer.
     pub fn github_rate_limit_remaining(&self, remaining: i64) {
-        self.0
-            .github_rate_limit
-            .with_label_values(&[] as &[&str])
-            .set(remaining);
+        self.0.github_rate_limit.set(remaining);
     }
 
     /// An issued GitHub token revoked (`scheduled`) or not (`error`).
