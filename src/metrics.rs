@@ -206,7 +206,7 @@ impl Metrics {
         registry.register(Box::new(github_latency.clone()))?;
         let github_rate_limit = IntGauge::new(
             "ci_github_rate_limit_remaining",
-            "GitHub's x-ratelimit-remaining on the latest answer",
+            "GitHub's x-ratelimit-remaining on the latest answer; 0 until GitHub first answered",
         )?;
         registry.register(Box::new(github_rate_limit.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
