@@ -47,6 +47,18 @@ pub(crate) struct AuditEvent {
     github_request_ids: String,
     status: u16,
     started: Option<std::time::Instant>,
+    github: GithubFields,
+}
+
+/// What the audit event says about a GitHub installation token: its
+/// SHA-256 (never the token), installation, repositories and permissions
+/// (the `x-github-request-id`s of its calls join `github_request_ids`).
+#[derive(Debug, Default)]
+struct GithubFields {
+    token_sha256: String,
+    installation_id: String,
+    repositories: String,
+    permissions: String,
 }
 
 impl AuditEvent {
@@ -119,6 +131,37 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// Records the GitHub side of the decision: the calls made (also on a
+    /// refusal) and, once issued, the token's digest, installation,
+    /// repositories and permissions.
+    pub(crate) fn github_token(
+        &mut self,
+        token_sha256: Option<&str>,
+        installation_id: Option<u64>,
+        repositories: &[String],
+        permissions: &crate::api::Permissions,
+        request_ids: &[String],
+    ) {
+        let github = &mut self.github;
+        github.token_sha256 = token_sha256.unwrap_or_default().to_owned();
+        github.installation_id = installation_id.map(|id| id.to_string()).unwrap_or_default();
+        github.repositories = repositories.join(",");
+        github.permissions = permissions
+            .iter()
+            .map(|(name, access)| format!("{name}:{}", access.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        // After the context calls' ids, in call order.
+        for id in request_ids {
+            if !self.github_request_ids.is_empty() {
+                self.github_request_ids.push(',');
+            }
+            self.github_request_ids.push_str(id);
+        }
+    }
+}
+
 impl Drop for AuditEvent {
     fn drop(&mut self) {
         let [
@@ -172,6 +215,10 @@ impl Drop for AuditEvent {
             context = %self.context,
             github_request_ids = %self.github_request_ids,
             policy_version = %self.policy_version,
+            github_token_sha256 = %self.github.token_sha256,
+            github_installation_id = %self.github.installation_id,
+            github_repositories = %self.github.repositories,
+            github_permissions = %self.github.permissions,
             duration_ms,
             "{event}"
         );

@@ -17,6 +17,7 @@ pub mod context;
 mod decision;
 pub mod dev;
 pub mod fetch;
+pub mod github;
 pub mod http;
 pub mod jwks;
 mod limits;
@@ -59,6 +60,9 @@ pub struct AppOptions {
     /// An already compiled policy (no Rego, not watched); `None` loads and
     /// watches what `[policy]` names.
     pub policy: Option<LoadedPolicy>,
+    /// The GitHub App's key (only `dev` uses this, with its stand-in's
+    /// key); `None` reads `[github] private_key_file`.
+    pub github_key: Option<github::AppKey>,
 }
 
 /// One broker instance: its state and both routers.
@@ -92,6 +96,15 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
             policy.key = warning.key.as_deref().unwrap_or("-"), "policy warning: {}", warning.message);
     }
+    if config.github.is_none() {
+        let needs = github::needs_github(&policy.rules);
+        if !needs.is_empty() {
+            anyhow::bail!(
+                "the policy needs a GitHub App, but [github] is not configured: {}",
+                needs.join("; ")
+            );
+        }
+    }
     metrics.set_policy_version(policy.version());
     metrics.register_roles(policy.rules.roles().iter().map(|role| role.name.as_str()));
     let jwks = JwksCache::new(&config.issuers, &config.jwks, metrics.clone())
@@ -101,6 +114,16 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         .await
         .context("cannot build the STS client")?;
     let replay = ReplayStore::from_config(&config.replay)?;
+    let github = match &config.github {
+        Some(github) => Some(
+            match options.github_key {
+                Some(key) => github::GithubClient::with_key(github, key, metrics.clone()),
+                None => github::GithubClient::new(github, metrics.clone()),
+            }
+            .context("cannot build the GitHub App client")?,
+        ),
+        None => None,
+    };
     let tls = match config.server.tls_files() {
         Some(files) => Some(
             tls::TlsListener::load(files, config.server.header_read_timeout())
@@ -108,7 +131,7 @@ pub async fn build_app(config: Config, options: AppOptions) -> anyhow::Result<Ap
         ),
         None => None,
     };
-    let state = AppState::new(config, verifier, policy, sts, replay, metrics);
+    let state = AppState::new(config, verifier, policy, sts, replay, metrics, github);
     Ok(App {
         public: http::public_router(state.clone()),
         admin: http::admin_router(state.clone()),
@@ -132,6 +155,12 @@ impl App {
             let interval = Duration::from_secs(self.state.config.policy.reload_seconds);
             let config = self.state.config.policy.clone();
             reload::PolicyWatcher::new(self.state.clone(), config).spawn(interval);
+        }
+        if let Some(github) = &self.state.github {
+            github.spawn_revoker();
+            // In the background: readiness and AWS roles never wait for GitHub.
+            let github = github.clone();
+            tokio::spawn(async move { github.log_app().await });
         }
         if let Some(tls) = &self.tls {
             let interval = Duration::from_secs(self.state.config.server.tls_reload_seconds);

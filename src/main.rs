@@ -33,5 +33,8 @@ fn main() -> ExitCode {
         Command::Dev(args) => runtime.block_on(cli::dev::run(args)),
         Command::Token(TokenCommand::Inspect(args)) => runtime.block_on(cli::token::run(args)),
         Command::Policy { command } => cli::policy::run(&command),
+        Command::RevokeGithubToken(args) => {
+            runtime.block_on(cli::revoke::run(&args, &cli::process_env()))
+        }
     }
 }

@@ -55,6 +55,28 @@ pub(crate) const RATE_LIMIT_SCOPES: &[&str] = &["repository", "global"];
 pub(crate) const ISSUE_STATUSES: &[&str] = &[
     "200", "400", "401", "403", "405", "413", "415", "429", "500", "503",
 ];
+/// `ci_github_api_requests_total{operation}` and
+/// `ci_github_api_latency_seconds{operation}`: every GitHub call the broker makes.
+pub const GITHUB_OPERATIONS: &[&str] = &[
+    "app",
+    "installation",
+    "access_token",
+    "revoke",
+    "check_runs",
+    "commit_pulls",
+    "pull",
+    "reviews",
+];
+/// `ci_github_api_requests_total{status}`: the answer's class; `timeout` when
+/// no answer came (deadline passed or no connection). A 304 Not Modified is
+/// an answer and counts as `2xx`.
+pub const GITHUB_STATUSES: &[&str] = &["2xx", "4xx", "5xx", "timeout"];
+/// `ci_github_tokens_revoked_total{reason}`.
+pub const GITHUB_REVOKE_REASONS: &[&str] = &["scheduled", "error"];
+/// `ci_context_checks_total{condition}`.
+pub const CONTEXT_CONDITIONS: &[&str] = &["checks_passed", "pull_request_approvals"];
+/// `ci_context_checks_total{result}`.
+pub const CONTEXT_RESULTS: &[&str] = &["pass", "fail", "unavailable"];
 /// The role label of a policy denial that matched no role.
 pub(crate) const NO_ROLE: &str = "none";
 
@@ -95,6 +117,11 @@ struct Inner {
     replay_store_full: IntCounter,
     rate_limited: IntCounterVec,
     tls_reloads: IntCounterVec,
+    github_requests: IntCounterVec,
+    github_latency: HistogramVec,
+    github_rate_limit: IntGauge,
+    github_revoked: IntCounterVec,
+    context_checks: IntCounterVec,
     /// Issued credentials still active, counted per expiration second and
     /// role: bounded by the longest duration times the number of roles, not
     /// by the issuance rate, and no timer per credential.
@@ -168,6 +195,20 @@ impl Metrics {
             "Requests refused because the in-memory replay marks were full of unexpired tokens",
         )?;
         registry.register(Box::new(replay_store_full.clone()))?;
+        let github_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "ci_github_api_latency_seconds",
+                "GitHub API call round trip, seconds",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )?;
+        registry.register(Box::new(github_latency.clone()))?;
+        let github_rate_limit = IntGauge::new(
+            "ci_github_rate_limit_remaining",
+            "GitHub's x-ratelimit-remaining on the latest answer; 0 until GitHub first answered",
+        )?;
+        registry.register(Box::new(github_rate_limit.clone()))?;
         let jwks_keys = IntGauge::new("ci_jwks_keys", "Signing keys currently cached")?;
         registry.register(Box::new(jwks_keys.clone()))?;
         let ready = IntGauge::new(
@@ -266,6 +307,26 @@ impl Metrics {
                 "The loaded policy; the version label is a hash of its text",
                 &["version"],
             )?,
+            github_requests: counter_vec(
+                r,
+                "ci_github_api_requests_total",
+                "GitHub API calls, by operation and answer class",
+                &["operation", "status"],
+            )?,
+            github_revoked: counter_vec(
+                r,
+                "ci_github_tokens_revoked_total",
+                "Issued GitHub tokens revoked by the broker (scheduled) or that could not be (error)",
+                &["reason"],
+            )?,
+            context_checks: counter_vec(
+                r,
+                "ci_context_checks_total",
+                "Commit context conditions answered, by condition and result",
+                &["condition", "result"],
+            )?,
+            github_latency,
+            github_rate_limit,
             sts_latency,
             http_duration,
             replay_rejections,
@@ -290,6 +351,20 @@ impl Metrics {
         touch(&inner.tls_reloads, RELOAD_RESULTS);
         touch(&inner.rate_limited, RATE_LIMIT_SCOPES);
         touch(&inner.policy_denials, &[NO_ROLE]);
+        touch(&inner.github_revoked, GITHUB_REVOKE_REASONS);
+        for operation in GITHUB_OPERATIONS {
+            inner.github_latency.with_label_values(&[operation]);
+            for status in GITHUB_STATUSES {
+                inner
+                    .github_requests
+                    .with_label_values(&[operation, status]);
+            }
+        }
+        for condition in CONTEXT_CONDITIONS {
+            for result in CONTEXT_RESULTS {
+                inner.context_checks.with_label_values(&[condition, result]);
+            }
+        }
         for status in ISSUE_STATUSES {
             inner.http_requests.with_label_values(&["/issue", status]);
         }
@@ -463,6 +538,36 @@ impl Metrics {
     /// A TLS reload attempt: `ok` or `error`.
     pub fn tls_reload(&self, result: &'static str) {
         self.0.tls_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// One GitHub API call: closed `operation` and `status` labels.
+    pub fn github_request(&self, operation: &'static str, status: &'static str, seconds: f64) {
+        self.0
+            .github_requests
+            .with_label_values(&[operation, status])
+            .inc();
+        self.0
+            .github_latency
+            .with_label_values(&[operation])
+            .observe(seconds);
+    }
+
+    /// GitHub's `x-ratelimit-remaining` on the latest answer.
+    pub fn github_rate_limit_remaining(&self, remaining: i64) {
+        self.0.github_rate_limit.set(remaining);
+    }
+
+    /// An issued GitHub token revoked (`scheduled`) or not (`error`).
+    pub fn github_token_revoked(&self, reason: &'static str) {
+        self.0.github_revoked.with_label_values(&[reason]).inc();
+    }
+
+    /// A commit context condition answered.
+    pub fn context_check(&self, condition: &'static str, result: &'static str) {
+        self.0
+            .context_checks
+            .with_label_values(&[condition, result])
+            .inc();
     }
 
     /// Renders the registry in Prometheus text format.

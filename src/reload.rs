@@ -97,6 +97,18 @@ impl PolicyWatcher {
             return ReloadOutcome::Unchanged;
         }
         match PolicySet::load(&self.config) {
+            Ok((policy, _))
+                if self.state.github.is_none()
+                    && !crate::github::needs_github(&policy.rules).is_empty() =>
+            {
+                let needs = crate::github::needs_github(&policy.rules).join("; ");
+                self.fail(
+                    format!(
+                        "the policy needs a GitHub App, but [github] is not configured: {needs}"
+                    ),
+                    Some(version),
+                )
+            }
             Ok((policy, warnings)) => {
                 for warning in &warnings {
                     tracing::warn!(policy.role = %warning.role, policy.rule = warning.rule.as_deref().unwrap_or("-"),
@@ -216,7 +228,7 @@ mod tests {
             config,
             AppOptions {
                 aws_credentials: Some(credentials),
-                policy: None,
+                ..AppOptions::default()
             },
         )
         .await
@@ -276,6 +288,29 @@ mod tests {
             metrics.contains(&format!("ci_policy_info{{version=\"{version}\"}} 1")),
             "{metrics}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_policy_needing_github_is_refused_without_an_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, path) = app_with_policy(dir.path()).await;
+        let mut watcher = PolicyWatcher::new(app.state.clone(), app.state.config.policy.clone());
+        let original = app.state.policy().version().to_owned();
+        std::fs::write(
+            &path,
+            format!(
+                "{POLICY_A}\n[[roles]]\nname = \"notes\"\nkind = \"github\"\npermissions = {{ contents = \"read\" }}\n[[roles.allow]]\nref = \"refs/heads/main\"\n"
+            ),
+        )
+        .unwrap();
+        let ReloadOutcome::Failed { reason } = watcher.reload(false) else {
+            panic!("a policy needing GitHub was loaded without [github]")
+        };
+        assert!(
+            reason.contains("[github] is not configured: role `notes` is of kind `github`"),
+            "{reason}"
+        );
+        assert_eq!(app.state.policy().version(), original);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::github::GithubClient;
 use crate::limits::RepositoryRateLimiter;
 use crate::metrics::Metrics;
 use crate::policy_set::PolicySet;
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub in_flight: Arc<Semaphore>,
     /// Verified requests per repository; beyond the quota, 429.
     pub repository_limit: RepositoryRateLimiter,
+    /// The GitHub App client, when `[github]` is configured.
+    pub github: Option<GithubClient>,
     shutting_down: AtomicBool,
 }
 
@@ -51,6 +54,7 @@ impl AppState {
         sts: StsClient,
         replay: ReplayStore,
         metrics: Metrics,
+        github: Option<GithubClient>,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
         let repository_limit = RepositoryRateLimiter::new(
@@ -66,6 +70,7 @@ impl AppState {
             metrics,
             in_flight,
             repository_limit,
+            github,
             shutting_down: AtomicBool::new(false),
         }))
     }

@@ -1,9 +1,11 @@
 //! `attestation-broker dev`: the whole issuance path on one machine, in one
 //! command, with nothing real behind it.
 //!
-//! A built-in development issuer (its own key, JWKS and a minting endpoint)
-//! and a built-in fake STS (plainly fake credentials) are started on loopback,
-//! and a broker configured for them serves on loopback. It refuses any
+//! A built-in development issuer (its own key, JWKS and a minting endpoint),
+//! a built-in fake STS (plainly fake credentials) and the test kit's
+//! stand-in for GitHub (an App installed on the demo repository, plainly
+//! fake `ghs_devfake_…` tokens) are started on loopback, and a broker
+//! configured for them serves on loopback. It refuses any
 //! non-loopback address: its keys and credentials prove nothing.
 
 use std::net::SocketAddr;
@@ -14,7 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, LogFormat};
 use crate::dev::{DevIssuer, FakeSts, dev_credentials, dev_owner_id, dev_repository_id};
+use crate::github::AppKey;
 use crate::policy::Policy;
+use crate::testkit::github::GithubStandIn;
 use crate::{AppOptions, telemetry};
 
 use super::EXIT_CONFIG;
@@ -62,7 +66,31 @@ runner_environment = "self-hosted"
     )
 }
 
-fn demo_config(issuer: &str, audience: &str, sts: &str, args: &DevArgs) -> String {
+/// The demo's GitHub role, appended to [`demo_policy`] by `dev` only:
+/// installation tokens for the demo repository from `release/**` branches.
+fn demo_github_role(repository: &str) -> String {
+    let owner = repository.split('/').next().unwrap_or_default();
+    format!(
+        r#"
+[[roles]]
+name = "{DEMO_GITHUB_ROLE}"
+kind = "github"
+permissions = {{ contents = "write", pull_requests = "read" }}
+
+[[roles.allow]]
+repository_owner_id = "{owner_id}"
+repository_id = "{repository_id}"
+ref = "refs/heads/release/**"
+"#,
+        owner_id = dev_owner_id(owner),
+        repository_id = dev_repository_id(repository),
+    )
+}
+
+/// The demo's role of kind `github`.
+const DEMO_GITHUB_ROLE: &str = "dev-release-notes";
+
+fn demo_config(issuer: &str, audience: &str, sts: &str, github: &str, args: &DevArgs) -> String {
     format!(
         r#"[server]
 listen = "{listen}"
@@ -78,12 +106,19 @@ endpoint_url = "{sts}"
 [policy]
 file = "(built in)"
 
+[github]
+api_url = "{github}"
+app_id = "{app_id}"
+private_key_file = "(built in)"
+
 [log]
 format = "pretty"
 level = "info"
 "#,
         listen = args.listen,
         admin = args.admin_listen,
+        github = github,
+        app_id = crate::testkit::github::APP_ID,
     )
 }
 
@@ -117,17 +152,27 @@ async fn start(args: DevArgs) -> anyhow::Result<()> {
     )
     .await?;
     let sts = FakeSts::start(TcpListener::bind("127.0.0.1:0").await?).await?;
+    let github = GithubStandIn::start_on(TcpListener::bind("127.0.0.1:0").await?).await?;
+    let (owner, name) = args
+        .repository
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--repository must be owner/name"))?;
+    github.install(owner, &[name]);
     let config_text = demo_config(
         issuer.issuer_url(),
         &args.audience,
         sts.url().as_str(),
+        github.url().as_str(),
         &args,
     );
     let config = Config::parse(&config_text, "(dev built-in config)", &Default::default())?;
-    let policy = Policy::compile(&demo_policy(&args.repository), "(dev built-in policy)")?;
+    let policy_text = demo_policy(&args.repository) + &demo_github_role(&args.repository);
+    let policy = Policy::compile(&policy_text, "(dev built-in policy)")?;
+    let github_key = AppKey::from_pem(github.app_key_pem()).map_err(anyhow::Error::msg)?;
     let options = AppOptions {
         aws_credentials: Some(dev_credentials()),
         policy: Some(policy),
+        github_key: Some(github_key),
     };
     let job = TryIt {
         actions_token_url: issuer.actions_token_url(),
@@ -259,6 +304,15 @@ fn announce(public: SocketAddr, admin: SocketAddr, token_url: &str, repository: 
         writeln!(
             out,
             "A repository the demo policy does not allow gets 403: replace repository={repository} with another owner/name."
+        )?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "GitHub installation token (role `{DEMO_GITHUB_ROLE}`, from a stand-in GitHub: `ghs_devfake_…`, revoked by the broker after 15 minutes):"
+        )?;
+        writeln!(
+            out,
+            "  curl -s -X POST http://{public}/issue -H 'Content-Type: application/json' -d '{{\"role\":\"{DEMO_GITHUB_ROLE}\"}}' -H \"Authorization: Bearer $(curl -s '{mint}&ref=refs/heads/release/1' | sed -E 's/.*\"value\":\"([^\"]*)\".*/\\1/')\""
         )?;
         writeln!(out)
     });

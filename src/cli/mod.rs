@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod dev;
 pub mod output;
 pub mod policy;
+pub mod revoke;
 pub mod token;
 
 use crate::config::{Config, ConfigError};
@@ -53,6 +54,8 @@ pub enum Command {
     /// Work with tokens offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// CI side: revoke the GitHub installation token in GH_TOKEN (the job's last step).
+    RevokeGithubToken(revoke::RevokeArgs),
     /// Govern policy files: lint (`check`), trace a decision (`explain`), compare (`diff`).
     Policy {
         /// What to do with the policy.
@@ -85,6 +88,7 @@ pub fn load_checked_config(
     let file = path.display().to_string();
     crate::tls::check_config(&config.server, &file)?;
     crate::replay::check_config(&config.replay, &file)?;
+    crate::github::check_config(config.github.as_ref(), &file)?;
     Ok(config)
 }
 
@@ -96,7 +100,9 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-/// `check-config`: validate everything `serve` would, without network calls.
+/// `check-config`: validate everything `serve` would. The only network call
+/// is `GET /app` when `[github]` is set and the policy has `github` roles,
+/// to compare their permissions with the App's grant (unreachable: a warning).
 pub fn check_config(path: &std::path::Path) -> ExitCode {
     let config = match load_config(path) {
         Ok(config) => config,
@@ -109,8 +115,57 @@ pub fn check_config(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let file = path.display();
+    let github_roles = crate::github::role_permissions(&policy.rules);
+    let grant = match &config.github {
+        None => {
+            let needs = crate::github::needs_github(&policy.rules);
+            if !needs.is_empty() {
+                report!(
+                    "configuration error:\n{file}: key `github`: required by the policy: {}",
+                    needs.join("; ")
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            None
+        }
+        Some(_) if github_roles.is_empty() => None,
+        Some(github) => Some(crate::github::check_grants(github, &github_roles)),
+    };
+    if let Some(crate::github::GrantCheck::Beyond(lines)) = &grant {
+        report!(
+            "configuration error:\n{}",
+            lines
+                .iter()
+                .map(|line| format!("{file}: key `github.app_id`: {line}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     emit(ExitCode::SUCCESS, |out| {
         writeln!(out, "configuration: {} (ok)", path.display())?;
+        if let Some(github) = &config.github {
+            writeln!(
+                out,
+                "github: {} app_id={} revoke_after={}s context_cache={}s",
+                github.api_url(),
+                github.app_id.as_str(),
+                github.revoke_after_seconds,
+                github.context_cache_seconds
+            )?;
+            match &grant {
+                Some(crate::github::GrantCheck::Covered { slug }) => writeln!(
+                    out,
+                    "github: App `{slug}` grants every permission the github roles ask for"
+                )?,
+                Some(crate::github::GrantCheck::Unreachable(reason)) => writeln!(
+                    out,
+                    "warning: github: cannot compare the github roles' permissions with the App's grant: GitHub could not be asked (GET /app): {reason}"
+                )?,
+                _ => {}
+            }
+        }
         writeln!(
             out,
             "policy: {} (version {})",

@@ -30,8 +30,10 @@ use serde::Deserialize;
 use url::Url;
 
 mod collect;
+mod github;
 mod values;
 
+pub use github::{AppId, DEFAULT_API_URL, GithubConfig, default_api_url};
 pub use values::{RedisUrl, check_scheme, parse_algorithm};
 
 /// Prefix of every environment override.
@@ -132,6 +134,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// The GitHub App; absent, nothing GitHub runs.
+    #[serde(default)]
+    pub github: Option<GithubConfig>,
 }
 
 /// `[server]`: listeners and inbound limits.
@@ -534,6 +539,12 @@ impl Config {
             ("policy.file", Some(&mut self.policy.file)),
             ("policy.rego", self.policy.rego.as_mut()),
             ("replay.redis_ca_file", self.replay.redis_ca_file.as_mut()),
+            (
+                "github.private_key_file",
+                self.github
+                    .as_mut()
+                    .map(|github| &mut github.private_key_file),
+            ),
         ]
     }
 

@@ -45,6 +45,14 @@ pub enum ApiError {
     },
     /// Upstream (JWKS, STS, replay store) unavailable, overload or deadline.
     Unavailable,
+    /// GitHub unavailable or rate-limited: a 503 whose `Retry-After` is
+    /// GitHub's own wait (bounded), not the fixed one.
+    UnavailableFor {
+        /// Seconds until GitHub may answer again (`Retry-After`).
+        retry_after_seconds: u64,
+    },
+    /// `?format=credential_process` for a role whose credential is not AWS's.
+    FormatNotForRole,
     /// No such route.
     NotFound,
     /// Route exists, method does not.
@@ -151,7 +159,12 @@ impl ApiError {
                 ErrorCode::RateLimited,
                 "too many requests; retry later",
             ),
-            ApiError::Unavailable => (
+            ApiError::FormatNotForRole => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                "`format=credential_process` is only for AWS roles",
+            ),
+            ApiError::Unavailable | ApiError::UnavailableFor { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
                 "credentials cannot be issued right now; retry later",
@@ -184,6 +197,9 @@ impl ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = if let ApiError::RateLimited {
+            retry_after_seconds,
+        }
+        | ApiError::UnavailableFor {
             retry_after_seconds,
         } = self
         {
@@ -262,6 +278,12 @@ mod tests {
                     retry_after_seconds: 0,
                 },
                 "1",
+            ),
+            (
+                ApiError::UnavailableFor {
+                    retry_after_seconds: 17,
+                },
+                "17",
             ),
         ] {
             let response = err.into_response_with("r1");

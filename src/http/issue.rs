@@ -15,10 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::RequestId;
 use super::error::ApiError;
-use crate::api::{CredentialProcess, IssueRequest, IssueResponse, JobId};
+use crate::api::{CredentialProcess, GithubTokenResponse, IssueRequest, IssueResponse, JobId};
 use crate::audit::AuditEvent;
 use crate::binding::{self, RequestBinding};
-use crate::decision::{self, AccessRequest, CredentialRequest, Refusal};
+use crate::decision::{self, AccessRequest, CredentialRequest, GithubToken, Refusal};
 use crate::policy::Denial;
 use crate::policy_set::PolicySet;
 use crate::replay::{Mark, ReplayError};
@@ -201,28 +201,54 @@ async fn handle(
         duration_seconds: request.duration_seconds,
         permissions: request.permissions.clone(),
     };
-    let grant = decision::decide(
-        policy,
-        &verified,
-        &access,
-        &decision::GithubNotConfigured,
-        request_id,
-        audit,
-    )
-    .await
-    .map_err(|refusal| refused(state, audit, refusal))?;
+    // Context questions go to the GitHub App when there is one; without
+    // `[github]` every question is unavailable (start-up refuses such a
+    // policy; only a reload could bring one).
+    let decided = match &state.github {
+        Some(github) => {
+            decision::decide(policy, &verified, &access, github, request_id, audit).await
+        }
+        None => {
+            decision::decide(
+                policy,
+                &verified,
+                &access,
+                &decision::GithubNotConfigured,
+                request_id,
+                audit,
+            )
+            .await
+        }
+    };
+    let grant = decided.map_err(|refusal| refused(state, audit, refusal))?;
+
+    // Refusals that do not depend on the token being fresh come before the
+    // replay mark, so they do not burn it.
+    if let CredentialRequest::GitHub(_) = grant.credential() {
+        if format == Format::CredentialProcess {
+            return Err(refuse(
+                audit,
+                ApiError::FormatNotForRole,
+                "bad_query",
+                "format=credential_process asked for a role of kind `github`",
+            ));
+        }
+        if state.github.is_none() {
+            return Err(refuse(
+                audit,
+                ApiError::Unavailable,
+                "github_not_configured",
+                "a role of kind `github` granted, but [github] is not configured",
+            ));
+        }
+    }
 
     mark_used(state, audit, &verified, now).await?;
 
     let session = match grant.credential() {
         CredentialRequest::Aws(session) => session,
-        CredentialRequest::GitHub(_) => {
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "github_not_configured",
-                "roles of kind `github` are not served yet",
-            ));
+        CredentialRequest::GitHub(token) => {
+            return issue_github(state, audit, &verified, grant.role(), token).await;
         }
     };
     let credentials = match state.sts.assume_role(grant.role(), session).await {
@@ -250,6 +276,85 @@ async fn handle(
         &expiration,
     );
     Ok(respond(format, grant.role(), &credentials, &expiration))
+}
+
+/// Issues a GitHub installation token for a granted `github` role. GitHub
+/// refusing (not installed, repositories or permissions refused) is a 403;
+/// GitHub unable to answer is a 503 with GitHub's `Retry-After`, and the
+/// token's replay mark is released, as for STS failures.
+async fn issue_github(
+    state: &AppState,
+    audit: &mut AuditEvent,
+    verified: &VerifiedClaims,
+    role: &str,
+    request: &GithubToken,
+) -> Result<Response, ApiError> {
+    let Some(github) = &state.github else {
+        return Err(refuse(
+            audit,
+            ApiError::Unavailable,
+            "github_not_configured",
+            "a role of kind `github` granted, but [github] is not configured",
+        ));
+    };
+    let mut request_ids = Vec::new();
+    let issued = match github
+        .issue(
+            request.owner(),
+            request.repositories(),
+            request.permissions(),
+            &mut request_ids,
+        )
+        .await
+    {
+        Ok(issued) => issued,
+        Err(err) => {
+            audit.github_token(None, None, &[], request.permissions(), &request_ids);
+            if err.is_refusal() {
+                return Err(refuse(
+                    audit,
+                    ApiError::Forbidden,
+                    err.reason_code(),
+                    err.to_string(),
+                ));
+            }
+            if let Err(release) = state.replay.release_token(verified).await {
+                tracing::warn!(error = %release, "could not release the replay mark after a GitHub failure");
+            }
+            return Err(refuse(
+                audit,
+                ApiError::UnavailableFor {
+                    retry_after_seconds: err.retry_after_seconds(),
+                },
+                err.reason_code(),
+                err.to_string(),
+            ));
+        }
+    };
+    let digest = token_sha256(issued.token.expose_secret());
+    audit.github_token(
+        Some(&digest),
+        Some(issued.installation_id),
+        &issued.repositories,
+        &issued.permissions,
+        &request_ids,
+    );
+    let revoke_at = rfc3339(issued.revoke_at);
+    state.metrics.credential_issued(role, issued.revoke_at);
+    audit.issued("", "", &revoke_at);
+    let answer = GithubTokenResponse {
+        expires_at: rfc3339(issued.expires_at),
+        permissions: issued.permissions,
+        repositories: issued.repositories,
+        revoke_at,
+        role: role.to_owned(),
+        token: issued.token,
+    };
+    let mut response = (StatusCode::OK, axum::Json(answer)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// The answer to a refused decision: the rules' denial, or Rego's veto.

@@ -10,6 +10,10 @@
 //!   sends it. It records every request, hands out plainly fake credentials
 //!   (`ASIADEVFAKE…`, `dev-fake-secret-…`, `dev-fake-session-token-…`) and fails
 //!   on cue: once per queued fault, or every call while a standing fault is set.
+//! - [`github::GithubStandIn`]: GitHub's REST API for the broker's App
+//!   client (App JWTs, installations, installation tokens and their
+//!   revocation, check runs, pull requests, reviews), with faults per
+//!   operation, ETags, and a record of every exchange.
 //! - [`token::TokenBuilder`] and [`keys::SigningKey`]: GitHub-shaped ID tokens
 //!   signed RS256 (or deliberately unsigned or HS256 for attacks), with
 //!   aws-lc-rs.
@@ -24,6 +28,7 @@
 //! or account. Locks held here are never held across an await; a poisoned lock
 //! is recovered (the data is counters and switches).
 
+pub mod github;
 pub mod issuer;
 pub mod keys;
 pub mod sts;

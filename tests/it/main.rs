@@ -31,6 +31,8 @@ mod cli_pipe;
 #[cfg(test)]
 mod fetch;
 #[cfg(test)]
+mod github_issue;
+#[cfg(test)]
 mod issuance;
 #[cfg(test)]
 mod issuers;

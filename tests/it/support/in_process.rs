@@ -165,7 +165,7 @@ pub async fn start(
                     None,
                     "environment",
                 )),
-                policy: None,
+                ..AppOptions::default()
             };
             let (listen, admin_listen) = (config.server.listen, config.server.admin_listen);
             let started = async {
