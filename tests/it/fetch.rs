@@ -1315,3 +1315,110 @@ async fn credential_process_refuses_a_github_token_prints_nothing_and_caches_not
     assert_eq!(cache_files(&job), Vec::<PathBuf>::new());
     task.abort();
 }
+
+// --- a GitHub installation token, from the broker to the job's last step ---------
+
+/// One role of kind `github` for the harness's repository owner.
+const GITHUB_POLICY: &str = r#"
+[[roles]]
+name = "release-notes"
+kind = "github"
+permissions = { contents = "write", pull_requests = "read" }
+
+[[roles.allow]]
+repository_owner_id = "1234567"
+ref = "refs/heads/main"
+"#;
+
+#[tokio::test]
+async fn a_github_token_travels_from_github_through_the_broker_to_gh_token_and_is_revoked_by_the_job()
+ {
+    use attestation_broker::github::Operation;
+    use attestation_broker::testkit::github::{APP_ID, GithubStandIn};
+
+    let github = GithubStandIn::start().await.unwrap();
+    let (owner, name) = REPOSITORY.split_once('/').unwrap();
+    github.install(owner, &[name]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, github.app_key_pem()).unwrap();
+    let api_url = github.url().to_string();
+    let harness = Harness::start_with(|spec| {
+        spec.policy = GITHUB_POLICY.to_owned();
+        spec.set("github.api_url", api_url.as_str())
+            .set("github.app_id", APP_ID.to_string())
+            .set("github.private_key_file", key.display().to_string());
+    })
+    .await;
+    let runtime = FakeRuntime::start(&harness.jwks.issuer()).await;
+    let job = Job::new(&runtime);
+
+    // The job asks for less than the role allows.
+    let outcome = job
+        .fetch(&[
+            "--broker-url",
+            &harness.broker.base_url,
+            "--audience",
+            AUDIENCE,
+            "--role",
+            "release-notes",
+            "--job-id",
+            CHECK_RUN_ID,
+            "--permission",
+            "contents=read",
+            "--github-env",
+        ])
+        .await;
+    outcome.assert_code(0);
+
+    // GitHub minted exactly one token for the caller, scoped as asked.
+    let issued = github.issued_tokens();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let (token, revoked) = issued[0].clone();
+    assert!(!revoked);
+    let minted: Vec<Value> = github
+        .calls(Operation::AccessToken)
+        .iter()
+        .map(|exchange| serde_json::from_slice(&exchange.body).unwrap())
+        .filter(|body: &Value| body["permissions"] == json!({"contents": "read"}))
+        .collect();
+    assert_eq!(minted.len(), 1, "{minted:?}");
+    assert_eq!(minted[0]["repositories"], json!([name]));
+
+    // The job got it as GH_TOKEN, masked before anything else was printed,
+    // and it appears nowhere else: not in fetch's output, not in the broker's.
+    assert_eq!(
+        pairs(&read(&job.env_file())),
+        [("EARLIER_STEP", "kept"), ("GH_TOKEN", token.as_str())]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    );
+    assert_eq!(
+        outcome.stdout.lines().next(),
+        Some(format!("::add-mask::{token}").as_str())
+    );
+    assert_eq!(outcome.all().matches(token.as_str()).count(), 1);
+    let audit = harness
+        .broker
+        .wait_for_line("the issuance audit event", |line| {
+            line.contains("credential_issued")
+        })
+        .await;
+    assert!(!audit.contains(&token));
+    assert!(
+        harness
+            .broker
+            .lines()
+            .iter()
+            .all(|line| !line.contains(&token))
+    );
+
+    // The job's last step revokes it; GitHub sees the token itself as the credential.
+    let env = vec![
+        ("GH_TOKEN".to_owned(), token.clone()),
+        ("GITHUB_API_URL".to_owned(), api_url.clone()),
+    ];
+    let out = crate::support::broker::run_to_completion(&["revoke-github-token"], &env).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(github.is_revoked(&token), Some(true));
+    assert!(!out.all().contains(&token));
+}

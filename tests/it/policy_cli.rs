@@ -657,3 +657,71 @@ fn check_warns_about_unbound_checks_and_github_roles_that_write_unconditionally(
     assert_eq!(out.code, Some(1), "{out}");
     assert_snapshot!("check_github", out.snapshot());
 }
+
+#[test]
+fn check_compares_github_roles_with_the_apps_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = write(dir.path(), "github.toml", GITHUB_POLICY);
+    // A whole `GET /app` answer: only its `permissions` are read.
+    let short = write(
+        dir.path(),
+        "app.json",
+        r#"{"slug": "broker", "permissions": {"contents": "read", "metadata": "read"}}"#,
+    );
+    let out = policy_cmd(&[
+        "check",
+        "--format",
+        "json",
+        "--app-permissions",
+        &short,
+        &github,
+    ]);
+    assert_eq!(out.code, Some(2), "{out}");
+    let report = out.json();
+    let beyond: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|finding| finding["code"] == "permission-not-granted")
+        .map(|finding| {
+            (
+                finding["role"].as_str().unwrap().to_owned(),
+                finding["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        beyond,
+        [
+            (
+                "release-notes",
+                "asks contents: write (App granted: read): GitHub would refuse every token of this role"
+            ),
+            (
+                "release-notes",
+                "asks pull_requests: read (App granted: none): GitHub would refuse every token of this role"
+            ),
+            (
+                "docs-sync",
+                "asks contents: write (App granted: read): GitHub would refuse every token of this role"
+            ),
+        ]
+        .map(|(role, message)| (role.to_owned(), message.to_owned()))
+    );
+
+    // A grant that covers every role: no such finding (the other warnings stay).
+    let enough = write(
+        dir.path(),
+        "enough.json",
+        r#"{"contents": "write", "pull_requests": "write"}"#,
+    );
+    let out = policy_cmd(&["check", "--app-permissions", &enough, &github]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(!out.stdout.contains("permission-not-granted"), "{out}");
+
+    // Not a grant: an input error naming the file, exit 2.
+    let bad = write(dir.path(), "bad.json", r#"{"contents": "everything"}"#);
+    let out = policy_cmd(&["check", "--app-permissions", &bad, &github]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("bad.json"), "{out}");
+}

@@ -27,9 +27,73 @@ pub struct CheckArgs {
     /// publish or admin.
     #[arg(long = "read-only-role", value_name = "NAME")]
     pub read_only_roles: Vec<String>,
+    /// The GitHub App's granted permissions, JSON: `{"contents": "write", …}`
+    /// or a whole `GET /app` answer (its `permissions` are read). A role of
+    /// kind `github` asking for more is an error (`permission-not-granted`).
+    #[arg(long = "app-permissions", value_name = "FILE")]
+    pub app_permissions: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// Largest `--app-permissions` file read.
+const MAX_APP_PERMISSIONS_BYTES: u64 = 64 * 1024;
+
+/// Reads `--app-permissions`: a permissions object, or a `GET /app` answer.
+fn read_app_permissions(path: &std::path::Path) -> Result<crate::api::Permissions, LoadError> {
+    let error = |message: String| LoadError {
+        file: path.display().to_string(),
+        key: None,
+        message: format!("{}: {message}", path.display()),
+    };
+    let text = read_bounded(path, MAX_APP_PERMISSIONS_BYTES)
+        .map_err(|reason| error(format!("--app-permissions: {reason}")))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|err| error(format!("--app-permissions: not JSON: {err}")))?;
+    if let Some(permissions) = value.get_mut("permissions") {
+        value = permissions.take();
+    }
+    serde_json::from_value(value).map_err(|err| {
+        error(format!(
+            "--app-permissions: expected an object of permission names and levels (read, write, admin): {err}"
+        ))
+    })
+}
+
+fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| format!("cannot read: {err}"))?;
+    if text.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(text)
+}
+
+/// Roles of kind `github` asking for more than the App was granted.
+fn beyond_grant(policy: &crate::policy::Policy, granted: &crate::api::Permissions) -> Vec<Finding> {
+    crate::github::role_permissions(policy)
+        .into_iter()
+        .flat_map(|(role, asked)| {
+            crate::github::missing_permissions(&asked, granted)
+                .into_iter()
+                .map(move |missing| Finding {
+                    severity: Severity::Error,
+                    role: role.clone(),
+                    rule: None,
+                    key: Some("permissions".to_owned()),
+                    code: "permission-not-granted",
+                    message: format!(
+                        "asks {missing}: GitHub would refuse every token of this role"
+                    ),
+                    witness: None,
+                })
+        })
+        .collect()
 }
 
 /// The JSON document (`--format json`); its shape is a contract for CI.
@@ -48,7 +112,7 @@ pub(super) fn run(args: &CheckArgs) -> ExitCode {
         Ok(loaded) => {
             let policy = loaded.policy;
             let names: Vec<String> = policy.roles().into_iter().map(|role| role.name).collect();
-            let unknown: Vec<LoadError> = args
+            let mut unknown: Vec<LoadError> = args
                 .read_only_roles
                 .iter()
                 .filter(|name| !names.contains(name))
@@ -63,8 +127,20 @@ pub(super) fn run(args: &CheckArgs) -> ExitCode {
                     .then(|| args.read_only_roles.clone()),
                 ..LintOptions::default()
             };
+            let granted = match args.app_permissions.as_deref().map(read_app_permissions) {
+                None => None,
+                Some(Ok(granted)) => Some(granted),
+                Some(Err(err)) => {
+                    unknown.push(err);
+                    None
+                }
+            };
             let findings = if unknown.is_empty() {
-                lint(&policy, &options)
+                let mut findings = lint(&policy, &options);
+                if let Some(granted) = &granted {
+                    findings.extend(beyond_grant(&policy, granted));
+                }
+                findings
             } else {
                 Vec::new()
             };
