@@ -53,6 +53,9 @@ pub enum ApiError {
     },
     /// `?format=credential_process` for a role whose credential is not AWS's.
     FormatNotForRole,
+    /// A request field the granted role's kind does not take
+    /// (`duration_seconds` for a GitHub role, `permissions` for an AWS role).
+    FieldNotForRole,
     /// No such route.
     NotFound,
     /// Route exists, method does not.
@@ -163,6 +166,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidRequest,
                 "`format=credential_process` is only for AWS roles",
+            ),
+            ApiError::FieldNotForRole => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                "`duration_seconds` is only for AWS roles and `permissions` only for GitHub roles",
             ),
             ApiError::Unavailable | ApiError::UnavailableFor { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

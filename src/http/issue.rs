@@ -457,7 +457,7 @@ fn deny(state: &AppState, audit: &mut AuditEvent, denial: &Denial) -> ApiError {
             "the requested role does not exist".to_owned(),
         ),
         Denial::FieldNotForKind { role, field, kind } => (
-            ApiError::MalformedBody,
+            ApiError::FieldNotForRole,
             Some(role.as_str()),
             format!("`{field}` is not taken by roles of kind `{kind}`"),
         ),

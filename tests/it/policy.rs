@@ -291,7 +291,7 @@ async fn permissions_for_an_aws_role_are_a_400_once_the_role_is_granted() {
     let calls_before = h.sts.calls();
     let asked = json!({"permissions": {"contents": "read"}});
     let resp = h.issue_token(&h.token().build(), asked.clone()).await;
-    assert_bad_request(&resp, msg::BAD_JSON);
+    assert_bad_request(&resp, msg::FIELD_NOT_FOR_ROLE);
     assert_eq!(h.sts.calls(), calls_before, "refused before STS");
     let event = h.broker.wait_for_audit(&resp.request_id()).await;
     assert_eq!(

@@ -68,6 +68,8 @@ pub mod msg {
         "no OIDC token: send `oidc_token` or an `Authorization: Bearer` header";
     pub const AMBIGUOUS_ROLE: &str = "more than one role matches this token: name one in `role`";
     pub const BAD_DURATION: &str = "`duration_seconds` is outside the range this role allows";
+    pub const FIELD_NOT_FOR_ROLE: &str =
+        "`duration_seconds` is only for AWS roles and `permissions` only for GitHub roles";
     pub const TOO_LARGE: &str = "request body is too large";
     pub const NOT_JSON_TYPE: &str = "request body must be application/json";
     pub const MALFORMED: &str = "token is malformed";
