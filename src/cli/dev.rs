@@ -286,7 +286,7 @@ fn announce(public: SocketAddr, admin: SocketAddr, token_url: &str, repository: 
         writeln!(out)?;
         writeln!(
             out,
-            "attestation-broker dev is running (development issuer and fake STS; nothing here is real)."
+            "attestation-broker dev is running (development issuer, fake STS and stand-in GitHub; nothing here is real)."
         )?;
         writeln!(out, "  broker:  http://{public}/issue")?;
         writeln!(
