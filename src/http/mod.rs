@@ -85,7 +85,13 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .into_iter()
         .find(|known| *known == path)
         .unwrap_or("unmatched");
-    let span = tracing::info_span!("request", request_id = %request_id, http.method = %request.method(), http.route = route);
+    // `&str` fields: the log formatter copies them as they are.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.as_str(),
+        http.method = request.method().as_str(),
+        http.route = route
+    );
     let head = head_size(&request);
     let mut response = if head > state.config.server.max_header_bytes {
         span.in_scope(|| tracing::debug!(head_bytes = head, "request head over max_header_bytes"));
