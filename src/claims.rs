@@ -33,6 +33,16 @@ impl ClaimSet {
         Self { values }
     }
 
+    /// [`ClaimSet::from_json_object`], taking the object: its strings move
+    /// into the set instead of being copied.
+    pub(crate) fn from_json_map(object: serde_json::Map<String, serde_json::Value>) -> Self {
+        let values = object
+            .into_iter()
+            .filter_map(|(name, value)| into_scalar_string(value).map(|text| (name, text)))
+            .collect();
+        Self { values }
+    }
+
     /// The claim's string value, or `None` when the token does not carry it.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
@@ -112,6 +122,13 @@ fn scalar_string(value: &serde_json::Value) -> Option<String> {
     }
 }
 
+fn into_scalar_string(value: serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text),
+        other => scalar_string(&other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +141,7 @@ mod tests {
         });
         let object = json.as_object().unwrap();
         let claims = ClaimSet::from_json_object(object);
+        assert_eq!(ClaimSet::from_json_map(object.clone()), claims);
         assert_eq!(claims.get("repository"), Some("octo/repo"));
         assert_eq!(claims.get("ref_protected"), Some("true"));
         assert_eq!(claims.get("run_attempt"), Some("2"));

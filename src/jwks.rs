@@ -23,8 +23,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_lc_rs::signature::{
+    self, EcdsaVerificationAlgorithm, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::time::Instant;
 use url::Url;
 
@@ -87,16 +92,91 @@ pub enum FetchError {
 }
 
 /// A verification key with what its JWK says about its use.
+///
+/// The key is parsed into aws-lc's form once, when its JWKS is read, for
+/// every algorithm it may verify (the JWK's `alg` when it names one, else
+/// every algorithm of its family), so a verification only runs the
+/// signature check: no key parsing, no Montgomery set-up per token.
 #[derive(Clone)]
 pub struct VerifyingKey {
-    /// The key material.
-    pub key: DecodingKey,
+    /// The key, ready to verify, per algorithm it may verify. An algorithm
+    /// missing here (a key aws-lc refuses for it) never verifies.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
     /// The JWK's `alg`, when it names one the broker knows.
     pub algorithm: Option<Algorithm>,
     /// Whether this is an RSA key (`kty: RSA`).
     pub is_rsa: bool,
     /// Whether this is an EC key (`kty: EC`).
     pub is_ec: bool,
+}
+
+/// RSA algorithms with aws-lc's parameters (2048 to 8192-bit moduli).
+const RSA_ALGORITHMS: [(Algorithm, &RsaParameters); 6] = [
+    (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &signature::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &signature::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &signature::RSA_PSS_2048_8192_SHA512),
+];
+
+/// ECDSA algorithms (fixed-length `r || s` signatures, as JWS uses).
+const EC_ALGORITHMS: [(Algorithm, &EcdsaVerificationAlgorithm); 2] = [
+    (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED),
+    (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED),
+];
+
+impl VerifyingKey {
+    /// Whether `signature` is a valid `algorithm` signature of `message` by
+    /// this key. The caller checks that the key may verify `algorithm`.
+    pub fn verifies(&self, algorithm: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed
+            .iter()
+            .find(|(parsed_for, _)| *parsed_for == algorithm)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    /// Parses a JWK's key material for every algorithm it may verify:
+    /// `named` only when the JWK names one. `None` when the material is not
+    /// base64url; an algorithm aws-lc refuses the key for is left out.
+    fn parse(jwk: &Jwk, named: Option<Algorithm>) -> Option<Vec<(Algorithm, ParsedPublicKey)>> {
+        let wanted = |algorithm: &Algorithm| named.is_none_or(|named| named == *algorithm);
+        match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let components = RsaPublicKeyComponents {
+                    n: URL_SAFE_NO_PAD.decode(&rsa.n).ok()?,
+                    e: URL_SAFE_NO_PAD.decode(&rsa.e).ok()?,
+                };
+                Some(
+                    RSA_ALGORITHMS
+                        .into_iter()
+                        .filter(|(algorithm, _)| wanted(algorithm))
+                        .filter_map(|(algorithm, params)| {
+                            let key = components.to_parsed_public_key(params).ok()?;
+                            Some((algorithm, key))
+                        })
+                        .collect(),
+                )
+            }
+            AlgorithmParameters::EllipticCurve(ec) => {
+                // The uncompressed point, 0x04 || x || y.
+                let mut point = vec![0x04];
+                point.extend(URL_SAFE_NO_PAD.decode(&ec.x).ok()?);
+                point.extend(URL_SAFE_NO_PAD.decode(&ec.y).ok()?);
+                Some(
+                    EC_ALGORITHMS
+                        .into_iter()
+                        .filter(|(algorithm, _)| wanted(algorithm))
+                        .filter_map(|(algorithm, params)| {
+                            let key = ParsedPublicKey::new(params, &point).ok()?;
+                            Some((algorithm, key))
+                        })
+                        .collect(),
+                )
+            }
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -566,17 +646,17 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<(String, VerifyingKey)>, String> {
             // Shared-secret and other key types can never verify a token here.
             _ => continue,
         };
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-            continue;
-        };
         let algorithm = jwk
             .common
             .key_algorithm
             .and_then(|alg| alg.to_string().parse::<Algorithm>().ok());
+        let Some(parsed) = VerifyingKey::parse(&jwk, algorithm) else {
+            continue;
+        };
         out.push((
             kid,
             VerifyingKey {
-                key,
+                parsed,
                 algorithm,
                 is_rsa,
                 is_ec,
@@ -631,6 +711,63 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].0, "k1");
         assert_eq!(keys[0].1.algorithm, Some(Algorithm::RS256));
+    }
+
+    /// A JWK's key verifies the algorithms of its family, only the one it
+    /// names when it names one, and nothing it did not sign.
+    #[test]
+    fn keys_verify_exactly_the_algorithms_they_may() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
+        let rng = SystemRandom::new();
+        let message = b"header.payload";
+
+        let pem: String = include_str!("../tests/fixtures/test_key_a.pem")
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(pem)
+            .unwrap();
+        let rsa = RsaKeyPair::from_der(&der)
+            .or_else(|_| RsaKeyPair::from_pkcs8(&der))
+            .unwrap();
+        let jwk: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/test_key_a.jwk.json")).unwrap();
+        let rsa_sign = |encoding: &'static dyn signature::RsaEncoding| {
+            let mut out = vec![0; rsa.public_modulus_len()];
+            rsa.sign(encoding, &rng, message, &mut out).unwrap();
+            out
+        };
+        let rs256 = rsa_sign(&signature::RSA_PKCS1_SHA256);
+        let ps256 = rsa_sign(&signature::RSA_PSS_SHA256);
+
+        let ec = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = ec.public_key().as_ref();
+        let es256 = ec.sign(&rng, message).unwrap().as_ref().to_vec();
+
+        let set = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "any", "n": jwk["n"], "e": jwk["e"]},
+            {"kty": "RSA", "kid": "rs256", "alg": "RS256", "n": jwk["n"], "e": jwk["e"]},
+            {"kty": "EC", "kid": "ec", "crv": "P-256",
+             "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])},
+        ]});
+        let keys = parse_jwks(set.to_string().as_bytes()).unwrap();
+        let key = |kid: &str| &keys.iter().find(|(known, _)| known == kid).unwrap().1;
+
+        assert!(key("any").verifies(Algorithm::RS256, message, &rs256));
+        assert!(key("any").verifies(Algorithm::PS256, message, &ps256));
+        assert!(!key("any").verifies(Algorithm::RS384, message, &rs256));
+        assert!(!key("any").verifies(Algorithm::PS256, message, &rs256));
+        assert!(!key("any").verifies(Algorithm::RS256, b"header.payloaD", &rs256));
+        assert!(key("rs256").verifies(Algorithm::RS256, message, &rs256));
+        assert!(!key("rs256").verifies(Algorithm::PS256, message, &ps256));
+        assert!(!key("rs256").verifies(Algorithm::ES256, message, &es256));
+
+        assert!(key("ec").verifies(Algorithm::ES256, message, &es256));
+        assert!(!key("ec").verifies(Algorithm::ES384, message, &es256));
+        assert!(!key("ec").verifies(Algorithm::ES256, b"header.payloaD", &es256));
+        assert!(!key("ec").verifies(Algorithm::RS256, message, &rs256));
     }
 
     #[test]

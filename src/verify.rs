@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use sha2::Digest;
 
 use crate::claims::ClaimSet;
 use crate::config::{Config, MAX_TOKEN_BYTES, parse_algorithm};
@@ -182,6 +181,40 @@ struct RawHeader {
     /// `zip` (compressed payload) is present, whatever its value.
     #[serde(default, deserialize_with = "present")]
     zip: bool,
+    // The registered members never used to find a key or decide anything
+    // must still have their registered types (RFC 7515 §4.1): a header that
+    // misstates them is malformed, not ignored.
+    #[serde(default, rename = "typ", deserialize_with = "text")]
+    _typ: (),
+    #[serde(default, rename = "cty", deserialize_with = "text")]
+    _cty: (),
+    #[serde(default, rename = "jku", deserialize_with = "text")]
+    _jku: (),
+    #[serde(default, rename = "x5u", deserialize_with = "text")]
+    _x5u: (),
+    #[serde(default, rename = "x5t", deserialize_with = "text")]
+    _x5t: (),
+    #[serde(default, rename = "x5t#S256", deserialize_with = "text")]
+    _x5t_s256: (),
+    #[serde(default, rename = "x5c", deserialize_with = "texts")]
+    _x5c: (),
+    #[serde(default, rename = "jwk", deserialize_with = "object")]
+    _jwk: (),
+}
+
+/// A header member that must be a string.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+    <String as serde::Deserialize>::deserialize(deserializer).map(|_| ())
+}
+
+/// A header member that must be an array of strings.
+fn texts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+    <Vec<String> as serde::Deserialize>::deserialize(deserializer).map(|_| ())
+}
+
+/// A header member that must be a JSON object.
+fn object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+    <Map<String, Value> as serde::Deserialize>::deserialize(deserializer).map(|_| ())
 }
 
 /// Marks a header member as present without looking at its value.
@@ -211,9 +244,13 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-/// Hex SHA-256 of a token, for logs.
+/// Hex SHA-256 of a token, for logs. aws-lc's SHA-256 (the one the
+/// signature check uses), which picks the CPU's SHA extensions at run time.
 pub fn token_sha256(token: &str) -> String {
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 impl Verifier {
@@ -516,10 +553,10 @@ async fn pipeline<T: Trust>(
     rules: &Rules<'_>,
     run: &mut Run,
 ) -> Result<VerifiedClaims, VerifyError> {
-    let (header, payload) = match split_unverified(raw) {
-        Ok(parts) => {
+    let token = match split_unverified(raw) {
+        Ok(token) => {
             run.record("structure", Step::Passed)?;
-            parts
+            token
         }
         Err(err) => {
             run.record("structure", Step::Failed(err.clone()))?;
@@ -528,6 +565,7 @@ async fn pipeline<T: Trust>(
         }
     };
     // Exact spelling only: `none`, `None`, `HS256` and friends never pass.
+    let header = &token.header;
     let algorithm = parse_algorithm(&header.alg)
         .ok()
         .filter(|algorithm| rules.algorithms.contains(algorithm))
@@ -568,7 +606,7 @@ async fn pipeline<T: Trust>(
         "zip",
         unsupported(header.zip, "zip header parameter is not supported"),
     )?;
-    let issuer = match payload.get("iss").and_then(Value::as_str) {
+    let issuer = match token.payload.get("iss").and_then(Value::as_str) {
         Some(claimed) => trust.issuer(claimed),
         None => Err(VerifyError::MissingClaim("iss")),
     };
@@ -586,24 +624,26 @@ async fn pipeline<T: Trust>(
     };
     run.record("key", key.as_ref().map_or(Step::Skipped, Step::from))?;
     let signature = match (&algorithm, &key) {
-        (Ok(algorithm), Some(Ok(key))) => Some(verify_signature(raw, key, *algorithm)),
+        (Ok(algorithm), Some(Ok(key))) => Some(verify_signature(raw, &token, key, *algorithm)),
         _ => None,
     };
     run.record(
         "signature",
         signature.as_ref().map_or(Step::Skipped, Step::from),
     )?;
-    // A fail-fast run only gets here with a verified payload; a reporting run
-    // goes on with the unverified one to show the rest.
-    let claims = match signature {
-        Some(Ok(verified)) => verified,
-        _ => payload,
-    };
-    let outcomes = claim_checks(&claims, issuer.as_ref().ok(), rules.leeway, rules.now);
+    // A fail-fast run only gets here once the signature over the payload's
+    // bytes verified; a reporting run goes on with an unverified one to show
+    // the rest.
+    let outcomes = claim_checks(
+        &token.payload,
+        issuer.as_ref().ok(),
+        rules.leeway,
+        rules.now,
+    );
     for (name, step) in CLAIM_CHECKS.into_iter().zip(outcomes) {
         run.record(name, step)?;
     }
-    accept(&claims, raw)
+    accept(token.payload, raw)
 }
 
 /// Drives a pipeline over [`OfflineTrust`] (which never waits) to its end
@@ -645,7 +685,7 @@ pub fn fuzz_verify_offline(
 }
 
 /// Splits a compact JWS and decodes header and payload without verifying.
-fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), VerifyError> {
+fn split_unverified(raw: &str) -> Result<Unverified, VerifyError> {
     if raw.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::Malformed("too large"));
     }
@@ -660,28 +700,56 @@ fn split_unverified(raw: &str) -> Result<(RawHeader, Map<String, Value>), Verify
     if header.is_empty() || payload.is_empty() {
         return Err(VerifyError::Malformed("empty segment"));
     }
+    let signing_input_len = header.len() + 1 + payload.len();
     let header_bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| VerifyError::Malformed("header is not base64url"))?;
     let payload_bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
-    URL_SAFE_NO_PAD
+    let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
     let header: RawHeader = serde_json::from_slice(&header_bytes)
         .map_err(|_| VerifyError::Malformed("header is not JSON"))?;
     let payload: Map<String, Value> = serde_json::from_slice(&payload_bytes)
         .map_err(|_| VerifyError::Malformed("payload is not a JSON object"))?;
-    Ok((header, payload))
+    Ok(Unverified {
+        header,
+        payload,
+        signing_input: signing_input_len,
+        signature,
+    })
 }
 
-/// Checks the signature only; the claims are checked by `claim_checks`.
+/// A compact JWS taken apart, nothing verified yet.
+struct Unverified {
+    header: RawHeader,
+    /// The payload, decoded from the very bytes the signature covers.
+    payload: Map<String, Value>,
+    /// Length of the signing input (`header.payload`, as sent) at the start
+    /// of the token.
+    signing_input: usize,
+    /// The decoded signature.
+    signature: Vec<u8>,
+}
+
+/// Shows nothing of the token: with the parts above, it could be rebuilt.
+impl std::fmt::Debug for Unverified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unverified").finish_non_exhaustive()
+    }
+}
+
+/// Checks the signature over the signing input (`header.payload`, exactly
+/// as sent) only; the claims are checked by `claim_checks`, on the payload
+/// decoded from those same bytes.
 fn verify_signature(
     raw: &str,
+    token: &Unverified,
     key: &VerifyingKey,
     algorithm: Algorithm,
-) -> Result<Map<String, Value>, VerifyError> {
+) -> Result<(), VerifyError> {
     let family_ok = match algorithm {
         Algorithm::RS256
         | Algorithm::RS384
@@ -696,22 +764,14 @@ fn verify_signature(
     if raw.ends_with('.') || !family_ok || key.algorithm.is_some_and(|named| named != algorithm) {
         return Err(VerifyError::InvalidSignature);
     }
-    let mut validation = Validation::new(algorithm);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    match jsonwebtoken::decode::<Map<String, Value>>(raw, &key.key, &validation) {
-        Ok(data) => Ok(data.claims),
-        Err(err) => Err(match err.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature
-            | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm
-            | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_)
-            | jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
-            | jsonwebtoken::errors::ErrorKind::InvalidKeyFormat => VerifyError::InvalidSignature,
-            _ => VerifyError::Malformed("undecodable"),
-        }),
+    let message = raw
+        .as_bytes()
+        .get(..token.signing_input)
+        .ok_or(VerifyError::Malformed("not three segments"))?;
+    if key.verifies(algorithm, message, &token.signature) {
+        Ok(())
+    } else {
+        Err(VerifyError::InvalidSignature)
     }
 }
 
@@ -831,16 +891,16 @@ fn claim_checks(
 }
 
 /// The trusted form of claims that passed every check.
-fn accept(payload: &Map<String, Value>, raw: &str) -> Result<VerifiedClaims, VerifyError> {
-    let issuer = string_claim(payload, "iss")?;
-    let exp = numeric_claim(payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
-    let jti = string_claim(payload, "jti")?;
+fn accept(payload: Map<String, Value>, raw: &str) -> Result<VerifiedClaims, VerifyError> {
+    let issuer = string_claim(&payload, "iss")?.to_owned();
+    let exp = numeric_claim(&payload, "exp")?.ok_or(VerifyError::MissingClaim("exp"))?;
+    let jti = string_claim(&payload, "jti")?.to_owned();
     Ok(VerifiedClaims {
-        jti: jti.to_owned(),
-        issuer: issuer.to_owned(),
+        jti,
+        issuer,
         exp,
         token_sha256: token_sha256(raw),
-        claims: ClaimSet::from_json_object(payload),
+        claims: ClaimSet::from_json_map(payload),
     })
 }
 
@@ -989,7 +1049,7 @@ mod tests {
         {
             run.record(name, step)?;
         }
-        accept(&claims, "raw")
+        accept(claims, "raw")
     }
 
     #[test]
@@ -1123,6 +1183,28 @@ mod tests {
                 now: 1100,
             },
         )
+    }
+
+    #[test]
+    fn registered_header_members_of_the_wrong_type_are_malformed() {
+        // Well-typed, they are ignored.
+        for name in ["typ", "cty"] {
+            let raw = signed(header_with(name, "JWT".into()), claims());
+            assert!(server(&raw).is_ok(), "{name}");
+        }
+        for (name, value) in [
+            ("typ", serde_json::json!(5)),
+            ("cty", serde_json::json!(["JWT"])),
+            ("jku", serde_json::json!(1)),
+            ("x5u", serde_json::json!({})),
+            ("x5t", serde_json::json!(true)),
+            ("x5c", serde_json::json!("MIIB")),
+            ("jwk", serde_json::json!("key")),
+        ] {
+            let raw = signed(header_with(name, value.clone()), claims());
+            let err = server(&raw).unwrap_err();
+            assert_eq!(err.reason_code(), "malformed", "{name}: {value}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ from collections import defaultdict
 BUCKETS = [
     ("audit line and logging (tracing JSON, stdout)", r"attestation_broker::audit::|tracing_subscriber::|tracing_core::|<tracing_subscriber|tracing::"),
     ("metrics (prometheus)", r"prometheus::|attestation_broker::metrics::"),
-    ("JWT verify (jsonwebtoken, aws-lc RSA)", r"attestation_broker::verify::|attestation_broker::jwks::|jsonwebtoken::"),
+    ("JWT verify (jsonwebtoken, aws-lc RSA)", r"attestation_broker::verify::|attestation_broker::jwks::|jsonwebtoken::|aws_lc_rs::(rsa|ec|signature|digest)::"),
     ("policy (rules, rego)", r"attestation_broker::policy|attestation_broker::rego|regorus::"),
     ("replay (moka)", r"attestation_broker::replay|moka::"),
     ("STS: SigV4 signing", r"aws_sigv4::"),

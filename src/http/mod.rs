@@ -76,7 +76,12 @@ async fn method_not_allowed(axum::Extension(id): axum::Extension<RequestId>) -> 
 /// Request id, span, metrics.
 async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    // A v4 UUID from the thread's ChaCha generator (seeded from the OS):
+    // `Uuid::new_v4` would make a getrandom(2) system call per request.
+    let request_id = uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .simple()
+        .to_string();
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
@@ -85,7 +90,13 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .into_iter()
         .find(|known| *known == path)
         .unwrap_or("unmatched");
-    let span = tracing::info_span!("request", request_id = %request_id, http.method = %request.method(), http.route = route);
+    // `&str` fields: the log formatter copies them as they are.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.as_str(),
+        http.method = request.method().as_str(),
+        http.route = route
+    );
     let head = head_size(&request);
     let mut response = if head > state.config.server.max_header_bytes {
         span.in_scope(|| tracing::debug!(head_bytes = head, "request head over max_header_bytes"));
