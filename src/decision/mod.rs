@@ -210,6 +210,17 @@ impl ContextSource for GithubNotConfigured {
     }
 }
 
+/// A source that may be absent (`[github]` not configured): then every
+/// question is unavailable, as [`GithubNotConfigured`] answers.
+impl<S: ContextSource> ContextSource for Option<S> {
+    async fn answer(&self, commit: &Commit, conditions: &[ContextCondition]) -> ContextAnswers {
+        match self {
+            Some(source) => source.answer(commit, conditions).await,
+            None => GithubNotConfigured.answer(commit, conditions).await,
+        }
+    }
+}
+
 /// Decides `request` on `claims` under `policy`: the context questions the
 /// claims leave open (asked of `context`, only when there are any), the
 /// rules, then Rego (when configured) within its time limit. Deny by default.

@@ -45,10 +45,6 @@ pub fn deliver(
     extras: &Extras,
     out: &mut dyn Write,
 ) -> Result<(), FetchError> {
-    let stdout_error = |err: std::io::Error| FetchError::Output {
-        target: "stdout".into(),
-        detail: err.to_string(),
-    };
     let secret = credentials.secret_access_key.expose_secret();
     let token = credentials.session_token.expose_secret();
     let (variable, lines) = match delivery {
@@ -66,21 +62,11 @@ pub fn deliver(
         Delivery::GithubEnv => ("GITHUB_ENV", env_file_lines(credentials, extras)),
         Delivery::GithubOutput => ("GITHUB_OUTPUT", output_file_lines(credentials, extras)),
     };
-    // The runner learns the masks from these lines, so they go first, and are
-    // flushed before the values exist anywhere a later step could print them.
-    write!(out, "::add-mask::{secret}\n::add-mask::{token}\n").map_err(stdout_error)?;
+    let mut masks = vec![secret, token];
     if extras.mask_access_key_id {
-        writeln!(out, "::add-mask::{}", credentials.access_key_id).map_err(stdout_error)?;
+        masks.push(credentials.access_key_id.as_str());
     }
-    out.flush().map_err(stdout_error)?;
-    let path = runner.file.as_deref().ok_or_else(|| FetchError::Output {
-        target: variable.into(),
-        detail: "not set".into(),
-    })?;
-    append(path, &lines).map_err(|err| FetchError::Output {
-        target: format!("{variable} ({})", path.display()),
-        detail: err.to_string(),
-    })?;
+    mask_and_append(out, &masks, runner, variable, &lines)?;
     let names: Vec<&str> = lines
         .lines()
         .filter_map(|line| line.split_once('=').map(|(name, _)| name))
@@ -116,10 +102,6 @@ pub fn deliver_github(
     runner: &RunnerEnv,
     out: &mut dyn Write,
 ) -> Result<(), FetchError> {
-    let stdout_error = |err: std::io::Error| FetchError::Output {
-        target: "stdout".into(),
-        detail: err.to_string(),
-    };
     let secret = token.token.expose_secret();
     let (variable, lines) = match delivery {
         Delivery::CredentialProcess => {
@@ -139,19 +121,7 @@ pub fn deliver_github(
             ),
         ),
     };
-    // As for AWS credentials: the mask first, flushed before the token is
-    // written anywhere a later step could print it.
-    writeln!(out, "::add-mask::{secret}")
-        .and_then(|()| out.flush())
-        .map_err(stdout_error)?;
-    let path = runner.file.as_deref().ok_or_else(|| FetchError::Output {
-        target: variable.into(),
-        detail: "not set".into(),
-    })?;
-    append(path, &lines).map_err(|err| FetchError::Output {
-        target: format!("{variable} ({})", path.display()),
-        detail: err.to_string(),
-    })?;
+    mask_and_append(out, &[secret], runner, variable, &lines)?;
     let names = match delivery {
         Delivery::GithubEnv => "GH_TOKEN",
         _ => "outputs token, expires-at, revoke-at",
@@ -176,6 +146,39 @@ pub fn deliver_github(
     )
     .and_then(|()| out.flush())
     .map_err(stdout_error)
+}
+
+/// A failed write to stdout.
+fn stdout_error(err: std::io::Error) -> FetchError {
+    FetchError::Output {
+        target: "stdout".into(),
+        detail: err.to_string(),
+    }
+}
+
+/// Hands values over to later steps: the runner learns the masks from the
+/// `::add-mask::` lines, so they go first and are flushed before the values
+/// exist anywhere a later step could print them; then `lines` are appended to
+/// the file the runner named in `variable`.
+fn mask_and_append(
+    out: &mut dyn Write,
+    masks: &[&str],
+    runner: &RunnerEnv,
+    variable: &str,
+    lines: &str,
+) -> Result<(), FetchError> {
+    for value in masks {
+        writeln!(out, "::add-mask::{value}").map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)?;
+    let path = runner.file.as_deref().ok_or_else(|| FetchError::Output {
+        target: variable.into(),
+        detail: "not set".into(),
+    })?;
+    append(path, lines).map_err(|err| FetchError::Output {
+        target: format!("{variable} ({})", path.display()),
+        detail: err.to_string(),
+    })
 }
 
 /// `NAME=value` lines for `$GITHUB_ENV`.

@@ -18,7 +18,8 @@ use super::error::ApiError;
 use crate::api::{CredentialProcess, GithubTokenResponse, IssueRequest, IssueResponse, JobId};
 use crate::audit::AuditEvent;
 use crate::binding::{self, RequestBinding};
-use crate::decision::{self, AccessRequest, CredentialRequest, GithubToken, Refusal};
+use crate::decision::{self, AccessRequest, AwsSession, CredentialRequest, GithubToken, Refusal};
+use crate::github::GithubClient;
 use crate::policy::Denial;
 use crate::policy_set::PolicySet;
 use crate::replay::{Mark, ReplayError};
@@ -204,51 +205,41 @@ async fn handle(
     // Context questions go to the GitHub App when there is one; without
     // `[github]` every question is unavailable (start-up refuses such a
     // policy; only a reload could bring one).
-    let decided = match &state.github {
-        Some(github) => {
-            decision::decide(policy, &verified, &access, github, request_id, audit).await
-        }
-        None => {
-            decision::decide(
-                policy,
-                &verified,
-                &access,
-                &decision::GithubNotConfigured,
-                request_id,
-                audit,
-            )
-            .await
-        }
-    };
+    let decided =
+        decision::decide(policy, &verified, &access, &state.github, request_id, audit).await;
     let grant = decided.map_err(|refusal| refused(state, audit, refusal))?;
 
     // Refusals that do not depend on the token being fresh come before the
     // replay mark, so they do not burn it.
-    if let CredentialRequest::GitHub(_) = grant.credential() {
-        if format == Format::CredentialProcess {
-            return Err(refuse(
-                audit,
-                ApiError::FormatNotForRole,
-                "bad_query",
-                "format=credential_process asked for a role of kind `github`",
-            ));
+    let issuer = match grant.credential() {
+        CredentialRequest::Aws(session) => Issuer::Sts(session),
+        CredentialRequest::GitHub(token) => {
+            if format == Format::CredentialProcess {
+                return Err(refuse(
+                    audit,
+                    ApiError::FormatNotForRole,
+                    "bad_query",
+                    "format=credential_process asked for a role of kind `github`",
+                ));
+            }
+            let Some(github) = &state.github else {
+                return Err(refuse(
+                    audit,
+                    ApiError::Unavailable,
+                    "github_not_configured",
+                    "a role of kind `github` granted, but [github] is not configured",
+                ));
+            };
+            Issuer::Github(github, token)
         }
-        if state.github.is_none() {
-            return Err(refuse(
-                audit,
-                ApiError::Unavailable,
-                "github_not_configured",
-                "a role of kind `github` granted, but [github] is not configured",
-            ));
-        }
-    }
+    };
 
     mark_used(state, audit, &verified, now).await?;
 
-    let session = match grant.credential() {
-        CredentialRequest::Aws(session) => session,
-        CredentialRequest::GitHub(token) => {
-            return issue_github(state, audit, &verified, grant.role(), token).await;
+    let session = match issuer {
+        Issuer::Sts(session) => session,
+        Issuer::Github(github, token) => {
+            return issue_github(state, github, audit, &verified, grant.role(), token).await;
         }
     };
     let credentials = match state.sts.assume_role(grant.role(), session).await {
@@ -278,25 +269,26 @@ async fn handle(
     Ok(respond(format, grant.role(), &credentials, &expiration))
 }
 
+/// Who issues the credential of a grant, settled before the replay mark.
+enum Issuer<'a> {
+    /// STS, for an AWS session.
+    Sts(&'a AwsSession),
+    /// The GitHub App, for an installation token.
+    Github(&'a GithubClient, &'a GithubToken),
+}
+
 /// Issues a GitHub installation token for a granted `github` role. GitHub
 /// refusing (not installed, repositories or permissions refused) is a 403;
 /// GitHub unable to answer is a 503 with GitHub's `Retry-After`, and the
 /// token's replay mark is released, as for STS failures.
 async fn issue_github(
     state: &AppState,
+    github: &GithubClient,
     audit: &mut AuditEvent,
     verified: &VerifiedClaims,
     role: &str,
     request: &GithubToken,
 ) -> Result<Response, ApiError> {
-    let Some(github) = &state.github else {
-        return Err(refuse(
-            audit,
-            ApiError::Unavailable,
-            "github_not_configured",
-            "a role of kind `github` granted, but [github] is not configured",
-        ));
-    };
     let mut request_ids = Vec::new();
     let issued = match github
         .issue(

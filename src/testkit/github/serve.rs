@@ -2,6 +2,7 @@
 //! requests, and the bodies, built from GitHub's own examples (the JSON
 //! files beside this one) with the configured values set in.
 
+use crate::http::issue::rfc3339;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,18 +43,6 @@ fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    let seconds = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).unwrap_or(0))
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_default()
 }
 
 /// Sets `value[path…] = new` when every step exists.
