@@ -118,7 +118,9 @@ fn session_name_char(c: char) -> char {
 /// STS validates with Java, whose string length counts UTF-16 code units, so a
 /// character outside the Basic Multilingual Plane counts twice here as well.
 fn to_tag_text(text: &str, max_len: usize) -> String {
-    let mut out = String::new();
+    // Sized once: every character maps to one of the same UTF-8 length or
+    // to the one-byte replacement.
+    let mut out = String::with_capacity(text.len().min(max_len.saturating_mul(4)));
     let mut units = 0;
     for c in text.chars().map(tag_char) {
         units += c.len_utf16();

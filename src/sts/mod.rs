@@ -7,7 +7,7 @@
 //! IMDS). Configuration never holds a static key.
 //!
 //! Every call is bounded by the connect, per-attempt and whole-operation timeouts
-//! of `[sts]`, and retried by the SDK's standard strategy: throttling errors,
+//! of `[sts]` (the per-attempt one also ends an answer that stalls mid-body), and retried by the SDK's standard strategy: throttling errors,
 //! 5xx, timeouts and I/O failures are retried up to `max_attempts` with
 //! exponential backoff and full jitter (`aws-smithy-runtime`'s
 //! `StandardRetryStrategy`). Nothing is retried by hand here.
@@ -24,6 +24,7 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_sts::config::StalledStreamProtectionConfig;
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_sdk_sts::types::Tag;
@@ -167,7 +168,14 @@ impl StsClient {
         }
         let shared = loader.load().await;
 
-        let mut builder = aws_sdk_sts::config::Builder::from(&shared);
+        let mut builder = aws_sdk_sts::config::Builder::from(&shared)
+            // The SDK's stalled-stream protection watches the throughput of
+            // every body; an AssumeRole exchange is two bodies of a few KB,
+            // and the per-attempt timeout above already ends an attempt whose
+            // answer stalls, sooner than the protection's grace period would
+            // (`an_answer_that_stalls_mid_body_is_a_timeout`). Off, it saves
+            // its throughput accounting on every call (docs/benchmarks.md).
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         // Overwrites whatever endpoint the environment or profile configured.
         builder.set_endpoint_url(config.endpoint_url.as_ref().map(endpoint_string));
         Ok(Self {

@@ -333,6 +333,36 @@ async fn an_unanswered_attempt_is_a_timeout() {
 }
 
 #[tokio::test]
+async fn an_answer_that_stalls_mid_body_is_a_timeout() {
+    // Headers and half the document arrive, the rest never does: the
+    // per-attempt timeout ends the attempt (the SDK's stalled-stream
+    // protection is off, so nothing else would).
+    let (endpoint, sts) = scripted(&[], Some(Fault::Stall)).await;
+    let short = Tuning {
+        attempt: Duration::from_millis(200),
+        operation: Duration::from_secs(30),
+        ..tuning(1)
+    };
+    let (client, metrics) = client(endpoint, short).await;
+
+    let err = client
+        .assume_role(
+            "test",
+            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
+        )
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, StsError::Timeout), "{err:?}");
+    assert_eq!(sts.requests().len(), 1);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"ci_sts_errors_total{kind="timeout"} 1"#)
+    );
+}
+
+#[tokio::test]
 async fn new_builds_from_config_and_rejects_zero_attempts() {
     let config = StsConfig {
         endpoint_url: Some(url::Url::parse("http://127.0.0.1:9").unwrap()),

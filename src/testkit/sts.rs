@@ -113,6 +113,10 @@ pub enum Fault {
     Hang,
     /// Waits until [`Sts::release_held`], then answers normally.
     Hold,
+    /// Answers 200 announcing the whole success document (`Content-Length`)
+    /// but sends only its first half, then nothing more: an answer stalled
+    /// mid-body.
+    Stall,
     /// Answers 200 with the success document less the named element (e.g.
     /// `Credentials`, `Expiration`, `AccessKeyId`).
     Without(&'static str),
@@ -300,6 +304,7 @@ async fn handle(
     let queued = lock(&inner.queued).pop_front();
     let fault = queued.or(*lock(&inner.standing));
     let mut without = None;
+    let mut stall = false;
     if let Some(fault) = fault {
         inner.faulted.fetch_add(1, Ordering::Relaxed);
         match fault {
@@ -342,6 +347,7 @@ async fn handle(
                 }
             }
             Fault::Without(element) => without = Some(element),
+            Fault::Stall => stall = true,
         }
     }
     if request.action != "AssumeRole" {
@@ -357,6 +363,7 @@ async fn handle(
         );
     }
     match assume_role(&request) {
+        Ok((_, xml)) if stall => stalled_answer(xml),
         Ok((issued, mut xml)) => {
             if let Some(element) = without {
                 xml = remove_element(&xml, element);
@@ -367,6 +374,46 @@ async fn handle(
             ([(header::CONTENT_TYPE, "text/xml")], xml).into_response()
         }
         Err(response) => *response,
+    }
+}
+
+/// 200 with the `Content-Length` of all of `xml`, of which only the first
+/// half is ever sent.
+fn stalled_answer(xml: String) -> Response {
+    let length = xml.len();
+    let mut head = xml.into_bytes();
+    head.truncate(length / 2);
+    let body = StalledBody {
+        head: Some(Bytes::from(head)),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/xml".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+/// A body that yields its head once and then never another frame.
+struct StalledBody {
+    head: Option<Bytes>,
+}
+
+impl axum::body::HttpBody for StalledBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.head.take() {
+            Some(head) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(head)))),
+            // Never woken: the client's deadline is what ends it.
+            None => std::task::Poll::Pending,
+        }
     }
 }
 
