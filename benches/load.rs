@@ -31,6 +31,10 @@
 //! gets N issuances from 4 connections, and is stopped with SIGTERM so that
 //! callgrind writes FILE.
 //!
+//! Native profile (`scripts/profile-native.sh` uses it): with
+//! `BENCH_PERF_OUT=FILE`, `perf record` samples the broker (call stacks by
+//! DWARF unwinding) for the whole timed phase of `closed-50`, and writes FILE.
+//!
 //! Run it with `scripts/bench.sh`. `BENCH_SCALE=0.2` scales every scenario's
 //! request count; `BENCH_BROKER_BIN=PATH` uses another broker binary;
 //! `BENCH_WRK=PATH` another wrk. Under `cargo test` this target only prints
@@ -191,6 +195,10 @@ fn bench(
             tokens.len(),
             started_mint.elapsed().as_secs_f64()
         );
+        let perf = (name == "closed-50")
+            .then(|| std::env::var_os("BENCH_PERF_OUT"))
+            .flatten()
+            .map(|out| Perf::attach(broker.pid(), Path::new(&out)));
         let cpu_before = broker.cpu_seconds();
         let sts_before = sts.assume_role_calls();
         let (run, cpu_after) = if paced {
@@ -208,6 +216,9 @@ fn bench(
                 &probe,
             )
         };
+        if let Some(perf) = perf {
+            perf.stop();
+        }
         let cpu = cpu_after - cpu_before;
         let row = Row {
             name,
@@ -292,6 +303,48 @@ fn bench(
         return false;
     }
     true
+}
+
+/// `perf record` attached to the broker for one scenario.
+struct Perf {
+    child: Child,
+}
+
+impl Perf {
+    /// Starts sampling `pid` (999 Hz, user and kernel, DWARF call stacks)
+    /// into `out`, and gives perf a moment to attach before the load starts.
+    fn attach(pid: u32, out: &Path) -> Self {
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "--quiet",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf,16384",
+            ])
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("run perf: {err} (Debian: apt-get install linux-perf)"));
+        std::thread::sleep(Duration::from_millis(500));
+        Self { child }
+    }
+
+    /// Stops perf with SIGINT, as `perf record` expects, and waits for it to
+    /// write its file.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("wait for perf");
+        println!("perf record: {status}");
+    }
 }
 
 /// Profile mode: the broker under callgrind, `BENCH_ISSUANCES` issuances.
