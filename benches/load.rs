@@ -82,7 +82,9 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
     // binary without it, where a load run does not belong.
     if !std::env::args().any(|arg| arg == "--bench") {
-        println!("load benchmark: skipped (run `scripts/bench.sh`, `scripts/profile.sh` or `scripts/profile-native.sh`)");
+        println!(
+            "load benchmark: skipped (run `scripts/bench.sh`, `scripts/profile.sh` or `scripts/profile-native.sh`)"
+        );
         return;
     }
     let target_dir = target_dir();
