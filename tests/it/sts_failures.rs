@@ -1,4 +1,4 @@
-//! STS throttling, refusing, failing and hanging.
+//! STS throttling, refusing, failing, hanging and stalling mid-answer.
 
 use serde_json::json;
 
@@ -53,6 +53,17 @@ async fn hanging_sts_is_503() {
     assert_unavailable(&resp);
     let metrics = h.broker.metrics().await;
     metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
+}
+
+#[tokio::test]
+async fn an_sts_answer_that_stalls_mid_body_is_503() {
+    // Headers and half the document arrive, the rest never does.
+    let (h, resp) = answer_with_sts_failing(Fault::Stall).await;
+    assert_unavailable(&resp);
+    assert!(!resp.text().contains("AccessKeyId"));
+    let metrics = h.broker.metrics().await;
+    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
+    assert_eq!(metrics.value_or_zero("ci_creds_issued_total", &[]), 0.0);
 }
 
 #[tokio::test]
