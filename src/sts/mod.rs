@@ -172,9 +172,10 @@ impl StsClient {
             // The SDK's stalled-stream protection watches the throughput of
             // every body; an AssumeRole exchange is two bodies of a few KB,
             // and the per-attempt timeout above already ends an attempt whose
-            // answer stalls, sooner than the protection's grace period would
-            // (`an_answer_that_stalls_mid_body_is_a_timeout`). Off, it saves
-            // its throughput accounting on every call (docs/benchmarks.md).
+            // answer stalls (`an_answer_that_stalls_mid_body_is_a_timeout`),
+            // before the protection's 20 s grace period would at any attempt
+            // timeout below that (3 s by default). Off, it saves its
+            // throughput accounting on every call (docs/benchmarks.md).
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         // Overwrites whatever endpoint the environment or profile configured.
         builder.set_endpoint_url(config.endpoint_url.as_ref().map(endpoint_string));
