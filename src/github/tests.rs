@@ -58,6 +58,18 @@ fn permissions(pairs: &[(&str, Access)]) -> Permissions {
         .collect()
 }
 
+/// One token for `ourorg/api` with `contents: read`.
+async fn read_api_token(client: &GithubClient) -> Result<IssuedToken, GithubError> {
+    client
+        .issue(
+            "ourorg",
+            &names(&["api"]),
+            &permissions(&[("contents", Access::Read)]),
+            &mut Vec::new(),
+        )
+        .await
+}
+
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|name| (*name).to_owned()).collect()
 }
@@ -237,16 +249,7 @@ async fn github_down_slow_or_rate_limited_is_unavailable_with_retry_after() {
 async fn issued_tokens_are_revoked_on_schedule() {
     let f = fixture_with(2, 30, 1).await;
     let revoker = f.client.spawn_revoker();
-    let issued = f
-        .client
-        .issue(
-            "ourorg",
-            &names(&["api"]),
-            &permissions(&[("contents", Access::Read)]),
-            &mut Vec::new(),
-        )
-        .await
-        .unwrap();
+    let issued = read_api_token(&f.client).await.unwrap();
     let token = issued.token.expose_secret().to_owned();
     assert_eq!(f.github.is_revoked(&token), Some(false));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -278,16 +281,7 @@ async fn issued_tokens_are_revoked_on_schedule() {
 #[tokio::test]
 async fn revoking_twice_finds_the_token_already_invalid() {
     let f = fixture().await;
-    let issued = f
-        .client
-        .issue(
-            "ourorg",
-            &names(&["api"]),
-            &permissions(&[("contents", Access::Read)]),
-            &mut Vec::new(),
-        )
-        .await
-        .unwrap();
+    let issued = read_api_token(&f.client).await.unwrap();
     let transport = Transport::new(Duration::from_secs(2), None).unwrap();
     assert_eq!(
         revoke_token(&transport, f.github.url(), &issued.token)
@@ -702,15 +696,7 @@ async fn a_wrong_app_key_is_refused_by_github_and_never_a_refusal_of_the_caller(
         revoke_after_seconds: 900,
     };
     let client = GithubClient::with_key(&config, other, Metrics::new().unwrap()).unwrap();
-    let err = client
-        .issue(
-            "ourorg",
-            &names(&["api"]),
-            &permissions(&[("contents", Access::Read)]),
-            &mut Vec::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = read_api_token(&client).await.unwrap_err();
     assert_eq!(
         err,
         GithubError::Unexpected {
@@ -743,16 +729,7 @@ async fn new_metrics_are_exported_at_zero_from_the_start() {
 #[tokio::test]
 async fn a_token_already_revoked_by_the_job_counts_as_revoked_on_schedule() {
     let f = fixture_with(2, 30, 1).await;
-    let issued = f
-        .client
-        .issue(
-            "ourorg",
-            &names(&["api"]),
-            &permissions(&[("contents", Access::Read)]),
-            &mut Vec::new(),
-        )
-        .await
-        .unwrap();
+    let issued = read_api_token(&f.client).await.unwrap();
     // The job's last step revoked it first (`revoke-github-token`).
     let transport = Transport::new(Duration::from_secs(2), None).unwrap();
     revoke_token(&transport, f.github.url(), &issued.token)

@@ -306,9 +306,10 @@ async fn answers_without_a_part_of_the_credentials_are_other() {
     }
 }
 
-#[tokio::test]
-async fn an_unanswered_attempt_is_a_timeout() {
-    let (endpoint, _sts) = scripted(&[], Some(Fault::Hang)).await;
+/// With `fault` on every call and one short attempt, the call is a timeout
+/// after exactly one request.
+async fn assert_times_out(fault: Fault) {
+    let (endpoint, sts) = scripted(&[], Some(fault)).await;
     let short = Tuning {
         attempt: Duration::from_millis(200),
         operation: Duration::from_secs(30),
@@ -324,12 +325,19 @@ async fn an_unanswered_attempt_is_a_timeout() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, StsError::Timeout), "{err:?}");
+    assert!(matches!(err, StsError::Timeout), "{fault:?}: {err:?}");
+    assert_eq!(sts.requests().len(), 1, "{fault:?}");
     assert!(
         metrics
             .render()
-            .contains(r#"ci_sts_errors_total{kind="timeout"} 1"#)
+            .contains(r#"ci_sts_errors_total{kind="timeout"} 1"#),
+        "{fault:?}"
     );
+}
+
+#[tokio::test]
+async fn an_unanswered_attempt_is_a_timeout() {
+    assert_times_out(Fault::Hang).await;
 }
 
 #[tokio::test]
@@ -337,29 +345,7 @@ async fn an_answer_that_stalls_mid_body_is_a_timeout() {
     // Headers and half the document arrive, the rest never does: the
     // per-attempt timeout ends the attempt (the SDK's stalled-stream
     // protection is off, so nothing else would).
-    let (endpoint, sts) = scripted(&[], Some(Fault::Stall)).await;
-    let short = Tuning {
-        attempt: Duration::from_millis(200),
-        operation: Duration::from_secs(30),
-        ..tuning(1)
-    };
-    let (client, metrics) = client(endpoint, short).await;
-
-    let err = client
-        .assume_role(
-            "test",
-            &AwsSession::for_tests(ROLE_ARN, 900, true, &claims()),
-        )
-        .await
-        .unwrap_err();
-
-    assert!(matches!(err, StsError::Timeout), "{err:?}");
-    assert_eq!(sts.requests().len(), 1);
-    assert!(
-        metrics
-            .render()
-            .contains(r#"ci_sts_errors_total{kind="timeout"} 1"#)
-    );
+    assert_times_out(Fault::Stall).await;
 }
 
 #[tokio::test]

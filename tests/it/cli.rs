@@ -8,7 +8,7 @@ use secrecy::ExposeSecret as _;
 use insta::assert_snapshot;
 
 use crate::cli_output::{redactions, render};
-use crate::python_peers::stdout_of_success;
+use crate::python_peers::run_printed_curl;
 use crate::support::DEFAULT_POLICY;
 use crate::support::broker::{BIN, BrokerSpec, Process, RunOutput, run_to_completion};
 
@@ -174,20 +174,7 @@ async fn dev_prints_a_curl_that_performs_a_full_issuance() {
         })
         .await;
     assert!(!marker.is_empty());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(curl.trim())
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("all_proxy")
-            .env_remove("ALL_PROXY")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = stdout_of_success("curl", &output);
+    let stdout = run_printed_curl(curl).await;
     // The wire type requires every credential field; none may be empty.
     let body: IssueResponse =
         serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));

@@ -485,20 +485,7 @@ async fn dev_prints_a_curl_that_obtains_a_stand_in_github_token() {
             line.trim_start().starts_with("curl ") && line.contains("dev-release-notes")
         })
         .await;
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(curl.trim())
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("all_proxy")
-            .env_remove("ALL_PROXY")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = crate::python_peers::stdout_of_success("curl", &output);
+    let stdout = crate::python_peers::run_printed_curl(curl).await;
     let answer: GithubTokenResponse =
         serde_json::from_str(&stdout).unwrap_or_else(|err| unreachable!("{err}: {stdout}"));
     use secrecy::ExposeSecret as _;

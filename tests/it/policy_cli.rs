@@ -517,6 +517,20 @@ fn explain_evaluates_context_conditions_from_canned_answers() {
     let policy = write(dir.path(), "policy.toml", CONTEXT_POLICY);
     let claims = write(dir.path(), "claims.json", &context_push().to_string());
 
+    // The same question, with canned answers from `context`.
+    let explain_with = |context: &str| {
+        policy_cmd(&[
+            "explain",
+            &policy,
+            "--claims",
+            &claims,
+            "--role",
+            "deploy",
+            "--context",
+            context,
+        ])
+    };
+
     // Without --context: each context condition is shown, not evaluated.
     let out = policy_cmd(&["explain", &policy, "--claims", &claims, "--role", "deploy"]);
     assert_eq!(out.code, Some(1), "{out}");
@@ -534,16 +548,7 @@ fn explain_evaluates_context_conditions_from_canned_answers() {
         })
         .to_string(),
     );
-    let out = policy_cmd(&[
-        "explain",
-        &policy,
-        "--claims",
-        &claims,
-        "--role",
-        "deploy",
-        "--context",
-        &passed,
-    ]);
+    let out = explain_with(&passed);
     assert_eq!(out.code, Some(0), "{out}");
     assert_snapshot!("explain_context_granted", out.snapshot());
 
@@ -576,16 +581,7 @@ fn explain_evaluates_context_conditions_from_canned_answers() {
         })
         .to_string(),
     );
-    let out = policy_cmd(&[
-        "explain",
-        &policy,
-        "--claims",
-        &claims,
-        "--role",
-        "deploy",
-        "--context",
-        &other,
-    ]);
+    let out = explain_with(&other);
     assert_eq!(out.code, Some(1), "{out}");
     assert_snapshot!("explain_context_other_app", out.snapshot());
     let down = write(
@@ -594,16 +590,7 @@ fn explain_evaluates_context_conditions_from_canned_answers() {
         &json!({"checks": {"dependency-scan": "unavailable", "unit-tests": "unavailable"}})
             .to_string(),
     );
-    let out = policy_cmd(&[
-        "explain",
-        &policy,
-        "--claims",
-        &claims,
-        "--role",
-        "deploy",
-        "--context",
-        &down,
-    ]);
+    let out = explain_with(&down);
     assert_eq!(out.code, Some(1), "{out}");
     assert_snapshot!("explain_context_unavailable", out.snapshot());
 

@@ -96,6 +96,25 @@ pub(crate) fn stdout_of_success(what: &str, output: &std::process::Output) -> St
     stdout
 }
 
+/// Runs a `curl` command line as printed for a user (`dev` prints them), in
+/// `sh`, with no proxy from the environment; its stdout, which must succeed.
+pub(crate) async fn run_printed_curl(line: String) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    stdout_of_success("curl", &output)
+}
+
 /// A broker, a fake Actions runtime minting its tokens and a scratch
 /// directory; `None` (the test skips) without the Python venv.
 async fn with_runtime() -> Option<(Harness, FakeRuntime, tempfile::TempDir)> {

@@ -47,23 +47,26 @@ async fn persistent_internal_failure_is_503() {
     assert!(h.sts.calls() >= 2, "5xx is retried");
 }
 
-#[tokio::test]
-async fn hanging_sts_is_503() {
-    let (h, resp) = answer_with_sts_failing(Fault::Hang).await;
-    assert_unavailable(&resp);
-    let metrics = h.broker.metrics().await;
-    metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
-}
-
-#[tokio::test]
-async fn an_sts_answer_that_stalls_mid_body_is_503() {
-    // Headers and half the document arrive, the rest never does.
-    let (h, resp) = answer_with_sts_failing(Fault::Stall).await;
+/// An STS that never finishes its answer: 503, counted as an STS timeout,
+/// nothing issued.
+async fn assert_sts_timeout_is_503(fault: Fault) {
+    let (h, resp) = answer_with_sts_failing(fault).await;
     assert_unavailable(&resp);
     assert!(!resp.text().contains("AccessKeyId"));
     let metrics = h.broker.metrics().await;
     metrics.assert_at_least("ci_sts_errors_total", &[("kind", "timeout")], 1.0);
     assert_eq!(metrics.value_or_zero("ci_creds_issued_total", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn hanging_sts_is_503() {
+    assert_sts_timeout_is_503(Fault::Hang).await;
+}
+
+#[tokio::test]
+async fn an_sts_answer_that_stalls_mid_body_is_503() {
+    // Headers and half the document arrive, the rest never does.
+    assert_sts_timeout_is_503(Fault::Stall).await;
 }
 
 #[tokio::test]
