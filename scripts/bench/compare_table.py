@@ -23,7 +23,7 @@ def row(label, run):
         f"| {label} | {c50['issued_per_s']:,.0f} | {c400['issued_per_s']:,.0f} | {cpu} "
         f"| {paced['latency_us']['p99'] / 1000:.2f} ms | {paced['send_lag_us']['p99'] / 1000:.2f} ms "
         f"| {c400['vm_rss_kb_after'] / 1024:.1f} MB | {run['launch_to_ready_ms']:.1f} ms "
-        f"| {' '.join(run['loadavg_before'].split()[:1])} |"
+        f"| {run['loadavg_before'].split()[0]} |"
     )
 
 
